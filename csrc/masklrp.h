@@ -1,0 +1,96 @@
+// masklrp C core: the LRP rule kernels and the BLAS wrapper they use.
+// Pure C11: nothing here knows about Python. module.c is the only CPython glue.
+//
+// Conventions (llm.c style):
+// - float32 data, row-major, contiguous; sizes are ptrdiff_t.
+// - `*_forward` writes its output (=). `*_backward` ACCUMULATES into its
+//   output (+=), so the caller zeroes it once and residual branches simply add.
+// - `g` names the quantity flowing backward (DESIGN.md §2 "modified gradient").
+#ifndef MASKLRP_H
+#define MASKLRP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+// ----------------------------------------------------------------------------
+// linalg.c: the only place that calls BLAS
+
+// Largest dimension one sgemm call accepts (OpenBLAS takes 32-bit ints).
+#define MLRP_BLAS_MAX_DIM 2147483647
+
+// C (M,N) = alpha * op(A) op(B) + beta * C, row-major; op transposes when t*.
+void gemm(bool ta, bool tb, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, float alpha,
+          const float *A, const float *B, float beta, float *C);
+void blas_set_num_threads(int n);
+int blas_get_num_threads(void);
+const char *blas_config(void);
+
+// ----------------------------------------------------------------------------
+// rules.c: one forward/backward pair per row of DESIGN.md §2
+
+// How a product of two activations shares its true gradient (AttnLRP Prop. 3.3).
+typedef enum { PRODUCT_UNIFORM, PRODUCT_CP, PRODUCT_GRADIENT } ProductRule;
+// How a single-operand non-linearity is crossed: LRP rule or true Jacobian.
+typedef enum { RULE_LRP, RULE_GRADIENT } UnaryRule;
+typedef enum { ACT_GELU, ACT_GELU_TANH, ACT_SILU, ACT_TANH, ACT_RELU } Activation;
+
+void product_shares(ProductRule rule, float *share_a, float *share_b);
+
+// x (N,IN), w (OUT,IN) or (IN,OUT) if w_in_out, b (OUT) or NULL -> z (N,OUT)
+void linear_forward(float *z, const float *x, const float *w, const float *b,
+                    ptrdiff_t N, ptrdiff_t IN, ptrdiff_t OUT, bool w_in_out);
+// g (N,OUT) -> gx (N,IN) += g W
+void linear_backward(float *gx, const float *g, const float *w,
+                     ptrdiff_t N, ptrdiff_t IN, ptrdiff_t OUT, bool w_in_out);
+
+// x (N,C) -> s (N,C), softmax over C; -inf -> 0, all -inf row -> zeros
+void softmax_forward(float *s, const float *x, ptrdiff_t N, ptrdiff_t C);
+// g, s (N,C) -> gx (N,C) += s (g - sum s g)
+void softmax_backward(float *gx, const float *g, const float *s, ptrdiff_t N, ptrdiff_t C);
+
+// a (B,M,K), b (B,K,N) or (B,N,K) if tb -> out (B,M,N) = scale a b
+void matmul_forward(float *out, const float *a, const float *b, ptrdiff_t B,
+                    ptrdiff_t M, ptrdiff_t K, ptrdiff_t N, bool tb, float scale);
+// g (B,M,N) -> ga (B,M,K) +=, gb like b +=; either may be NULL when its share is 0
+void matmul_backward(float *ga, float *gb, const float *g, const float *a, const float *b,
+                     ptrdiff_t B, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N, bool tb,
+                     float scale, ProductRule rule);
+
+// a, b (n) -> out (n) = a b
+void product_forward(float *out, const float *a, const float *b, ptrdiff_t n);
+// g (n) -> ga += share_a g b, gb += share_b g a; either may be NULL when its share is 0
+void product_backward(float *ga, float *gb, const float *g, const float *a, const float *b,
+                      ptrdiff_t n, ProductRule rule);
+
+// x (n) -> y (n) = f(x)
+void activation_forward(float *y, const float *x, ptrdiff_t n, Activation f);
+// g, x (n) -> gx (n) += g f(x)/x (RULE_LRP) or g f'(x) (RULE_GRADIENT)
+void activation_backward(float *gx, const float *g, const float *x, ptrdiff_t n,
+                         Activation f, UnaryRule rule);
+
+// x (N,C), w (C), b (C) or NULL -> y (N,C), mean (N), rstd (N)
+void layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, ptrdiff_t N, ptrdiff_t C, float eps);
+// g, x (N,C) -> gx (N,C) +=
+void layernorm_backward(float *gx, const float *g, const float *x, const float *w,
+                        const float *mean, const float *rstd, ptrdiff_t N, ptrdiff_t C,
+                        UnaryRule rule);
+
+// x (N,C), w (C) -> y (N,C), rstd (N)
+void rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
+                     ptrdiff_t N, ptrdiff_t C, float eps);
+// g, x (N,C) -> gx (N,C) +=
+void rmsnorm_backward(float *gx, const float *g, const float *x, const float *w,
+                      const float *rstd, ptrdiff_t N, ptrdiff_t C, UnaryRule rule);
+
+// x (B,T,D), cos, sin (T,D), D even -> y (B,T,D)
+void rope_forward(float *y, const float *x, const float *cos, const float *sin,
+                  ptrdiff_t B, ptrdiff_t T, ptrdiff_t D);
+// g (B,T,D) -> gx (B,T,D) += Rᵀ g
+void rope_backward(float *gx, const float *g, const float *cos, const float *sin,
+                   ptrdiff_t B, ptrdiff_t T, ptrdiff_t D);
+
+// x, g (n) -> r (n) = x g   (R_x = x ⊙ g_x, DESIGN.md §2)
+void relevance(float *r, const float *x, const float *g, ptrdiff_t n);
+
+#endif // MASKLRP_H

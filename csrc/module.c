@@ -1,0 +1,870 @@
+// masklrp._core: the only CPython/NumPy glue. Each entry point parses its
+// arguments, checks every array (type, dtype, shape, finiteness) with a message
+// naming the argument, releases the GIL, calls the pure C kernel and returns new
+// arrays. Input policy (documented in masklrp/kernels.py): float32 ndarrays
+// only; non-contiguous, misaligned or byte-swapped float32 input is copied.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <math.h>
+#include <string.h>
+
+#include "masklrp.h"
+
+// ----------------------------------------------------------------------------
+// Argument checking
+
+typedef enum { FINITE, FINITE_OR_NEG_INF } Finiteness;
+
+static PyObject *shape_of(PyArrayObject *a) {
+    PyObject *t = PyTuple_New(PyArray_NDIM(a));
+    if (t == NULL) return NULL;
+    for (int i = 0; i < PyArray_NDIM(a); i++) {
+        PyObject *d = PyLong_FromSsize_t(PyArray_DIM(a, i));
+        if (d == NULL) { Py_DECREF(t); return NULL; }
+        PyTuple_SET_ITEM(t, i, d);
+    }
+    return t;
+}
+
+// Sets ValueError "<name> must <what>, got shape (...)".
+static void shape_error(PyArrayObject *a, const char *name, const char *what) {
+    PyObject *shape = shape_of(a);
+    if (shape == NULL) return;
+    PyErr_Format(PyExc_ValueError, "%s must %s, got shape %R", name, what, shape);
+    Py_DECREF(shape);
+}
+
+// A new reference to an aligned, C-contiguous, native float32 copy or view of
+// obj with ndim in [min_ndim, max_ndim] (max_ndim < 0: unbounded), non-empty,
+// and finite as asked; NULL with TypeError/ValueError naming `name` otherwise.
+static PyArrayObject *float_array(PyObject *obj, const char *name, int min_ndim, int max_ndim,
+                                  Finiteness finiteness) {
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a numpy.ndarray of dtype float32, got %s", name,
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    PyArrayObject *in = (PyArrayObject *)obj;
+    if (PyArray_TYPE(in) != NPY_FLOAT32) {
+        PyErr_Format(PyExc_TypeError, "%s must have dtype float32, got %R", name,
+                     (PyObject *)PyArray_DESCR(in));
+        return NULL;
+    }
+    const int nd = PyArray_NDIM(in);
+    if (nd < min_ndim || (max_ndim >= 0 && nd > max_ndim)) {
+        char what[64];
+        if (max_ndim < 0) snprintf(what, sizeof what, "have at least %d dimension(s)", min_ndim);
+        else if (min_ndim == max_ndim) snprintf(what, sizeof what, "have %d dimension(s)", min_ndim);
+        else snprintf(what, sizeof what, "have %d to %d dimensions", min_ndim, max_ndim);
+        shape_error(in, name, what);
+        return NULL;
+    }
+    if (PyArray_SIZE(in) == 0) {
+        shape_error(in, name, "not be empty");
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OTF(obj, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
+    if (a == NULL) return NULL;
+    const float *p = (const float *)PyArray_DATA(a);
+    const npy_intp n = PyArray_SIZE(a);
+    for (npy_intp i = 0; i < n; i++) {
+        if (!isfinite(p[i]) && !(finiteness == FINITE_OR_NEG_INF && p[i] == -INFINITY)) {
+            const char *found = isnan(p[i]) ? "nan" : p[i] > 0 ? "inf" : "-inf";
+            PyErr_Format(PyExc_ValueError, "%s must be %s, found %s at flat index %zd", name,
+                         finiteness == FINITE ? "finite" : "finite or -inf", found, (Py_ssize_t)i);
+            Py_DECREF(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+// As float_array with ndim fixed, but None (or absent) gives *out = NULL; 0 on error.
+static int optional_float_array(PyObject *obj, const char *name, int ndim, PyArrayObject **out) {
+    *out = NULL;
+    if (obj == NULL || obj == Py_None) return 1;
+    *out = float_array(obj, name, ndim, ndim, FINITE);
+    return *out != NULL;
+}
+
+static int same_shape(PyArrayObject *a, const char *an, PyArrayObject *b, const char *bn) {
+    if (PyArray_NDIM(a) == PyArray_NDIM(b) &&
+        memcmp(PyArray_DIMS(a), PyArray_DIMS(b), sizeof(npy_intp) * (size_t)PyArray_NDIM(a)) == 0) {
+        return 1;
+    }
+    PyObject *sa = shape_of(a), *sb = shape_of(b);
+    if (sa != NULL && sb != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s must have the same shape as %s: got %R and %R", bn, an,
+                     sb, sa);
+    }
+    Py_XDECREF(sa);
+    Py_XDECREF(sb);
+    return 0;
+}
+
+// 1 if a's shape is exactly `dims` (nd of them); ValueError naming `what` otherwise.
+static int has_shape(PyArrayObject *a, const char *name, int nd, const npy_intp *dims,
+                     const char *what) {
+    if (PyArray_NDIM(a) == nd &&
+        (nd == 0 || memcmp(PyArray_DIMS(a), dims, sizeof(npy_intp) * (size_t)nd) == 0)) {
+        return 1;
+    }
+    shape_error(a, name, what);
+    return 0;
+}
+
+static npy_intp last_dim(PyArrayObject *a) { return PyArray_DIM(a, PyArray_NDIM(a) - 1); }
+
+static int fits_blas(npy_intp n, const char *name) {
+    if (n <= MLRP_BLAS_MAX_DIM) return 1;
+    PyErr_Format(PyExc_ValueError, "%s has a dimension of %zd, above the BLAS limit %d", name,
+                 (Py_ssize_t)n, MLRP_BLAS_MAX_DIM);
+    return 0;
+}
+
+// Looks up a keyword option among `names`; TypeError / ValueError naming `arg`.
+static int choice(PyObject *obj, const char *arg, const char *const *names, int n, int *out) {
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str, got %s", arg, Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        if (PyUnicode_CompareWithASCIIString(obj, names[i]) == 0) { *out = i; return 1; }
+    }
+    PyObject *valid = PyUnicode_FromString(names[0]);
+    for (int i = 1; i < n && valid != NULL; i++) {
+        PyObject *next = PyUnicode_FromFormat("%U, %s", valid, names[i]);
+        Py_DECREF(valid);
+        valid = next;
+    }
+    if (valid != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s must be one of %U; got %R", arg, valid, obj);
+        Py_DECREF(valid);
+    }
+    return 0;
+}
+
+static const char *const PRODUCT_RULE_NAMES[] = {"uniform", "cp", "gradient"};
+static const char *const UNARY_RULE_NAMES[] = {"lrp", "gradient"};
+static const char *const ACTIVATION_NAMES[] = {"gelu", "gelu_tanh", "silu", "tanh", "relu"};
+static const char *const WEIGHT_LAYOUT_NAMES[] = {"out_in", "in_out"};
+
+static int product_rule(PyObject *obj, ProductRule *rule) {
+    int i = PRODUCT_UNIFORM;
+    if (obj != NULL && !choice(obj, "rule", PRODUCT_RULE_NAMES, 3, &i)) return 0;
+    *rule = (ProductRule)i;
+    return 1;
+}
+
+static int unary_rule(PyObject *obj, UnaryRule *rule) {
+    int i = RULE_LRP;
+    if (obj != NULL && !choice(obj, "rule", UNARY_RULE_NAMES, 2, &i)) return 0;
+    *rule = (UnaryRule)i;
+    return 1;
+}
+
+// A finite float32 scalar; with `positive`, also > 0 after rounding to float32.
+static int float_scalar(PyObject *obj, const char *name, int positive, float *out) {
+    if (obj == NULL) return 1;
+    if (PyBool_Check(obj) || !(PyFloat_Check(obj) || PyLong_Check(obj))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a float, got %s", name, Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    const double v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) return 0;
+    const float f = (float)v;
+    if (!isfinite(v) || !isfinite(f) || (positive && !(f > 0.0f))) {
+        PyErr_Format(PyExc_ValueError, "%s must be a %sfinite float32 value, got %R", name,
+                     positive ? "positive " : "", obj);
+        return 0;
+    }
+    *out = f;
+    return 1;
+}
+
+static PyArrayObject *new_array(int nd, const npy_intp *dims) {
+    return (PyArrayObject *)PyArray_SimpleNew(nd, (npy_intp *)dims, NPY_FLOAT32);
+}
+
+// Backward outputs start at zero: the kernels accumulate.
+static PyArrayObject *zeros_like(PyArrayObject *a) {
+    return (PyArrayObject *)PyArray_ZEROS(PyArray_NDIM(a), PyArray_DIMS(a), NPY_FLOAT32, 0);
+}
+
+#define F(a) ((float *)PyArray_DATA(a))
+#define OPT(a) ((a) != NULL ? F(a) : NULL)
+
+// ----------------------------------------------------------------------------
+// Linear
+
+// weight (OUT, IN), or (IN, OUT) for weight_layout='in_out'; `a` must end in
+// `expected` features and fit one sgemm.
+static int linear_sizes(PyArrayObject *a, const char *aname, PyArrayObject *w, int in_out,
+                        npy_intp *in, npy_intp *out, int a_is_input) {
+    *in = PyArray_DIM(w, in_out ? 0 : 1);
+    *out = PyArray_DIM(w, in_out ? 1 : 0);
+    const npy_intp expected = a_is_input ? *in : *out;
+    if (last_dim(a) != expected) {
+        PyErr_Format(PyExc_ValueError, "%s.shape[-1] (%zd) must equal weight's %s (%zd) for weight_layout='%s'",
+                     aname, (Py_ssize_t)last_dim(a), a_is_input ? "in_features" : "out_features",
+                     (Py_ssize_t)expected, WEIGHT_LAYOUT_NAMES[in_out]);
+        return 0;
+    }
+    return fits_blas(PyArray_SIZE(a) / expected, aname) && fits_blas(*in, "weight") &&
+           fits_blas(*out, "weight");
+}
+
+// a.shape[:-1] + (last,)
+static PyArrayObject *new_with_last_dim(PyArrayObject *a, npy_intp last, int zeroed) {
+    npy_intp dims[NPY_MAXDIMS];
+    const int nd = PyArray_NDIM(a);
+    memcpy(dims, PyArray_DIMS(a), sizeof(npy_intp) * (size_t)nd);
+    dims[nd - 1] = last;
+    return zeroed ? (PyArrayObject *)PyArray_ZEROS(nd, dims, NPY_FLOAT32, 0) : new_array(nd, dims);
+}
+
+PyDoc_STRVAR(linear_forward_doc,
+             "linear_forward(x, weight, bias=None, *, weight_layout='out_in') -> z\n\n"
+             "z (..., OUT) = x Wᵀ + b for x (..., IN), weight (OUT, IN) or (IN, OUT) with\n"
+             "weight_layout='in_out' (GPT-2 Conv1D). One sgemm. See masklrp.kernels.");
+
+static PyObject *py_linear_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"x", "weight", "bias", "weight_layout", NULL};
+    PyObject *xo, *wo, *bo = NULL, *layout = NULL, *result = NULL;
+    PyArrayObject *x = NULL, *w = NULL, *b = NULL, *z = NULL;
+    int in_out = 0;
+    npy_intp in, out;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O$O", kwlist, &xo, &wo, &bo, &layout)) return NULL;
+    if (layout != NULL && !choice(layout, "weight_layout", WEIGHT_LAYOUT_NAMES, 2, &in_out)) goto fail;
+    if (!(x = float_array(xo, "x", 1, -1, FINITE))) goto fail;
+    if (!(w = float_array(wo, "weight", 2, 2, FINITE))) goto fail;
+    if (!optional_float_array(bo, "bias", 1, &b)) goto fail;
+    if (!linear_sizes(x, "x", w, in_out, &in, &out, 1)) goto fail;
+    if (b != NULL && !has_shape(b, "bias", 1, &out, "have shape (out_features,)")) goto fail;
+    if (!(z = new_with_last_dim(x, out, 0))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    linear_forward(F(z), F(x), F(w), OPT(b), PyArray_SIZE(x) / in, in, out, in_out);
+    Py_END_ALLOW_THREADS
+    result = (PyObject *)z;
+    z = NULL;
+fail:
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(b);
+    Py_XDECREF(z);
+    return result;
+}
+
+PyDoc_STRVAR(linear_backward_doc,
+             "linear_backward(g, weight, *, weight_layout='out_in') -> g_x\n\n"
+             "True gradient of a linear map: g_x (..., IN) = g W for g (..., OUT).");
+
+static PyObject *py_linear_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"g", "weight", "weight_layout", NULL};
+    PyObject *go, *wo, *layout = NULL, *result = NULL;
+    PyArrayObject *g = NULL, *w = NULL, *gx = NULL;
+    int in_out = 0;
+    npy_intp in, out;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$O", kwlist, &go, &wo, &layout)) return NULL;
+    if (layout != NULL && !choice(layout, "weight_layout", WEIGHT_LAYOUT_NAMES, 2, &in_out)) goto fail;
+    if (!(g = float_array(go, "g", 1, -1, FINITE))) goto fail;
+    if (!(w = float_array(wo, "weight", 2, 2, FINITE))) goto fail;
+    if (!linear_sizes(g, "g", w, in_out, &in, &out, 0)) goto fail;
+    if (!(gx = new_with_last_dim(g, in, 1))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    linear_backward(F(gx), F(g), F(w), PyArray_SIZE(g) / out, in, out, in_out);
+    Py_END_ALLOW_THREADS
+    result = (PyObject *)gx;
+    gx = NULL;
+fail:
+    Py_XDECREF(g);
+    Py_XDECREF(w);
+    Py_XDECREF(gx);
+    return result;
+}
+
+// ----------------------------------------------------------------------------
+// Softmax
+
+PyDoc_STRVAR(softmax_forward_doc,
+             "softmax_forward(x) -> s\n\n"
+             "Softmax over the last axis. -inf (masked) scores get 0; an all -inf row\n"
+             "gives zeros. NaN and +inf raise ValueError.");
+
+static PyObject *py_softmax_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"x", NULL};
+    PyObject *xo;
+    PyArrayObject *x, *s;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O", kwlist, &xo)) return NULL;
+    if (!(x = float_array(xo, "x", 1, -1, FINITE_OR_NEG_INF))) return NULL;
+    if (!(s = new_array(PyArray_NDIM(x), PyArray_DIMS(x)))) { Py_DECREF(x); return NULL; }
+    const npy_intp c = last_dim(x), n = PyArray_SIZE(x) / c;
+    Py_BEGIN_ALLOW_THREADS
+    softmax_forward(F(s), F(x), n, c);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(x);
+    return (PyObject *)s;
+}
+
+PyDoc_STRVAR(softmax_backward_doc,
+             "softmax_backward(g, s) -> g_x\n\n"
+             "g_x = s ⊙ (g − Σ s ⊙ g) over the last axis (AttnLRP Prop. 3.1).");
+
+static PyObject *py_softmax_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"g", "s", NULL};
+    PyObject *go, *so, *result = NULL;
+    PyArrayObject *g = NULL, *s = NULL, *gx = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO", kwlist, &go, &so)) return NULL;
+    if (!(g = float_array(go, "g", 1, -1, FINITE))) goto fail;
+    if (!(s = float_array(so, "s", 1, -1, FINITE))) goto fail;
+    if (!same_shape(s, "s", g, "g")) goto fail;
+    if (!(gx = zeros_like(g))) goto fail;
+    {
+        const npy_intp c = last_dim(g), n = PyArray_SIZE(g) / c;
+        Py_BEGIN_ALLOW_THREADS
+        softmax_backward(F(gx), F(g), F(s), n, c);
+        Py_END_ALLOW_THREADS
+    }
+    result = (PyObject *)gx;
+    gx = NULL;
+fail:
+    Py_XDECREF(g);
+    Py_XDECREF(s);
+    Py_XDECREF(gx);
+    return result;
+}
+
+// ----------------------------------------------------------------------------
+// Batched matmul (Q·Kᵀ and A·V)
+
+typedef struct { npy_intp batch, m, k, n; } MatmulSizes;
+
+// a (..., M, K) and b (..., K, N) or (..., N, K) with identical leading dims.
+static int matmul_sizes(PyArrayObject *a, PyArrayObject *b, int tb, MatmulSizes *sz) {
+    const int nd = PyArray_NDIM(a);
+    if (PyArray_NDIM(b) != nd ||
+        memcmp(PyArray_DIMS(a), PyArray_DIMS(b), sizeof(npy_intp) * (size_t)(nd - 2)) != 0) {
+        shape_error(b, "b", "have the same number of dimensions and leading (batch) dimensions as a");
+        return 0;
+    }
+    sz->m = PyArray_DIM(a, nd - 2);
+    sz->k = PyArray_DIM(a, nd - 1);
+    const npy_intp bk = PyArray_DIM(b, tb ? nd - 1 : nd - 2);
+    sz->n = PyArray_DIM(b, tb ? nd - 2 : nd - 1);
+    if (bk != sz->k) {
+        PyErr_Format(PyExc_ValueError,
+                     "b's contracted dimension (%zd) must equal a.shape[-1] (%zd) with transpose_b=%s",
+                     (Py_ssize_t)bk, (Py_ssize_t)sz->k, tb ? "True" : "False");
+        return 0;
+    }
+    sz->batch = PyArray_SIZE(a) / (sz->m * sz->k);
+    return fits_blas(sz->m, "a") && fits_blas(sz->k, "a") && fits_blas(sz->n, "b");
+}
+
+PyDoc_STRVAR(matmul_forward_doc,
+             "matmul_forward(a, b, *, transpose_b=False, scale=1.0) -> out\n\n"
+             "out (..., M, N) = scale · a b for a (..., M, K), b (..., K, N) (or (..., N, K)\n"
+             "with transpose_b). Leading dimensions must be identical.");
+
+static PyObject *py_matmul_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"a", "b", "transpose_b", "scale", NULL};
+    PyObject *ao, *bo, *scaleo = NULL, *result = NULL;
+    PyArrayObject *a = NULL, *b = NULL, *out = NULL;
+    int tb = 0;
+    float scale = 1.0f;
+    MatmulSizes sz;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|$pO", kwlist, &ao, &bo, &tb, &scaleo)) return NULL;
+    if (!float_scalar(scaleo, "scale", 0, &scale)) goto fail;
+    if (!(a = float_array(ao, "a", 2, -1, FINITE))) goto fail;
+    if (!(b = float_array(bo, "b", 2, -1, FINITE))) goto fail;
+    if (!matmul_sizes(a, b, tb, &sz)) goto fail;
+    if (!(out = new_with_last_dim(a, sz.n, 0))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    matmul_forward(F(out), F(a), F(b), sz.batch, sz.m, sz.k, sz.n, tb, scale);
+    Py_END_ALLOW_THREADS
+    result = (PyObject *)out;
+    out = NULL;
+fail:
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(out);
+    return result;
+}
+
+PyDoc_STRVAR(matmul_backward_doc,
+             "matmul_backward(g, a, b, *, transpose_b=False, scale=1.0, rule='uniform') -> (g_a, g_b)\n\n"
+             "Shares of the true gradient: uniform ½/½ (AttnLRP Prop. 3.3), cp 0/1\n"
+             "(first operand constant), gradient 1/1.");
+
+static PyObject *py_matmul_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"g", "a", "b", "transpose_b", "scale", "rule", NULL};
+    PyObject *go, *ao, *bo, *scaleo = NULL, *ruleo = NULL, *result = NULL;
+    PyArrayObject *g = NULL, *a = NULL, *b = NULL, *ga = NULL, *gb = NULL;
+    int tb = 0;
+    float scale = 1.0f;
+    ProductRule rule;
+    MatmulSizes sz;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$pOO", kwlist, &go, &ao, &bo, &tb, &scaleo, &ruleo)) {
+        return NULL;
+    }
+    if (!float_scalar(scaleo, "scale", 0, &scale) || !product_rule(ruleo, &rule)) goto fail;
+    if (!(g = float_array(go, "g", 2, -1, FINITE))) goto fail;
+    if (!(a = float_array(ao, "a", 2, -1, FINITE))) goto fail;
+    if (!(b = float_array(bo, "b", 2, -1, FINITE))) goto fail;
+    if (!matmul_sizes(a, b, tb, &sz)) goto fail;
+    {
+        npy_intp dims[NPY_MAXDIMS];
+        const int nd = PyArray_NDIM(a);
+        memcpy(dims, PyArray_DIMS(a), sizeof(npy_intp) * (size_t)nd);
+        dims[nd - 1] = sz.n;
+        if (!has_shape(g, "g", nd, dims, "have the output's shape (..., M, N)")) goto fail;
+    }
+    if (!(ga = zeros_like(a)) || !(gb = zeros_like(b))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    matmul_backward(F(ga), F(gb), F(g), F(a), F(b), sz.batch, sz.m, sz.k, sz.n, tb, scale, rule);
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(NN)", ga, gb);
+    ga = gb = NULL;
+fail:
+    Py_XDECREF(g);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(ga);
+    Py_XDECREF(gb);
+    return result;
+}
+
+// ----------------------------------------------------------------------------
+// Element-wise product
+
+PyDoc_STRVAR(product_forward_doc, "product_forward(a, b) -> a ⊙ b (same shapes)");
+
+static PyObject *py_product_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"a", "b", NULL};
+    PyObject *ao, *bo, *result = NULL;
+    PyArrayObject *a = NULL, *b = NULL, *out = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO", kwlist, &ao, &bo)) return NULL;
+    if (!(a = float_array(ao, "a", 1, -1, FINITE))) goto fail;
+    if (!(b = float_array(bo, "b", 1, -1, FINITE))) goto fail;
+    if (!same_shape(a, "a", b, "b")) goto fail;
+    if (!(out = new_array(PyArray_NDIM(a), PyArray_DIMS(a)))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    product_forward(F(out), F(a), F(b), PyArray_SIZE(a));
+    Py_END_ALLOW_THREADS
+    result = (PyObject *)out;
+    out = NULL;
+fail:
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(out);
+    return result;
+}
+
+PyDoc_STRVAR(product_backward_doc,
+             "product_backward(g, a, b, *, rule='uniform') -> (g_a, g_b)\n\n"
+             "g_a = share_a g ⊙ b, g_b = share_b g ⊙ a; shares as for matmul_backward.");
+
+static PyObject *py_product_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"g", "a", "b", "rule", NULL};
+    PyObject *go, *ao, *bo, *ruleo = NULL, *result = NULL;
+    PyArrayObject *g = NULL, *a = NULL, *b = NULL, *ga = NULL, *gb = NULL;
+    ProductRule rule;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$O", kwlist, &go, &ao, &bo, &ruleo)) return NULL;
+    if (!product_rule(ruleo, &rule)) goto fail;
+    if (!(g = float_array(go, "g", 1, -1, FINITE))) goto fail;
+    if (!(a = float_array(ao, "a", 1, -1, FINITE))) goto fail;
+    if (!(b = float_array(bo, "b", 1, -1, FINITE))) goto fail;
+    if (!same_shape(g, "g", a, "a") || !same_shape(g, "g", b, "b")) goto fail;
+    if (!(ga = zeros_like(a)) || !(gb = zeros_like(b))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    product_backward(F(ga), F(gb), F(g), F(a), F(b), PyArray_SIZE(g), rule);
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(NN)", ga, gb);
+    ga = gb = NULL;
+fail:
+    Py_XDECREF(g);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(ga);
+    Py_XDECREF(gb);
+    return result;
+}
+
+// ----------------------------------------------------------------------------
+// Activations
+
+PyDoc_STRVAR(activation_forward_doc,
+             "activation_forward(x, kind) -> f(x)\n\n"
+             "kind: 'gelu' (erf), 'gelu_tanh', 'silu', 'tanh' or 'relu'.");
+
+static PyObject *py_activation_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"x", "kind", NULL};
+    PyObject *xo, *kindo;
+    PyArrayObject *x, *y;
+    int kind;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO", kwlist, &xo, &kindo)) return NULL;
+    if (!choice(kindo, "kind", ACTIVATION_NAMES, 5, &kind)) return NULL;
+    if (!(x = float_array(xo, "x", 1, -1, FINITE))) return NULL;
+    if (!(y = new_array(PyArray_NDIM(x), PyArray_DIMS(x)))) { Py_DECREF(x); return NULL; }
+    Py_BEGIN_ALLOW_THREADS
+    activation_forward(F(y), F(x), PyArray_SIZE(x), (Activation)kind);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(x);
+    return (PyObject *)y;
+}
+
+PyDoc_STRVAR(activation_backward_doc,
+             "activation_backward(g, x, kind, *, rule='lrp') -> g_x\n\n"
+             "'lrp': identity rule g ⊙ f(x)/x with the exact limit f'(0) at 0;\n"
+             "'gradient': g ⊙ f'(x).");
+
+static PyObject *py_activation_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"g", "x", "kind", "rule", NULL};
+    PyObject *go, *xo, *kindo, *ruleo = NULL, *result = NULL;
+    PyArrayObject *g = NULL, *x = NULL, *gx = NULL;
+    int kind;
+    UnaryRule rule;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|$O", kwlist, &go, &xo, &kindo, &ruleo)) return NULL;
+    if (!choice(kindo, "kind", ACTIVATION_NAMES, 5, &kind) || !unary_rule(ruleo, &rule)) goto fail;
+    if (!(g = float_array(go, "g", 1, -1, FINITE))) goto fail;
+    if (!(x = float_array(xo, "x", 1, -1, FINITE))) goto fail;
+    if (!same_shape(x, "x", g, "g")) goto fail;
+    if (!(gx = zeros_like(x))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    activation_backward(F(gx), F(g), F(x), PyArray_SIZE(x), (Activation)kind, rule);
+    Py_END_ALLOW_THREADS
+    result = (PyObject *)gx;
+    gx = NULL;
+fail:
+    Py_XDECREF(g);
+    Py_XDECREF(x);
+    Py_XDECREF(gx);
+    return result;
+}
+
+// ----------------------------------------------------------------------------
+// LayerNorm and RMSNorm
+
+// weight (C,) for x (..., C); the statistics have shape x.shape[:-1].
+static int norm_weight(PyArrayObject *x, PyArrayObject *w, const char *wname) {
+    const npy_intp c = last_dim(x);
+    return has_shape(w, wname, 1, &c, "have shape (x.shape[-1],)");
+}
+
+static int norm_statistic(PyArrayObject *x, PyArrayObject *stat, const char *name) {
+    return has_shape(stat, name, PyArray_NDIM(x) - 1, PyArray_DIMS(x), "have shape x.shape[:-1]");
+}
+
+PyDoc_STRVAR(layernorm_forward_doc,
+             "layernorm_forward(x, weight, bias, eps) -> (y, mean, rstd)\n\n"
+             "y = weight ⊙ (x − mean)·rstd + bias over the last axis; bias may be None.");
+
+static PyObject *py_layernorm_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"x", "weight", "bias", "eps", NULL};
+    PyObject *xo, *wo, *bo, *epso, *result = NULL;
+    PyArrayObject *x = NULL, *w = NULL, *b = NULL, *y = NULL, *mean = NULL, *rstd = NULL;
+    float eps;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO", kwlist, &xo, &wo, &bo, &epso)) return NULL;
+    if (!float_scalar(epso, "eps", 1, &eps)) goto fail;
+    if (!(x = float_array(xo, "x", 1, -1, FINITE))) goto fail;
+    if (!(w = float_array(wo, "weight", 1, 1, FINITE))) goto fail;
+    if (!optional_float_array(bo, "bias", 1, &b)) goto fail;
+    if (!norm_weight(x, w, "weight") || (b != NULL && !norm_weight(x, b, "bias"))) goto fail;
+    if (!(y = new_array(PyArray_NDIM(x), PyArray_DIMS(x)))) goto fail;
+    if (!(mean = new_array(PyArray_NDIM(x) - 1, PyArray_DIMS(x)))) goto fail;
+    if (!(rstd = new_array(PyArray_NDIM(x) - 1, PyArray_DIMS(x)))) goto fail;
+    {
+        const npy_intp c = last_dim(x), n = PyArray_SIZE(x) / c;
+        Py_BEGIN_ALLOW_THREADS
+        layernorm_forward(F(y), F(mean), F(rstd), F(x), F(w), OPT(b), n, c, eps);
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_BuildValue("(NNN)", y, mean, rstd);
+    y = mean = rstd = NULL;
+fail:
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(b);
+    Py_XDECREF(y);
+    Py_XDECREF(mean);
+    Py_XDECREF(rstd);
+    return result;
+}
+
+PyDoc_STRVAR(layernorm_backward_doc,
+             "layernorm_backward(g, x, weight, mean, rstd, *, rule='lrp') -> g_x\n\n"
+             "'lrp' (identity on the scale): g_x = h − mean(h), h = weight ⊙ g · rstd;\n"
+             "'gradient': the full LayerNorm Jacobian.");
+
+static PyObject *py_layernorm_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"g", "x", "weight", "mean", "rstd", "rule", NULL};
+    PyObject *go, *xo, *wo, *mo, *ro, *ruleo = NULL, *result = NULL;
+    PyArrayObject *g = NULL, *x = NULL, *w = NULL, *mean = NULL, *rstd = NULL, *gx = NULL;
+    UnaryRule rule;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|$O", kwlist, &go, &xo, &wo, &mo, &ro, &ruleo)) {
+        return NULL;
+    }
+    if (!unary_rule(ruleo, &rule)) goto fail;
+    if (!(g = float_array(go, "g", 1, -1, FINITE))) goto fail;
+    if (!(x = float_array(xo, "x", 1, -1, FINITE))) goto fail;
+    if (!(w = float_array(wo, "weight", 1, 1, FINITE))) goto fail;
+    if (!(mean = float_array(mo, "mean", 0, -1, FINITE))) goto fail;
+    if (!(rstd = float_array(ro, "rstd", 0, -1, FINITE))) goto fail;
+    if (!same_shape(x, "x", g, "g") || !norm_weight(x, w, "weight") ||
+        !norm_statistic(x, mean, "mean") || !norm_statistic(x, rstd, "rstd")) {
+        goto fail;
+    }
+    if (!(gx = zeros_like(x))) goto fail;
+    {
+        const npy_intp c = last_dim(x), n = PyArray_SIZE(x) / c;
+        Py_BEGIN_ALLOW_THREADS
+        layernorm_backward(F(gx), F(g), F(x), F(w), F(mean), F(rstd), n, c, rule);
+        Py_END_ALLOW_THREADS
+    }
+    result = (PyObject *)gx;
+    gx = NULL;
+fail:
+    Py_XDECREF(g);
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(mean);
+    Py_XDECREF(rstd);
+    Py_XDECREF(gx);
+    return result;
+}
+
+PyDoc_STRVAR(rmsnorm_forward_doc,
+             "rmsnorm_forward(x, weight, eps) -> (y, rstd)\n\n"
+             "y = weight ⊙ x · rstd, rstd = 1/sqrt(mean(x²) + eps) over the last axis.");
+
+static PyObject *py_rmsnorm_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"x", "weight", "eps", NULL};
+    PyObject *xo, *wo, *epso, *result = NULL;
+    PyArrayObject *x = NULL, *w = NULL, *y = NULL, *rstd = NULL;
+    float eps;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO", kwlist, &xo, &wo, &epso)) return NULL;
+    if (!float_scalar(epso, "eps", 1, &eps)) goto fail;
+    if (!(x = float_array(xo, "x", 1, -1, FINITE))) goto fail;
+    if (!(w = float_array(wo, "weight", 1, 1, FINITE))) goto fail;
+    if (!norm_weight(x, w, "weight")) goto fail;
+    if (!(y = new_array(PyArray_NDIM(x), PyArray_DIMS(x)))) goto fail;
+    if (!(rstd = new_array(PyArray_NDIM(x) - 1, PyArray_DIMS(x)))) goto fail;
+    {
+        const npy_intp c = last_dim(x), n = PyArray_SIZE(x) / c;
+        Py_BEGIN_ALLOW_THREADS
+        rmsnorm_forward(F(y), F(rstd), F(x), F(w), n, c, eps);
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_BuildValue("(NN)", y, rstd);
+    y = rstd = NULL;
+fail:
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(y);
+    Py_XDECREF(rstd);
+    return result;
+}
+
+PyDoc_STRVAR(rmsnorm_backward_doc,
+             "rmsnorm_backward(g, x, weight, rstd, *, rule='lrp') -> g_x\n\n"
+             "'lrp' (rstd held constant): g_x = weight ⊙ rstd ⊙ g; 'gradient': full Jacobian.");
+
+static PyObject *py_rmsnorm_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"g", "x", "weight", "rstd", "rule", NULL};
+    PyObject *go, *xo, *wo, *ro, *ruleo = NULL, *result = NULL;
+    PyArrayObject *g = NULL, *x = NULL, *w = NULL, *rstd = NULL, *gx = NULL;
+    UnaryRule rule;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|$O", kwlist, &go, &xo, &wo, &ro, &ruleo)) return NULL;
+    if (!unary_rule(ruleo, &rule)) goto fail;
+    if (!(g = float_array(go, "g", 1, -1, FINITE))) goto fail;
+    if (!(x = float_array(xo, "x", 1, -1, FINITE))) goto fail;
+    if (!(w = float_array(wo, "weight", 1, 1, FINITE))) goto fail;
+    if (!(rstd = float_array(ro, "rstd", 0, -1, FINITE))) goto fail;
+    if (!same_shape(x, "x", g, "g") || !norm_weight(x, w, "weight") ||
+        !norm_statistic(x, rstd, "rstd")) {
+        goto fail;
+    }
+    if (!(gx = zeros_like(x))) goto fail;
+    {
+        const npy_intp c = last_dim(x), n = PyArray_SIZE(x) / c;
+        Py_BEGIN_ALLOW_THREADS
+        rmsnorm_backward(F(gx), F(g), F(x), F(w), F(rstd), n, c, rule);
+        Py_END_ALLOW_THREADS
+    }
+    result = (PyObject *)gx;
+    gx = NULL;
+fail:
+    Py_XDECREF(g);
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(rstd);
+    Py_XDECREF(gx);
+    return result;
+}
+
+// ----------------------------------------------------------------------------
+// RoPE
+
+// x (..., T, D), D even, with cos and sin of shape (T, D).
+static int rope_check(PyArrayObject *x, const char *xname, PyArrayObject *cos, PyArrayObject *sin) {
+    const int nd = PyArray_NDIM(x);
+    const npy_intp *td = PyArray_DIMS(x) + nd - 2;
+    if (td[1] % 2 != 0) {
+        shape_error(x, xname, "have an even last dimension (head_dim) for rotate_half");
+        return 0;
+    }
+    return has_shape(cos, "cos", 2, td, "have shape (T, D) matching the last two dimensions") &&
+           has_shape(sin, "sin", 2, td, "have shape (T, D) matching the last two dimensions");
+}
+
+typedef void (*RopeKernel)(float *, const float *, const float *, const float *, ptrdiff_t,
+                           ptrdiff_t, ptrdiff_t);
+
+// Forward and backward have the same signature and checks; only the kernel differs.
+static PyObject *rope_call(PyObject *args, PyObject *kw, char **kwlist, RopeKernel kernel,
+                           int zeroed) {
+    PyObject *xo, *co, *so, *result = NULL;
+    PyArrayObject *x = NULL, *cos = NULL, *sin = NULL, *y = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO", kwlist, &xo, &co, &so)) return NULL;
+    if (!(x = float_array(xo, kwlist[0], 2, -1, FINITE))) goto fail;
+    if (!(cos = float_array(co, "cos", 2, 2, FINITE))) goto fail;
+    if (!(sin = float_array(so, "sin", 2, 2, FINITE))) goto fail;
+    if (!rope_check(x, kwlist[0], cos, sin)) goto fail;
+    if (!(y = zeroed ? zeros_like(x) : new_array(PyArray_NDIM(x), PyArray_DIMS(x)))) goto fail;
+    {
+        const npy_intp d = last_dim(x), t = PyArray_DIM(x, PyArray_NDIM(x) - 2);
+        const npy_intp b = PyArray_SIZE(x) / (t * d);
+        Py_BEGIN_ALLOW_THREADS
+        kernel(F(y), F(x), F(cos), F(sin), b, t, d);
+        Py_END_ALLOW_THREADS
+    }
+    result = (PyObject *)y;
+    y = NULL;
+fail:
+    Py_XDECREF(x);
+    Py_XDECREF(cos);
+    Py_XDECREF(sin);
+    Py_XDECREF(y);
+    return result;
+}
+
+PyDoc_STRVAR(rope_forward_doc,
+             "rope_forward(x, cos, sin) -> y\n\n"
+             "y = x ⊙ cos + rotate_half(x) ⊙ sin for x (..., T, D), cos and sin (T, D).");
+
+static PyObject *py_rope_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"x", "cos", "sin", NULL};
+    return rope_call(args, kw, kwlist, rope_forward, 0);
+}
+
+PyDoc_STRVAR(rope_backward_doc,
+             "rope_backward(g, cos, sin) -> g_x\n\nThe transposed rotation (true gradient).");
+
+static PyObject *py_rope_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"g", "cos", "sin", NULL};
+    return rope_call(args, kw, kwlist, rope_backward, 1);
+}
+
+// ----------------------------------------------------------------------------
+// Relevance
+
+PyDoc_STRVAR(relevance_doc, "relevance(x, g) -> R = x ⊙ g (same shapes, finite)");
+
+static PyObject *py_relevance(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"x", "g", NULL};
+    PyObject *xo, *go, *result = NULL;
+    PyArrayObject *x = NULL, *g = NULL, *r = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO", kwlist, &xo, &go)) return NULL;
+    if (!(x = float_array(xo, "x", 1, -1, FINITE))) goto fail;
+    if (!(g = float_array(go, "g", 1, -1, FINITE))) goto fail;
+    if (!same_shape(x, "x", g, "g")) goto fail;
+    if (!(r = new_array(PyArray_NDIM(x), PyArray_DIMS(x)))) goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    relevance(F(r), F(x), F(g), PyArray_SIZE(x));
+    Py_END_ALLOW_THREADS
+    result = (PyObject *)r;
+    r = NULL;
+fail:
+    Py_XDECREF(x);
+    Py_XDECREF(g);
+    Py_XDECREF(r);
+    return result;
+}
+
+// ----------------------------------------------------------------------------
+// BLAS threads
+
+PyDoc_STRVAR(set_num_threads_doc,
+             "set_num_threads(n)\n\n"
+             "Number of OpenBLAS threads masklrp's GEMMs use (n >= 1). This is the\n"
+             "OpenBLAS masklrp links to, not the copy vendored inside NumPy's wheel.");
+
+static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
+    if (PyBool_Check(arg) || !PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "n must be an int, got %s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 1 || n > 4096) {
+        PyErr_Format(PyExc_ValueError, "n must be between 1 and 4096, got %ld", n);
+        return NULL;
+    }
+    blas_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_num_threads_doc, "get_num_threads() -> int: OpenBLAS threads masklrp uses.");
+
+static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) {
+    return PyLong_FromLong(blas_get_num_threads());
+}
+
+PyDoc_STRVAR(blas_info_doc,
+             "blas_info() -> dict with 'library', 'config' (openblas_get_config) and 'num_threads'.");
+
+static PyObject *py_blas_info(PyObject *self, PyObject *unused) {
+    return Py_BuildValue("{s:s,s:s,s:i}", "library", "openblas", "config", blas_config(),
+                         "num_threads", blas_get_num_threads());
+}
+
+// ----------------------------------------------------------------------------
+
+#define KERNEL(name) {#name, (PyCFunction)(void (*)(void))py_##name, METH_VARARGS | METH_KEYWORDS, name##_doc}
+
+static PyMethodDef core_methods[] = {
+    KERNEL(linear_forward),
+    KERNEL(linear_backward),
+    KERNEL(softmax_forward),
+    KERNEL(softmax_backward),
+    KERNEL(matmul_forward),
+    KERNEL(matmul_backward),
+    KERNEL(product_forward),
+    KERNEL(product_backward),
+    KERNEL(activation_forward),
+    KERNEL(activation_backward),
+    KERNEL(layernorm_forward),
+    KERNEL(layernorm_backward),
+    KERNEL(rmsnorm_forward),
+    KERNEL(rmsnorm_backward),
+    KERNEL(rope_forward),
+    KERNEL(rope_backward),
+    KERNEL(relevance),
+    {"set_num_threads", py_set_num_threads, METH_O, set_num_threads_doc},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, get_num_threads_doc},
+    {"blas_info", py_blas_info, METH_NOARGS, blas_info_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "masklrp._core",
+    "masklrp's C core: LRP rule kernels (see masklrp.kernels for the contract).", -1, core_methods,
+};
+
+PyMODINIT_FUNC PyInit__core(void) {
+    import_array();
+    return PyModule_Create(&core_module);
+}
