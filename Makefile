@@ -1,0 +1,61 @@
+# masklrp developer targets. `make demo` and `make test` are the README's two
+# commands for a fresh machine: both install what they need first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The C-facing tests: everything that calls into masklrp._core.
+KERNEL_TESTS := tests/test_rules.py tests/test_module.py tests/test_property.py tests/test_threads.py
+SANITIZE_FLAGS := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1 \
+                  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: setup build test pytest asan demo bench clean
+
+setup: $(STAMP)
+
+# OpenBLAS comes from the system (pkg-config openblas); torch is pinned to the CPU
+# build (anything else downloads CUDA wheels) and installed before the extras so
+# pip never resolves another torch.
+$(STAMP): pyproject.toml setup.py
+	@pkg-config --exists openblas 2>/dev/null || { $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq libopenblas-dev pkg-config; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,hf,viz]"
+	touch $@
+
+# Rebuild the extension in place after editing csrc/ (the editable install uses it).
+build: $(STAMP)
+	$(PY) setup.py -q build_ext --inplace
+
+pytest: build
+	$(PY) -m pytest -q
+
+# Build a copy of the extension with AddressSanitizer + UBSan and run the
+# C-facing tests against it. The copy lives in build/asan so the normal build
+# stays optimised; ASan must be preloaded because python itself is not built with it.
+asan: $(STAMP)
+	rm -rf build/asan && mkdir -p build/asan
+	cp -r setup.py pyproject.toml README.md csrc masklrp tests build/asan/
+	rm -f build/asan/masklrp/_core*.so
+	cd build/asan && MASKLRP_SANITIZE=1 ../../$(PY) setup.py -q build_ext --inplace
+	cd build/asan && $(SANITIZE_FLAGS) \
+	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	    ../../$(PY) -c "import masklrp._core as c; assert '/build/asan/' in c.__file__, c.__file__"
+	cd build/asan && $(SANITIZE_FLAGS) \
+	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	    ../../$(PY) -m pytest -q -p no:cacheprovider $(KERNEL_TESTS)
+
+test: pytest asan
+
+demo: build
+	$(PY) examples/attention_block_lrp.py
+
+bench: build
+	$(PY) benchmarks/bench_kernels.py
+
+clean:
+	rm -rf build masklrp/_core*.so *.egg-info
