@@ -1,0 +1,1 @@
+"""Independent PyTorch references for the C kernels (the test oracles)."""
