@@ -186,14 +186,14 @@ def test_ticker_sees_a_held_gil():
         reps *= 2
     big = data * reps  # one C call of >= 40 ms that never releases the GIL
     share, solo = _frozen_share(lambda: big.count(b"b"), min_seconds=0.2, min_calls=3)
-    assert share >= 0.8, f"a {solo * 1e3:.1f} ms GIL-holding call looked frozen in only {share:.0%} of calls"
+    assert share >= 0.6, f"a {solo * 1e3:.1f} ms GIL-holding call looked frozen in only {share:.0%} of calls"
 
 
 @pytest.mark.parametrize("name", WORKLOADS)
 def test_gil_is_released_during_the_kernel(restore_threads, name):
     masklrp.set_num_threads(1)  # one core for the kernel, one for the ticker
     share, solo = _frozen_share(_long_call(name))
-    assert share <= 0.5, (f"{name}: no other Python thread could run for most of {share:.0%} of the "
+    assert share <= 0.4, (f"{name}: no other Python thread could run for most of {share:.0%} of the "
                           f"{solo * 1e3:.1f} ms calls; the GIL looks held around the C kernel")
 
 
