@@ -39,7 +39,7 @@ pytest: build
 # stays optimised; ASan must be preloaded because python itself is not built with it.
 asan: $(STAMP)
 	rm -rf build/asan && mkdir -p build/asan
-	cp -r setup.py pyproject.toml README.md csrc masklrp tests build/asan/
+	cp -r setup.py pyproject.toml README.md csrc masklrp tests examples build/asan/
 	rm -f build/asan/masklrp/_core*.so
 	cd build/asan && MASKLRP_SANITIZE=1 ../../$(PY) setup.py -q build_ext --inplace
 	cd build/asan && $(SANITIZE_FLAGS) \
