@@ -459,19 +459,20 @@ fail:
 // ----------------------------------------------------------------------------
 // Element-wise product
 
-PyDoc_STRVAR(product_forward_doc, "product_forward(a, b) -> a ⊙ b (same shapes)");
+typedef void (*ElementwiseKernel)(float *, const float *, const float *, ptrdiff_t);
 
-static PyObject *py_product_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"a", "b", NULL};
+// out = kernel(first, second) for two non-empty, finite arrays of one shape,
+// named by kwlist[0] and kwlist[1]: product_forward and relevance.
+static PyObject *elementwise_call(PyObject *args, PyObject *kw, char **kwlist, ElementwiseKernel kernel) {
     PyObject *ao, *bo, *result = NULL;
     PyArrayObject *a = NULL, *b = NULL, *out = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO", kwlist, &ao, &bo)) return NULL;
-    if (!(a = float_array(ao, "a", 1, -1, FINITE))) goto fail;
-    if (!(b = float_array(bo, "b", 1, -1, FINITE))) goto fail;
-    if (!same_shape(a, "a", b, "b")) goto fail;
+    if (!(a = float_array(ao, kwlist[0], 1, -1, FINITE))) goto fail;
+    if (!(b = float_array(bo, kwlist[1], 1, -1, FINITE))) goto fail;
+    if (!same_shape(a, kwlist[0], b, kwlist[1])) goto fail;
     if (!(out = new_array(PyArray_NDIM(a), PyArray_DIMS(a)))) goto fail;
     Py_BEGIN_ALLOW_THREADS
-    product_forward(F(out), F(a), F(b), PyArray_SIZE(a));
+    kernel(F(out), F(a), F(b), PyArray_SIZE(a));
     Py_END_ALLOW_THREADS
     result = (PyObject *)out;
     out = NULL;
@@ -480,6 +481,13 @@ fail:
     Py_XDECREF(b);
     Py_XDECREF(out);
     return result;
+}
+
+PyDoc_STRVAR(product_forward_doc, "product_forward(a, b) -> a ⊙ b (same shapes)");
+
+static PyObject *py_product_forward(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"a", "b", NULL};
+    return elementwise_call(args, kw, kwlist, product_forward);
 }
 
 PyDoc_STRVAR(product_backward_doc,
@@ -794,23 +802,7 @@ PyDoc_STRVAR(relevance_doc, "relevance(x, g) -> R = x ⊙ g (same shapes, finite
 
 static PyObject *py_relevance(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"x", "g", NULL};
-    PyObject *xo, *go, *result = NULL;
-    PyArrayObject *x = NULL, *g = NULL, *r = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO", kwlist, &xo, &go)) return NULL;
-    if (!(x = float_array(xo, "x", 1, -1, FINITE))) goto fail;
-    if (!(g = float_array(go, "g", 1, -1, FINITE))) goto fail;
-    if (!same_shape(x, "x", g, "g")) goto fail;
-    if (!(r = new_array(PyArray_NDIM(x), PyArray_DIMS(x)))) goto fail;
-    Py_BEGIN_ALLOW_THREADS
-    relevance(F(r), F(x), F(g), PyArray_SIZE(x));
-    Py_END_ALLOW_THREADS
-    result = (PyObject *)r;
-    r = NULL;
-fail:
-    Py_XDECREF(x);
-    Py_XDECREF(g);
-    Py_XDECREF(r);
-    return result;
+    return elementwise_call(args, kw, kwlist, relevance);
 }
 
 // ----------------------------------------------------------------------------
@@ -883,7 +875,29 @@ static struct PyModuleDef core_module = {
     "masklrp's C core: LRP rule kernels (see masklrp.kernels for the contract).", -1, core_methods,
 };
 
+// A tuple of the valid names of an option, exported so Python never restates them.
+static int add_names(PyObject *module, const char *attr, const char *const *names, int n) {
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL) return -1;
+    for (int i = 0; i < n; i++) {
+        PyObject *name = PyUnicode_FromString(names[i]);
+        if (name == NULL) { Py_DECREF(t); return -1; }
+        PyTuple_SET_ITEM(t, i, name);
+    }
+    if (PyModule_AddObject(module, attr, t) < 0) { Py_DECREF(t); return -1; }
+    return 0;
+}
+
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
-    return PyModule_Create(&core_module);
+    PyObject *m = PyModule_Create(&core_module);
+    if (m == NULL) return NULL;
+    if (add_names(m, "ACTIVATIONS", ACTIVATION_NAMES, 5) < 0 ||
+        add_names(m, "SINGLE_OPERAND_RULES", UNARY_RULE_NAMES, 2) < 0 ||
+        add_names(m, "PRODUCT_RULES", PRODUCT_RULE_NAMES, 3) < 0 ||
+        add_names(m, "WEIGHT_LAYOUTS", WEIGHT_LAYOUT_NAMES, 2) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

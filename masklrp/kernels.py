@@ -103,7 +103,11 @@ rope_backward(g, cos, sin) -> g_x
 relevance(x, g) -> R
     R = x ⊙ g, same shape; both finite.
 """
-from ._core import (
+from ._core import (  # noqa: F401  (the option names come from the C tables)
+    ACTIVATIONS,
+    PRODUCT_RULES,
+    SINGLE_OPERAND_RULES,
+    WEIGHT_LAYOUTS,
     activation_backward,
     activation_forward,
     layernorm_backward,
@@ -142,7 +146,3 @@ __all__ = [
     "softmax_backward",
     "softmax_forward",
 ]
-
-ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "tanh", "relu")
-SINGLE_OPERAND_RULES = ("lrp", "gradient")
-PRODUCT_RULES = ("uniform", "cp", "gradient")
