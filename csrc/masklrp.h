@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 // ----------------------------------------------------------------------------
 // linalg.c: the only place that calls BLAS
@@ -92,5 +93,83 @@ void rope_backward(float *gx, const float *g, const float *cos, const float *sin
 
 // x, g (n) -> r (n) = x g   (R_x = x ⊙ g_x, DESIGN.md §2)
 void relevance(float *r, const float *x, const float *g, ptrdiff_t n);
+
+// ----------------------------------------------------------------------------
+// engine*.c: a whole transformer (DESIGN.md §1). One forward caches what the
+// backward needs; each requested stream then runs one backward sweep over that
+// cache. Weights are borrowed (the caller keeps them alive); the spec and the
+// canonical weight layout are documented in masklrp/spec.py.
+
+typedef enum { FAMILY_ENCODER, FAMILY_DECODER } Family; // post-norm BERT-likes / pre-norm causal
+typedef enum { NORM_LAYER, NORM_RMS } NormKind;
+typedef enum { POOL_FIRST, POOL_LAST, POOL_MEAN, POOL_NONE } Pool;
+
+// A weight (out,in) or norm scale (C), and its bias or NULL.
+typedef struct {
+    const float *w, *b;
+} Affine;
+
+typedef struct {
+    Affine attn_norm, qkv, out, mlp_norm, up, down;
+} LayerWeights;
+
+typedef struct {
+    Family family;
+    NormKind norm;
+    Activation act;            // MLP activation (of the gate when gated)
+    bool gated;                // SwiGLU: up holds [gate; up] rows
+    int L, H, KV, D, C, F, V, P, TT, NO; // see masklrp/spec.py; P = 0 without a table, TT = 0 without types
+    float eps, attn_scale, rope_scaling;
+    bool causal, rope;
+    int window;                // sliding window, 0 = none
+    Pool pool;
+    Activation head_act;       // after head_dense, when head_dense.w != NULL
+    const float *wte, *wpe, *wtt, *inv_freq; // wpe, wtt, inv_freq may be NULL
+    Affine emb_norm, final_norm, head_dense, head_out; // any .w may be NULL (absent)
+    const LayerWeights *layers; // L
+} Model;
+
+// How one backward stream crosses the non-linear ops (DESIGN.md §2).
+typedef struct {
+    ProductRule attention;     // Q·Kᵀ and A·V
+    ProductRule gate;          // act(gate) ⊙ up
+    UnaryRule unary;           // activations and norms
+} StreamRules;
+
+// What one stream writes (B = batch, T = length); NULL = not requested.
+typedef struct {
+    StreamRules rules;
+    float *embed_grad;                          // (B,T,C) g at the word embeddings
+    float *tokens, *positions, *types;          // (B,T) relevance of each embedding table's rows
+    float *attention_grad, *attention_relevance; // (B,L,H,T,T) g at A, A ⊙ g
+    float *hidden_grad, *hidden_relevance;       // (B,L+1,T,C) at the input of each layer and the last output
+} Stream;
+
+#define ENGINE_MAX_STREAMS 2
+
+// Workspaces kept between calls: fresh multi-megabyte buffers cost a page fault
+// per 4 KiB on first touch, a tenth of a long sequence's run time.
+typedef struct WorkspacePool WorkspacePool;
+WorkspacePool *workspace_pool_new(void);
+void workspace_pool_free(WorkspacePool *pool); // frees every cached workspace
+
+typedef struct {
+    ptrdiff_t B, T;
+    const int64_t *ids, *positions, *types, *mask; // (B,T); types NULL when TT = 0
+    const float *seed;        // g at the logits, shaped like them; NULL: one-hot on the argmax (pooled only)
+    float *logits;            // (B,NO), or (B,T,NO) for POOL_NONE
+    float *attentions;        // (B,L,H,T,T) or NULL
+    float *hidden;            // (B,L+1,T,C) or NULL
+    int n_streams;
+    Stream streams[ENGINE_MAX_STREAMS];
+    int threads;              // sequences of the batch run in parallel on this many threads
+    WorkspacePool *pool;      // where workspaces are reused from, or NULL
+} EngineCall;
+
+// Forward (and the requested backward streams) for every sequence of the batch.
+// Inputs are trusted (module_engine.c validates them). Calls are serialised process-
+// wide, so concurrent calls give bit for bit what they give alone (see engine.c).
+// 0 on success, -1 when out of memory.
+int model_run(const Model *m, const EngineCall *call);
 
 #endif // MASKLRP_H

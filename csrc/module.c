@@ -1,23 +1,17 @@
-// masklrp._core: the only CPython/NumPy glue. Each entry point parses its
-// arguments, checks every array (type, dtype, shape, finiteness) with a message
-// naming the argument, releases the GIL, calls the pure C kernel and returns new
-// arrays. Input policy (documented in masklrp/kernels.py): float32 ndarrays
+// masklrp._core: the CPython/NumPy glue of the rule kernels and the module
+// (module_engine.c glues the engine). Each entry point parses its arguments,
+// checks every array (type, dtype, shape, finiteness) with a message naming the
+// argument, releases the GIL, calls the pure C kernel and returns new arrays. Input policy (documented in masklrp/kernels.py): float32 ndarrays
 // only; non-contiguous, misaligned or byte-swapped float32 input is copied.
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
-#include <numpy/arrayobject.h>
+#define MASKLRP_MODULE_MAIN // this file calls import_array()
+#include "module.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "masklrp.h"
-
 // ----------------------------------------------------------------------------
 // Argument checking
-
-typedef enum { FINITE, FINITE_OR_NEG_INF } Finiteness;
 
 #define FLOAT_EXPONENT_BITS 0x7f800000u
 #define FLOAT_NEG_INF_BITS 0xff800000u
@@ -36,7 +30,7 @@ static int all_finite(const float *p, npy_intp n, int allow_neg_inf) {
     return ok;
 }
 
-static PyObject *shape_of(PyArrayObject *a) {
+PyObject *shape_of(PyArrayObject *a) {
     PyObject *t = PyTuple_New(PyArray_NDIM(a));
     if (t == NULL) return NULL;
     for (int i = 0; i < PyArray_NDIM(a); i++) {
@@ -48,7 +42,7 @@ static PyObject *shape_of(PyArrayObject *a) {
 }
 
 // Sets ValueError "<name> must <what>, got shape (...)".
-static void shape_error(PyArrayObject *a, const char *name, const char *what) {
+void shape_error(PyArrayObject *a, const char *name, const char *what) {
     PyObject *shape = shape_of(a);
     if (shape == NULL) return;
     PyErr_Format(PyExc_ValueError, "%s must %s, got shape %R", name, what, shape);
@@ -58,7 +52,7 @@ static void shape_error(PyArrayObject *a, const char *name, const char *what) {
 // A new reference to an aligned, C-contiguous, native float32 copy or view of
 // obj with ndim in [min_ndim, max_ndim] (max_ndim < 0: unbounded), non-empty,
 // and finite as asked; NULL with TypeError/ValueError naming `name` otherwise.
-static PyArrayObject *float_array(PyObject *obj, const char *name, int min_ndim, int max_ndim,
+PyArrayObject *float_array(PyObject *obj, const char *name, int min_ndim, int max_ndim,
                                   Finiteness finiteness) {
     if (!PyArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be a numpy.ndarray of dtype float32, got %s", name,
@@ -145,7 +139,7 @@ static int fits_blas(npy_intp n, const char *name) {
 }
 
 // Looks up a keyword option among `names`; TypeError / ValueError naming `arg`.
-static int choice(PyObject *obj, const char *arg, const char *const *names, int n, int *out) {
+int choice(PyObject *obj, const char *arg, const char *const *names, int n, int *out) {
     if (!PyUnicode_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be a str, got %s", arg, Py_TYPE(obj)->tp_name);
         return 0;
@@ -168,7 +162,7 @@ static int choice(PyObject *obj, const char *arg, const char *const *names, int 
 
 static const char *const PRODUCT_RULE_NAMES[] = {"uniform", "cp", "gradient"};
 static const char *const UNARY_RULE_NAMES[] = {"lrp", "gradient"};
-static const char *const ACTIVATION_NAMES[] = {"gelu", "gelu_tanh", "silu", "tanh", "relu"};
+const char *const ACTIVATION_NAMES[] = {"gelu", "gelu_tanh", "silu", "tanh", "relu"};
 static const char *const WEIGHT_LAYOUT_NAMES[] = {"out_in", "in_out"};
 
 static int product_rule(PyObject *obj, ProductRule *rule) {
@@ -872,7 +866,7 @@ static PyMethodDef core_methods[] = {
 
 static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT, "masklrp._core",
-    "masklrp's C core: LRP rule kernels (see masklrp.kernels for the contract).", -1, core_methods,
+    "masklrp's C core: LRP rule kernels (see masklrp.kernels) and the model engine (masklrp.model).", -1, core_methods,
 };
 
 // A tuple of the valid names of an option, exported so Python never restates them.
@@ -892,7 +886,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     import_array();
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL) return NULL;
-    if (add_names(m, "ACTIVATIONS", ACTIVATION_NAMES, 5) < 0 ||
+    if (engine_type_add(m) < 0 || add_names(m, "ACTIVATIONS", ACTIVATION_NAMES, 5) < 0 ||
         add_names(m, "SINGLE_OPERAND_RULES", UNARY_RULE_NAMES, 2) < 0 ||
         add_names(m, "PRODUCT_RULES", PRODUCT_RULE_NAMES, 3) < 0 ||
         add_names(m, "WEIGHT_LAYOUTS", WEIGHT_LAYOUT_NAMES, 2) < 0) {

@@ -1,0 +1,621 @@
+// The whole-model engine (DESIGN.md §1): the blocks every architecture family
+// composes (embeddings, attention, MLP, norms, head) and the batch driver.
+// The blocks only compose the rule kernels of rules.c; no LRP rule lives here.
+// Work is cut into chunks of consecutive sequences: each chunk runs its forward
+// into a cache, then one backward sweep per requested stream; chunks run in
+// parallel workers.
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+static ptrdiff_t max_p(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
+
+static ptrdiff_t qkv_width(const Model *m) { return (ptrdiff_t)(m->H + 2 * m->KV) * m->D; }
+static ptrdiff_t fc_width(const Model *m) { return (ptrdiff_t)(m->gated ? 2 : 1) * m->F; }
+
+// ----------------------------------------------------------------------------
+// Workspace: one allocation, carved into the named pointers of engine.h.
+
+typedef struct {
+    float **slot;
+    ptrdiff_t n;
+} Carve;
+
+static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T) {
+    const ptrdiff_t L = m->L, H = m->H, KV = m->KV, D = m->D, C = m->C, F = m->F, N = S * T;
+    const ptrdiff_t QKV = qkv_width(m), HD = H * D, FU = fc_width(m);
+    const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO);
+    Workspace *w = calloc(1, sizeof *w);
+    if (w == NULL) return NULL;
+    w->S = S;
+    w->T = T;
+    w->N = N;
+    w->last = calloc((size_t)S, sizeof *w->last);
+    const Carve parts[] = {
+        {&w->emb, N * C}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
+        {&w->v, L * N * KV * D}, {&w->att, L * S * H * T * T}, {&w->mid, L * N * C},
+        {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->fc, L * N * FU},
+        {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 4 * N}, {&w->xf, N * C},
+        {&w->pooled, S * C}, {&w->dense, S * C}, {&w->activated, S * C}, {&w->cos, m->rope ? N * D : 0},
+        {&w->sin, m->rope ? N * D : 0}, {&w->key_bias, N}, {&w->a, N * wide}, {&w->b, N * wide},
+        {&w->qkv, N * QKV}, {&w->hm, T * HD}, {&w->hm2, T * HD}, {&w->kv_raw, T * KV * D},
+        {&w->ctx, N * HD}, {&w->scores, T * T}, {&w->hidden, N * F}, {&w->gx, N * C}, {&w->g1, N * C},
+        {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
+        {&w->gq_rot, T * HD}, {&w->gk_rot, T * KV * D}, {&w->gctx, N * HD}, {&w->gctx_hm, T * HD},
+        {&w->gatt, T * T}, {&w->gscores, T * T}, {&w->gfc, N * FU}, {&w->ghid, N * F},
+        {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->seed, S * m->NO},
+    };
+    const size_t n_parts = sizeof parts / sizeof parts[0];
+    ptrdiff_t total = 0;
+    for (size_t i = 0; i < n_parts; i++) total += (parts[i].n + 15) & ~(ptrdiff_t)15; // 64-byte aligned slices
+    float *mem = aligned_alloc(64, (size_t)total * sizeof(float));
+    if (mem == NULL || w->last == NULL) {
+        free(mem);
+        free(w->last);
+        free(w);
+        return NULL;
+    }
+    w->mem = mem;
+    float *p = mem;
+    for (size_t i = 0; i < n_parts; i++) {
+        *parts[i].slot = parts[i].n > 0 ? p : NULL;
+        p += (parts[i].n + 15) & ~(ptrdiff_t)15;
+    }
+    return w;
+}
+
+static void workspace_free(Workspace *w) {
+    if (w == NULL) return;
+    free(w->mem);
+    free(w->last);
+    free(w);
+}
+
+// A mutex-guarded stack of idle workspaces; a call takes one of its (S, T) or
+// allocates, and gives it back after (freeing it when the pool is full).
+#define POOL_SIZE 8
+
+struct WorkspacePool {
+    pthread_mutex_t lock;
+    int n;
+    Workspace *idle[POOL_SIZE];
+};
+
+WorkspacePool *workspace_pool_new(void) {
+    WorkspacePool *pool = calloc(1, sizeof *pool);
+    if (pool != NULL) pthread_mutex_init(&pool->lock, NULL);
+    return pool;
+}
+
+void workspace_pool_free(WorkspacePool *pool) {
+    if (pool == NULL) return;
+    for (int i = 0; i < pool->n; i++) workspace_free(pool->idle[i]);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+}
+
+static Workspace *workspace_take(WorkspacePool *pool, const Model *m, ptrdiff_t S, ptrdiff_t T) {
+    if (pool != NULL) {
+        Workspace *found = NULL;
+        pthread_mutex_lock(&pool->lock);
+        for (int i = pool->n - 1; i >= 0 && found == NULL; i--) {
+            if (pool->idle[i]->S == S && pool->idle[i]->T == T) {
+                found = pool->idle[i];
+                memmove(pool->idle + i, pool->idle + i + 1, (size_t)(pool->n - i - 1) * sizeof pool->idle[0]);
+                pool->n--;
+            }
+        }
+        pthread_mutex_unlock(&pool->lock);
+        if (found != NULL) return found;
+    }
+    return workspace_new(m, S, T);
+}
+
+static void workspace_give(WorkspacePool *pool, Workspace *w) {
+    if (w == NULL) return;
+    if (pool != NULL) {
+        pthread_mutex_lock(&pool->lock);
+        if (pool->n == POOL_SIZE) { // full: the oldest goes
+            workspace_free(pool->idle[0]);
+            memmove(pool->idle, pool->idle + 1, (POOL_SIZE - 1) * sizeof pool->idle[0]);
+            pool->n--;
+        }
+        pool->idle[pool->n++] = w;
+        pthread_mutex_unlock(&pool->lock);
+        return;
+    }
+    workspace_free(w);
+}
+
+static void zero(float *p, ptrdiff_t n) { memset(p, 0, (size_t)n * sizeof(float)); }
+
+// ----------------------------------------------------------------------------
+// Norms: LayerNorm or RMSNorm by the model's kind; statistics cached per slot.
+
+static float *stat(const Workspace *w, int slot, int which, int kind) {
+    return w->stats + (((ptrdiff_t)slot * 2 + which) * 2 + kind) * w->N;
+}
+
+// x (N,C) -> y (N,C)
+void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot, int which) {
+    float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
+    if (m->norm == NORM_LAYER) {
+        layernorm_forward(y, mean, rstd, x, n.w, n.b, w->N, m->C, m->eps);
+    } else {
+        rmsnorm_forward(y, rstd, x, n.w, w->N, m->C, m->eps);
+    }
+}
+
+// g (N,C) at the norm output -> gx (N,C) +=
+void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x, Affine n,
+                   int slot, int which, UnaryRule rule) {
+    const float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
+    if (m->norm == NORM_LAYER) {
+        layernorm_backward(gx, g, x, n.w, mean, rstd, w->N, m->C, rule);
+    } else {
+        rmsnorm_backward(gx, g, x, n.w, rstd, w->N, m->C, rule);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Embeddings: a sum of table rows, crossed by the true gradient (DESIGN.md §2).
+
+// ids, positions, types (N) -> emb (N,C); cos/sin (N,D) for RoPE models
+void embed_forward(const Model *m, Workspace *w) {
+    const ptrdiff_t C = m->C, T = w->N;
+    for (ptrdiff_t t = 0; t < T; t++) {
+        float *e = w->emb + t * C;
+        const float *word = m->wte + w->ids[t] * C;
+        for (ptrdiff_t c = 0; c < C; c++) e[c] = word[c];
+        if (m->wpe != NULL) {
+            const float *pos = m->wpe + w->positions[t] * C;
+            for (ptrdiff_t c = 0; c < C; c++) e[c] += pos[c];
+        }
+        if (m->wtt != NULL) {
+            const float *type = m->wtt + w->types[t] * C;
+            for (ptrdiff_t c = 0; c < C; c++) e[c] += type[c];
+        }
+    }
+    if (m->rope) {
+        // HF's float32 order: angle = position · inv_freq, cos/sin scaled by the
+        // YaRN attention factor; the two halves of a head share frequencies.
+        const ptrdiff_t D = m->D, half = D / 2;
+        for (ptrdiff_t t = 0; t < T; t++) {
+            for (ptrdiff_t j = 0; j < half; j++) {
+                const float angle = (float)w->positions[t] * m->inv_freq[j];
+                const float c = cosf(angle) * m->rope_scaling, s = sinf(angle) * m->rope_scaling;
+                w->cos[t * D + j] = w->cos[t * D + j + half] = c;
+                w->sin[t * D + j] = w->sin[t * D + j + half] = s;
+            }
+        }
+    }
+}
+
+static double dot(const float *a, const float *b, ptrdiff_t n) {
+    double s = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+// g (N,C) at the embedding sum -> the stream's embedding outputs (=)
+void embed_backward(const Model *m, const Workspace *w, const float *g, const ChunkStream *s) {
+    const ptrdiff_t C = m->C, T = w->N;
+    if (s->embed_grad != NULL) memcpy(s->embed_grad, g, (size_t)(T * C) * sizeof(float));
+    for (ptrdiff_t t = 0; t < T; t++) {
+        const float *gt = g + t * C;
+        // Input relevance of token t: Σ_d e_td g_td at the word embeddings (DESIGN.md §2);
+        // the position and type tables take their own shares.
+        if (s->tokens != NULL) s->tokens[t] = (float)dot(m->wte + w->ids[t] * C, gt, C);
+        if (s->positions != NULL) s->positions[t] = (float)dot(m->wpe + w->positions[t] * C, gt, C);
+        if (s->types != NULL) s->types[t] = (float)dot(m->wtt + w->types[t] * C, gt, C);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Attention: QKV projection, RoPE, per-head softmax(scale·Q Kᵀ + mask) V,
+// output projection. Grouped-query heads share key/value head h / (H / KV).
+
+// scores (T,T) of sequence `seq`: -inf where query i may not see key j
+// (padding, causal, sliding window)
+static void mask_scores(const Model *m, const Workspace *w, ptrdiff_t seq, float *scores) {
+    const ptrdiff_t T = w->T;
+    const float *key_bias = w->key_bias + seq * T;
+    for (ptrdiff_t i = 0; i < T; i++) {
+        float *row = scores + i * T;
+        const ptrdiff_t hi = m->causal ? i + 1 : T; // visible keys: [lo, hi)
+        const ptrdiff_t lo = m->window > 0 && i - m->window + 1 > 0 ? i - m->window + 1 : 0;
+        for (ptrdiff_t j = 0; j < lo; j++) row[j] = -INFINITY;
+        for (ptrdiff_t j = lo; j < hi; j++) row[j] += key_bias[j];
+        for (ptrdiff_t j = hi; j < T; j++) row[j] = -INFINITY;
+    }
+}
+
+// (T, row) token-major columns [off, off + n·D) <-> (n,T,D) head-major
+static void to_heads(float *hm, const float *tm, ptrdiff_t T, ptrdiff_t n, ptrdiff_t D, ptrdiff_t row,
+                     ptrdiff_t off) {
+    for (ptrdiff_t h = 0; h < n; h++)
+        for (ptrdiff_t t = 0; t < T; t++)
+            memcpy(hm + (h * T + t) * D, tm + t * row + off + h * D, (size_t)D * sizeof(float));
+}
+static void from_heads(float *tm, const float *hm, ptrdiff_t T, ptrdiff_t n, ptrdiff_t D, ptrdiff_t row,
+                       ptrdiff_t off) {
+    for (ptrdiff_t h = 0; h < n; h++)
+        for (ptrdiff_t t = 0; t < T; t++)
+            memcpy(tm + t * row + off + h * D, hm + (h * T + t) * D, (size_t)D * sizeof(float));
+}
+
+// Cache slices of layer l, sequence seq.
+static float *seq_q(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
+    return w->q + ((ptrdiff_t)l * w->S + seq) * m->H * w->T * m->D;
+}
+static float *seq_k(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
+    return w->k + ((ptrdiff_t)l * w->S + seq) * m->KV * w->T * m->D;
+}
+static float *seq_v(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
+    return w->v + ((ptrdiff_t)l * w->S + seq) * m->KV * w->T * m->D;
+}
+static float *seq_att(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
+    return w->att + ((ptrdiff_t)l * w->S + seq) * m->H * w->T * w->T;
+}
+
+void attention_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
+    const ptrdiff_t T = w->T, N = w->N, H = m->H, KV = m->KV, D = m->D, C = m->C, QKV = qkv_width(m);
+    const ptrdiff_t group = H / KV;
+    const LayerWeights *lw = &m->layers[l];
+    linear_forward(w->qkv, x, lw->qkv.w, lw->qkv.b, N, C, QKV, false);
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        const float *qkv = w->qkv + seq * T * QKV;
+        float *q = seq_q(m, w, l, seq), *k = seq_k(m, w, l, seq), *v = seq_v(m, w, l, seq);
+        float *att = seq_att(m, w, l, seq);
+        to_heads(v, qkv, T, KV, D, QKV, (H + KV) * D);
+        if (m->rope) {
+            const float *cos = w->cos + seq * T * D, *sin = w->sin + seq * T * D;
+            to_heads(w->hm, qkv, T, H, D, QKV, 0);
+            to_heads(w->kv_raw, qkv, T, KV, D, QKV, H * D);
+            rope_forward(q, w->hm, cos, sin, H, T, D);
+            rope_forward(k, w->kv_raw, cos, sin, KV, T, D);
+        } else {
+            to_heads(q, qkv, T, H, D, QKV, 0);
+            to_heads(k, qkv, T, KV, D, QKV, H * D);
+        }
+        for (ptrdiff_t h = 0; h < H; h++) {
+            const ptrdiff_t g = h / group;
+            float *a = att + h * T * T;
+            matmul_forward(w->scores, q + h * T * D, k + g * T * D, 1, T, D, T, true, m->attn_scale);
+            // The mask is a constant added to the scores, never a relevance receiver (DESIGN.md §2).
+            mask_scores(m, w, seq, w->scores);
+            softmax_forward(a, w->scores, T, T);
+            matmul_forward(w->hm2 + h * T * D, a, v + g * T * D, 1, T, T, D, false, 1.0f);
+        }
+        from_heads(w->ctx + seq * T * H * D, w->hm2, T, H, D, H * D, 0);
+    }
+    linear_forward(out, w->ctx, lw->out.w, lw->out.b, N, H * D, C, false);
+}
+
+void attention_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
+    const ptrdiff_t T = w->T, N = w->N, H = m->H, KV = m->KV, D = m->D, C = m->C, QKV = qkv_width(m);
+    const ptrdiff_t group = H / KV, TT = T * T, taps = (ptrdiff_t)m->L * H * TT;
+    const LayerWeights *lw = &m->layers[l];
+    float share_a, share_b;
+    product_shares(s->rules.attention, &share_a, &share_b);
+    zero(w->gctx, N * H * D);
+    linear_backward(w->gctx, g, lw->out.w, N, H * D, C, false);
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        const float *q = seq_q(m, w, l, seq), *k = seq_k(m, w, l, seq), *v = seq_v(m, w, l, seq);
+        const float *att = seq_att(m, w, l, seq);
+        to_heads(w->gctx_hm, w->gctx + seq * T * H * D, T, H, D, H * D, 0);
+        zero(w->gq, H * T * D);
+        zero(w->gk, KV * T * D);
+        zero(w->gv, KV * T * D);
+        for (ptrdiff_t h = 0; h < H; h++) {
+            const ptrdiff_t kvh = h / group;
+            const float *a = att + h * TT;
+            zero(w->gatt, TT);
+            // A·V (AttnLRP Prop. 3.3, or the stream's rule); A gets nothing under CP-LRP.
+            matmul_backward(share_a != 0.0f ? w->gatt : NULL, w->gv + kvh * T * D, w->gctx_hm + h * T * D, a,
+                            v + kvh * T * D, 1, T, T, D, false, 1.0f, s->rules.attention);
+            const ptrdiff_t tap = seq * taps + ((ptrdiff_t)l * H + h) * TT;
+            if (s->attention_grad != NULL) memcpy(s->attention_grad + tap, w->gatt, (size_t)TT * sizeof(float));
+            if (s->attention_relevance != NULL) relevance(s->attention_relevance + tap, a, w->gatt, TT);
+            if (share_a == 0.0f) continue;
+            zero(w->gscores, TT);
+            softmax_backward(w->gscores, w->gatt, a, T, T);
+            matmul_backward(w->gq + h * T * D, w->gk + kvh * T * D, w->gscores, q + h * T * D, k + kvh * T * D,
+                            1, T, D, T, true, m->attn_scale, s->rules.attention);
+        }
+        const float *gq = w->gq, *gk = w->gk;
+        if (m->rope) {
+            const float *cos = w->cos + seq * T * D, *sin = w->sin + seq * T * D;
+            zero(w->gq_rot, H * T * D);
+            zero(w->gk_rot, KV * T * D);
+            rope_backward(w->gq_rot, w->gq, cos, sin, H, T, D);
+            rope_backward(w->gk_rot, w->gk, cos, sin, KV, T, D);
+            gq = w->gq_rot;
+            gk = w->gk_rot;
+        }
+        float *gqkv = w->gqkv + seq * T * QKV;
+        from_heads(gqkv, gq, T, H, D, QKV, 0);
+        from_heads(gqkv, gk, T, KV, D, QKV, H * D);
+        from_heads(gqkv, w->gv, T, KV, D, QKV, (H + KV) * D);
+    }
+    linear_backward(gx, w->gqkv, lw->qkv.w, N, C, QKV, false);
+}
+
+// ----------------------------------------------------------------------------
+// MLP: down(act(up x)), or down(act(gate x) ⊙ up x) when gated (SwiGLU).
+
+void mlp_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
+    const ptrdiff_t N = w->N, C = m->C, F = m->F, FU = fc_width(m);
+    const LayerWeights *lw = &m->layers[l];
+    float *fc = w->fc + l * N * FU;
+    linear_forward(fc, x, lw->up.w, lw->up.b, N, C, FU, false);
+    if (m->gated) {
+        float *gact = w->gact + l * N * F;
+        for (ptrdiff_t t = 0; t < N; t++) {
+            activation_forward(gact + t * F, fc + t * FU, F, m->act);
+            product_forward(w->hidden + t * F, gact + t * F, fc + t * FU + F, F);
+        }
+    } else {
+        activation_forward(w->hidden, fc, N * F, m->act);
+    }
+    linear_forward(out, w->hidden, lw->down.w, lw->down.b, N, F, C, false);
+}
+
+void mlp_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
+    const ptrdiff_t N = w->N, C = m->C, F = m->F, FU = fc_width(m);
+    const LayerWeights *lw = &m->layers[l];
+    const float *fc = w->fc + l * N * FU;
+    zero(w->ghid, N * F);
+    linear_backward(w->ghid, g, lw->down.w, N, F, C, false);
+    zero(w->gfc, N * FU);
+    if (m->gated) {
+        const float *gact = w->gact + l * N * F;
+        float share_a, share_b;
+        product_shares(s->rules.gate, &share_a, &share_b);
+        zero(w->ghid2, N * F);
+        for (ptrdiff_t t = 0; t < N; t++) {
+            // act(gate) ⊙ up: Prop. 3.3 shares; under CP-LRP the gate branch is detached.
+            product_backward(share_a != 0.0f ? w->ghid2 + t * F : NULL, w->gfc + t * FU + F, w->ghid + t * F,
+                             gact + t * F, fc + t * FU + F, F, s->rules.gate);
+            if (share_a != 0.0f) {
+                activation_backward(w->gfc + t * FU, w->ghid2 + t * F, fc + t * FU, F, m->act, s->rules.unary);
+            }
+        }
+    } else {
+        activation_backward(w->gfc, w->ghid, fc, N * F, m->act, s->rules.unary);
+    }
+    linear_backward(gx, w->gfc, lw->up.w, N, C, FU, false);
+}
+
+// ----------------------------------------------------------------------------
+// Head: pool the rows it reads, optional dense + activation, optional output linear.
+
+static ptrdiff_t count_real(const Workspace *w, ptrdiff_t seq) {
+    ptrdiff_t n = 0;
+    for (ptrdiff_t t = 0; t < w->T; t++) n += w->mask[seq * w->T + t] != 0;
+    return n;
+}
+
+// The row of sequence seq that a first/last pool reads.
+static ptrdiff_t pooled_row(const Model *m, const Workspace *w, ptrdiff_t seq) {
+    return seq * w->T + (m->pool == POOL_FIRST ? 0 : w->last[seq]);
+}
+
+void head_forward(const Model *m, Workspace *w, float *logits) {
+    const ptrdiff_t S = w->S, T = w->T, C = m->C;
+    if (m->pool == POOL_NONE) {
+        linear_forward(logits, w->xf, m->head_out.w, m->head_out.b, w->N, C, m->NO, false);
+        return;
+    }
+    for (ptrdiff_t seq = 0; seq < S; seq++) {
+        float *p = w->pooled + seq * C;
+        if (m->pool == POOL_MEAN) {
+            const double n = (double)count_real(w, seq);
+            const float *xs = w->xf + seq * T * C;
+            const int64_t *mask = w->mask + seq * T;
+            for (ptrdiff_t c = 0; c < C; c++) {
+                double sum = 0.0;
+                for (ptrdiff_t t = 0; t < T; t++)
+                    if (mask[t]) sum += xs[t * C + c];
+                p[c] = (float)(sum / n);
+            }
+        } else {
+            memcpy(p, w->xf + pooled_row(m, w, seq) * C, (size_t)C * sizeof(float));
+        }
+    }
+    const float *p = w->pooled;
+    if (m->head_dense.w != NULL) {
+        linear_forward(w->dense, p, m->head_dense.w, m->head_dense.b, S, C, C, false);
+        activation_forward(w->activated, w->dense, S * C, m->head_act);
+        p = w->activated;
+    }
+    if (m->head_out.w != NULL) linear_forward(logits, p, m->head_out.w, m->head_out.b, S, C, m->NO, false);
+    else memcpy(logits, p, (size_t)(S * C) * sizeof(float));
+}
+
+void head_backward(const Model *m, Workspace *w, float *gxf, const float *seed, const ChunkStream *s) {
+    const ptrdiff_t S = w->S, T = w->T, C = m->C;
+    zero(gxf, w->N * C);
+    if (m->pool == POOL_NONE) {
+        linear_backward(gxf, seed, m->head_out.w, w->N, C, m->NO, false);
+        return;
+    }
+    float *gp = w->ghead;
+    zero(gp, S * C);
+    if (m->head_out.w != NULL) linear_backward(gp, seed, m->head_out.w, S, C, m->NO, false);
+    else memcpy(gp, seed, (size_t)(S * C) * sizeof(float));
+    if (m->head_dense.w != NULL) {
+        zero(w->ghead2, S * C);
+        activation_backward(w->ghead2, gp, w->dense, S * C, m->head_act, s->rules.unary);
+        zero(gp, S * C);
+        linear_backward(gp, w->ghead2, m->head_dense.w, S, C, C, false);
+    }
+    for (ptrdiff_t seq = 0; seq < S; seq++) {
+        const float *g = gp + seq * C;
+        if (m->pool == POOL_MEAN) {
+            const float inv = (float)(1.0 / (double)count_real(w, seq));
+            for (ptrdiff_t t = 0; t < T; t++)
+                if (w->mask[seq * T + t])
+                    for (ptrdiff_t c = 0; c < C; c++) gxf[(seq * T + t) * C + c] = g[c] * inv;
+        } else {
+            memcpy(gxf + pooled_row(m, w, seq) * C, g, (size_t)C * sizeof(float));
+        }
+    }
+}
+
+// g (N,C) at hidden state l -> the stream's hidden taps, (S,L+1,T,C) each
+void hidden_taps(const Model *m, const Workspace *w, int l, const float *g, const ChunkStream *s) {
+    const ptrdiff_t TC = w->T * m->C, per_seq = (ptrdiff_t)(m->L + 1) * TC;
+    const float *x = w->x + (ptrdiff_t)l * w->N * m->C;
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        const ptrdiff_t out = seq * per_seq + l * TC;
+        if (s->hidden_grad != NULL) memcpy(s->hidden_grad + out, g + seq * TC, (size_t)TC * sizeof(float));
+        if (s->hidden_relevance != NULL) relevance(s->hidden_relevance + out, x + seq * TC, g + seq * TC, TC);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Batch driver
+
+// Rows per chunk worth aiming for: tall enough that the GEMMs run near peak.
+#define CHUNK_ROWS 256
+
+typedef struct {
+    const Model *m;
+    const EngineCall *call;
+    ptrdiff_t chunk;         // sequences per chunk
+    atomic_ptrdiff_t next;   // first sequence of the next chunk to take
+    atomic_bool out_of_memory;
+} Job;
+
+static float *at(float *base, ptrdiff_t b, ptrdiff_t per) { return base != NULL ? base + b * per : NULL; }
+
+// The default seed (DESIGN.md §2): one-hot on each sequence's largest output
+// (the first, on ties). Pooled outputs only: logits (S,NO) -> w->seed (S,NO).
+static const float *argmax_seed(const Model *m, Workspace *w, const float *logits) {
+    zero(w->seed, w->S * m->NO);
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        const float *row = logits + seq * m->NO;
+        ptrdiff_t best = 0;
+        for (ptrdiff_t j = 1; j < m->NO; j++)
+            if (row[j] > row[best]) best = j;
+        w->seed[seq * m->NO + best] = 1.0f;
+    }
+    return w->seed;
+}
+
+// Forward and backward sweeps for sequences [b0, b0 + w->S) of the call.
+static void run_chunk(const Model *m, const EngineCall *call, Workspace *w, ptrdiff_t b0) {
+    const ptrdiff_t S = w->S, T = call->T, C = m->C, L = m->L, H = m->H;
+    const ptrdiff_t n_logits = (m->pool == POOL_NONE ? T : 1) * m->NO;
+    const ptrdiff_t att_per_seq = L * H * T * T, hid_per_seq = (L + 1) * T * C;
+    w->ids = call->ids + b0 * T;
+    w->positions = call->positions + b0 * T;
+    w->types = call->types != NULL ? call->types + b0 * T : NULL;
+    w->mask = call->mask + b0 * T;
+    for (ptrdiff_t seq = 0; seq < S; seq++) {
+        w->last[seq] = 0;
+        for (ptrdiff_t t = 0; t < T; t++) {
+            const bool real = w->mask[seq * T + t] != 0;
+            if (real) w->last[seq] = t;
+            w->key_bias[seq * T + t] = real ? 0.0f : -INFINITY; // padding keys are never attended
+        }
+    }
+
+    if (m->family == FAMILY_ENCODER) encoder_forward(m, w);
+    else decoder_forward(m, w);
+    head_forward(m, w, call->logits + b0 * n_logits);
+    for (ptrdiff_t seq = 0; seq < S; seq++) {
+        for (int l = 0; l < L && call->attentions != NULL; l++) {
+            memcpy(call->attentions + (b0 + seq) * att_per_seq + l * H * T * T, seq_att(m, w, l, seq),
+                   (size_t)(H * T * T) * sizeof(float));
+        }
+        for (int l = 0; l <= L && call->hidden != NULL; l++) {
+            memcpy(call->hidden + (b0 + seq) * hid_per_seq + l * T * C, w->x + (l * S + seq) * T * C,
+                   (size_t)(T * C) * sizeof(float));
+        }
+    }
+
+    const float *seed = call->seed != NULL ? call->seed + b0 * n_logits : argmax_seed(m, w, call->logits + b0 * n_logits);
+    for (int i = 0; i < call->n_streams; i++) {
+        const Stream *st = &call->streams[i];
+        const ChunkStream s = {
+            .rules = st->rules,
+            .embed_grad = at(st->embed_grad, b0, T * C),
+            .tokens = at(st->tokens, b0, T),
+            .positions = at(st->positions, b0, T),
+            .types = at(st->types, b0, T),
+            .attention_grad = at(st->attention_grad, b0, att_per_seq),
+            .attention_relevance = at(st->attention_relevance, b0, att_per_seq),
+            .hidden_grad = at(st->hidden_grad, b0, hid_per_seq),
+            .hidden_relevance = at(st->hidden_relevance, b0, hid_per_seq),
+        };
+        head_backward(m, w, w->g1, seed, &s);
+        if (m->family == FAMILY_ENCODER) encoder_backward(m, w, w->g1, &s);
+        else decoder_backward(m, w, w->g1, &s);
+    }
+}
+
+static void *worker(void *arg) {
+    Job *job = arg;
+    const ptrdiff_t B = job->call->B;
+    Workspace *full = NULL, *tail = NULL; // the last chunk may be shorter
+    for (ptrdiff_t b0; (b0 = atomic_fetch_add(&job->next, job->chunk)) < B;) {
+        const ptrdiff_t S = B - b0 < job->chunk ? B - b0 : job->chunk;
+        Workspace **w = S == job->chunk ? &full : &tail;
+        if (*w == NULL && (*w = workspace_take(job->call->pool, job->m, S, job->call->T)) == NULL) {
+            atomic_store(&job->out_of_memory, true); // chunk b0 is lost: the call fails
+            break;
+        }
+        run_chunk(job->m, job->call, *w, b0);
+    }
+    workspace_give(job->call->pool, full);
+    workspace_give(job->call->pool, tail);
+    return NULL;
+}
+
+// One model_run at a time, process-wide. OpenBLAS has one global thread count and a
+// multi-threaded sgemm rounds differently from a single-threaded one, so a call that
+// sets it to 1 for its workers would change the bits of another call running beside
+// it. Serialised, every call gives exactly what it gives alone; each already uses all
+// the threads it is given.
+static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int model_run(const Model *m, const EngineCall *call) {
+    const ptrdiff_t B = call->B;
+    ptrdiff_t workers = call->threads < B ? call->threads : B;
+    if (workers < 1) workers = 1;
+    ptrdiff_t chunk = (CHUNK_ROWS + call->T - 1) / call->T, fair = (B + workers - 1) / workers;
+    if (chunk > fair) chunk = fair;
+    if (chunk < 1) chunk = 1;
+    workers = (B + chunk - 1) / chunk < workers ? (B + chunk - 1) / chunk : workers;
+    Job job = {.m = m, .call = call, .chunk = chunk};
+    atomic_init(&job.next, 0);
+    atomic_init(&job.out_of_memory, false);
+    pthread_mutex_lock(&run_lock);
+    if (workers == 1) {
+        worker(&job);
+    } else {
+        pthread_t *threads = calloc((size_t)workers, sizeof *threads);
+        if (threads == NULL) {
+            pthread_mutex_unlock(&run_lock);
+            return -1;
+        }
+        // Workers call BLAS concurrently: each GEMM runs on its worker's thread.
+        const int blas_threads = blas_get_num_threads();
+        blas_set_num_threads(1);
+        ptrdiff_t started = 0;
+        for (; started < workers; started++)
+            if (pthread_create(&threads[started], NULL, worker, &job) != 0) break;
+        if (started == 0) worker(&job); // no thread could start: do the work here
+        for (ptrdiff_t i = 0; i < started; i++) pthread_join(threads[i], NULL);
+        blas_set_num_threads(blas_threads);
+        free(threads);
+    }
+    pthread_mutex_unlock(&run_lock);
+    return atomic_load(&job.out_of_memory) ? -1 : 0;
+}

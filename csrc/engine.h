@@ -1,0 +1,89 @@
+// Private to engine*.c: the workspace and the blocks every family
+// composes. engine.c owns the workspace, the blocks and the batch driver;
+// engine_encoder.c and engine_decoder.c only say in which order the blocks run.
+#ifndef MASKLRP_ENGINE_H
+#define MASKLRP_ENGINE_H
+
+#include "masklrp.h"
+
+// The forward cache of a chunk of S consecutive sequences plus the scratch of
+// both sweeps, as named pointers into one allocation (llm.c style). Row-wise
+// ops (linears, norms, MLP) run on all N = S·T rows at once so the GEMMs are
+// tall; attention runs per sequence and head. QKV = (H + 2 KV) D, HD = H D,
+// FU = F (or 2F when gated).
+typedef struct {
+    ptrdiff_t S, T, N;
+    float *mem;               // the one allocation everything below points into
+    // the chunk being processed: (S,T) slices of the call's arrays
+    const int64_t *ids, *positions, *types, *mask;
+    ptrdiff_t *last;          // (S) index of each sequence's last real token
+    // forward cache: what the backward reads
+    float *emb;               // (N,C) embedding sum (encoder: input of the embedding norm)
+    float *x;                 // (L+1,N,C) hidden states: input of layer l, x[L] = last output
+    float *q, *k, *v;         // (L,S,H,T,D), (L,S,KV,T,D) x2: head-major, after RoPE
+    float *att;               // (L,S,H,T,T) attention probabilities
+    float *mid;               // (L,N,C) residual stream after the attention branch
+    float *res2;              // (L,N,C) encoder: input of the MLP's LayerNorm
+    float *fc;                // (L,N,FU) MLP pre-activation ([gate | up] rows when gated)
+    float *gact;              // (L,N,F) gated: act(gate)
+    float *stats;             // (L+1,2,2,N) norm mean, rstd; slot 0: embedding/final norm, 1+l: layer l
+    float *xf;                // (N,C) input of the head (decoder: after the final norm)
+    float *pooled, *dense, *activated; // (S,C) pooled rows; head_dense before/after its activation
+    float *cos, *sin;         // (S,T,D) RoPE tables for each sequence's positions
+    float *key_bias;          // (S,T) 0 for real keys, -inf for padding
+    // scratch
+    float *a, *b;             // (N,max(C,FU)) block inputs/outputs
+    float *qkv;               // (N,QKV)
+    float *hm, *hm2;          // (H,T,D) head-major q / context of one sequence
+    float *kv_raw;            // (KV,T,D) k before RoPE
+    float *ctx;               // (N,HD)
+    float *scores;            // (T,T)
+    float *hidden;            // (N,F) MLP inner activation
+    // backward scratch
+    float *gx, *g1, *g2;      // (N,C)
+    float *gqkv;              // (N,QKV)
+    float *gq, *gk, *gv;      // (H,T,D), (KV,T,D) x2: one sequence
+    float *gq_rot, *gk_rot;   // (H,T,D), (KV,T,D): before un-rotating
+    float *gctx;              // (N,HD)
+    float *gctx_hm;           // (H,T,D)
+    float *gatt, *gscores;    // (T,T)
+    float *gfc;               // (N,FU)
+    float *ghid, *ghid2;      // (N,F)
+    float *ghead, *ghead2;    // (S,max(C,NO)) head gradients
+    float *seed;              // (S,NO) the argmax seed, when the call gives none
+} Workspace;
+
+// A stream's outputs for the chunk: each points at the chunk's first sequence
+// in the call's (B,...) arrays; NULL when not requested.
+typedef struct {
+    StreamRules rules;
+    float *embed_grad, *tokens, *positions, *types;
+    float *attention_grad, *attention_relevance, *hidden_grad, *hidden_relevance;
+} ChunkStream;
+
+// blocks (engine.c)
+void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot, int which);
+void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x, Affine n,
+                   int slot, int which, UnaryRule rule);
+void embed_forward(const Model *m, Workspace *w);
+void embed_backward(const Model *m, const Workspace *w, const float *g, const ChunkStream *s);
+// x (N,C) -> out (N,C): the attention branch of layer l (its input already normed)
+void attention_forward(const Model *m, Workspace *w, int l, float *out, const float *x);
+// g (N,C) at the branch output -> gx (N,C) +=
+void attention_backward(const Model *m, Workspace *w, int l, float *gx, const float *g,
+                        const ChunkStream *s);
+void mlp_forward(const Model *m, Workspace *w, int l, float *out, const float *x);
+void mlp_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s);
+// xf (N,C) -> logits (S,NO) or (N,NO)
+void head_forward(const Model *m, Workspace *w, float *logits);
+// seed like the logits -> gxf (N,C) =
+void head_backward(const Model *m, Workspace *w, float *gxf, const float *seed, const ChunkStream *s);
+void hidden_taps(const Model *m, const Workspace *w, int l, const float *g, const ChunkStream *s);
+
+// families: the order of the blocks
+void encoder_forward(const Model *m, Workspace *w);
+void encoder_backward(const Model *m, Workspace *w, const float *gxf, const ChunkStream *s);
+void decoder_forward(const Model *m, Workspace *w);
+void decoder_backward(const Model *m, Workspace *w, const float *gxf, const ChunkStream *s);
+
+#endif // MASKLRP_ENGINE_H

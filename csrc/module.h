@@ -1,0 +1,33 @@
+// Shared by the two CPython/NumPy glue files: module.c (kernels, module init)
+// and module_engine.c (the Engine type). Nothing else includes Python.h.
+#ifndef MASKLRP_MODULE_H
+#define MASKLRP_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL masklrp_ARRAY_API // one NumPy C-API table for both files
+#ifndef MASKLRP_MODULE_MAIN
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "masklrp.h"
+
+typedef enum { FINITE, FINITE_OR_NEG_INF } Finiteness;
+
+extern const char *const ACTIVATION_NAMES[]; // indexed by Activation
+
+PyObject *shape_of(PyArrayObject *a);
+// Sets ValueError "<name> must <what>, got shape (...)".
+void shape_error(PyArrayObject *a, const char *name, const char *what);
+// A new reference to an aligned, C-contiguous float32 copy or view of obj with
+// ndim in [min_ndim, max_ndim], non-empty and finite; NULL with an error naming `name`.
+PyArrayObject *float_array(PyObject *obj, const char *name, int min_ndim, int max_ndim, Finiteness finiteness);
+// Looks up a str option among `names`; TypeError / ValueError naming `arg`.
+int choice(PyObject *obj, const char *arg, const char *const *names, int n, int *out);
+
+// module_engine.c: adds masklrp._core.Engine to the module; -1 on error.
+int engine_type_add(PyObject *module);
+
+#endif // MASKLRP_MODULE_H

@@ -1,0 +1,487 @@
+// masklrp._core.Engine: the CPython/NumPy glue of the model engine (engine*.c).
+// Engine(spec, weights) checks every canonical weight once (dtype, layout, shape,
+// finiteness) and borrows it without copying; Engine.run() checks the token
+// arrays, allocates the outputs, releases the GIL and runs the batch.
+// The spec and weight names are documented in masklrp/spec.py.
+#include "module.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    Model model;
+    LayerWeights *layers;
+    PyObject *weights; // the dict whose arrays the model points into: kept alive
+    WorkspacePool *pool;
+} EngineObject;
+
+// ----------------------------------------------------------------------------
+// Spec
+
+static const char *const FAMILY_NAMES[] = {"encoder", "decoder"};
+static const char *const NORM_NAMES[] = {"layernorm", "rmsnorm"};
+static const char *const POOL_NAMES[] = {"first", "last", "mean", "none"};
+
+// Stream names and their rules (DESIGN.md §2): AttnLRP, CP-LRP (q, k and the
+// gate held constant) and the true gradient.
+static const char *const STREAM_NAMES[] = {"attnlrp", "cp", "gradient"};
+static const StreamRules STREAM_RULES[] = {
+    {PRODUCT_UNIFORM, PRODUCT_UNIFORM, RULE_LRP},
+    {PRODUCT_CP, PRODUCT_CP, RULE_LRP},
+    {PRODUCT_GRADIENT, PRODUCT_GRADIENT, RULE_GRADIENT},
+};
+
+static PyObject *spec_item(PyObject *spec, const char *key) {
+    PyObject *v = PyDict_GetItemString(spec, key); // borrowed
+    if (v == NULL) PyErr_Format(PyExc_KeyError, "spec is missing %s", key);
+    return v;
+}
+
+static int spec_int(PyObject *spec, const char *key, int min, int *out) {
+    PyObject *v = spec_item(spec, key);
+    if (v == NULL) return 0;
+    if (PyBool_Check(v) || !PyLong_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "spec[%s] must be an int, got %s", key, Py_TYPE(v)->tp_name);
+        return 0;
+    }
+    const long x = PyLong_AsLong(v);
+    if (x == -1 && PyErr_Occurred()) return 0;
+    if (x < min || x > (1L << 30)) {
+        PyErr_Format(PyExc_ValueError, "spec[%s] must be an int in [%d, 2**30], got %ld", key, min, x);
+        return 0;
+    }
+    *out = (int)x;
+    return 1;
+}
+
+static int spec_float(PyObject *spec, const char *key, float *out) {
+    PyObject *v = spec_item(spec, key);
+    if (v == NULL) return 0;
+    const double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) return 0;
+    if (!isfinite((float)x)) {
+        PyErr_Format(PyExc_ValueError, "spec[%s] must be a finite float32, got %R", key, v);
+        return 0;
+    }
+    *out = (float)x;
+    return 1;
+}
+
+static int spec_bool(PyObject *spec, const char *key, bool *out) {
+    PyObject *v = spec_item(spec, key);
+    if (v == NULL) return 0;
+    if (!PyBool_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "spec[%s] must be a bool, got %s", key, Py_TYPE(v)->tp_name);
+        return 0;
+    }
+    *out = v == Py_True;
+    return 1;
+}
+
+static int spec_choice(PyObject *spec, const char *key, const char *const *names, int n, int *out) {
+    PyObject *v = spec_item(spec, key);
+    return v != NULL && choice(v, key, names, n, out);
+}
+
+// ----------------------------------------------------------------------------
+// Weights: borrowed, so they must already be what the engine reads.
+
+#define ANY (-1)
+
+// weights[name] as a float32, C-contiguous, aligned, finite array of shape
+// (d0[, d1]) (ANY matches any size, reported in *n0); optional: absent -> NULL.
+static int weight(PyObject *weights, const char *name, bool required, npy_intp d0, npy_intp d1,
+                  const float **out, npy_intp *n0) {
+    *out = NULL;
+    PyObject *obj = PyDict_GetItemString(weights, name);
+    if (obj == NULL) {
+        if (required) PyErr_Format(PyExc_ValueError, "weights is missing %s", name);
+        return !required;
+    }
+    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != NPY_FLOAT32) {
+        PyErr_Format(PyExc_TypeError, "weights[%s] must be a numpy.ndarray of dtype float32", name);
+        return 0;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a) || !PyArray_ISNOTSWAPPED(a)) {
+        PyErr_Format(PyExc_ValueError,
+                     "weights[%s] must be C-contiguous, aligned and native-endian "
+                     "(the engine reads it in place; use numpy.ascontiguousarray)", name);
+        return 0;
+    }
+    const int nd = d1 == 0 ? 1 : 2;
+    const npy_intp want0 = d0 == ANY ? (PyArray_NDIM(a) > 0 ? PyArray_DIM(a, 0) : 0) : d0;
+    if (PyArray_NDIM(a) != nd || want0 < 1 || PyArray_DIM(a, 0) != want0 || (nd == 2 && PyArray_DIM(a, 1) != d1)) {
+        char what[96];
+        if (nd == 1) snprintf(what, sizeof what, "have shape (%zd,)", (Py_ssize_t)want0);
+        else if (d0 == ANY) snprintf(what, sizeof what, "have shape (n >= 1, %zd)", (Py_ssize_t)d1);
+        else snprintf(what, sizeof what, "have shape (%zd, %zd)", (Py_ssize_t)d0, (Py_ssize_t)d1);
+        shape_error(a, name, what);
+        return 0;
+    }
+    const float *p = (const float *)PyArray_DATA(a);
+    const npy_intp n = PyArray_SIZE(a);
+    int finite = 1;
+    for (npy_intp i = 0; i < n; i++) finite &= isfinite(p[i]) != 0;
+    if (!finite) {
+        PyErr_Format(PyExc_ValueError, "weights[%s] contains NaN or Inf", name);
+        return 0;
+    }
+    *out = p;
+    if (n0 != NULL) *n0 = PyArray_DIM(a, 0);
+    return 1;
+}
+
+static int affine(PyObject *weights, const char *name, bool required, npy_intp out_dim, npy_intp in_dim,
+                  Affine *a) {
+    char w[96], b[96];
+    snprintf(w, sizeof w, "%s.weight", name);
+    snprintf(b, sizeof b, "%s.bias", name);
+    a->w = a->b = NULL;
+    if (!weight(weights, w, required, out_dim, in_dim, &a->w, NULL)) return 0;
+    if (a->w == NULL) return 1;
+    return weight(weights, b, false, out_dim, 0, &a->b, NULL);
+}
+
+static int engine_init(EngineObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"spec", "weights", NULL};
+    PyObject *spec, *weights;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!:Engine", kwlist, &PyDict_Type, &spec, &PyDict_Type, &weights))
+        return -1;
+    if (self->layers != NULL) { // a run may hold pointers into the current weights
+        PyErr_SetString(PyExc_RuntimeError, "Engine is already initialised; make a new one");
+        return -1;
+    }
+    Model m = {0};
+    int family, norm, act, pool;
+    if (!spec_choice(spec, "family", FAMILY_NAMES, 2, &family) || !spec_choice(spec, "norm", NORM_NAMES, 2, &norm) ||
+        !spec_choice(spec, "activation", ACTIVATION_NAMES, 5, &act) || !spec_choice(spec, "pool", POOL_NAMES, 4, &pool) ||
+        !spec_bool(spec, "gated_mlp", &m.gated) || !spec_bool(spec, "causal", &m.causal) ||
+        !spec_int(spec, "n_layers", 1, &m.L) || !spec_int(spec, "n_heads", 1, &m.H) ||
+        !spec_int(spec, "n_kv_heads", 1, &m.KV) || !spec_int(spec, "head_dim", 1, &m.D) ||
+        !spec_int(spec, "hidden", 1, &m.C) || !spec_int(spec, "intermediate", 1, &m.F) ||
+        !spec_int(spec, "vocab", 1, &m.V) || !spec_int(spec, "type_vocab", 0, &m.TT) ||
+        !spec_int(spec, "sliding_window", 0, &m.window) || !spec_float(spec, "norm_eps", &m.eps) ||
+        !spec_float(spec, "attn_scale", &m.attn_scale) ||
+        !spec_float(spec, "rope_attention_scaling", &m.rope_scaling))
+        return -1;
+    PyObject *positions = spec_item(spec, "positions"), *head_act = spec_item(spec, "head_activation");
+    if (positions == NULL || head_act == NULL) return -1;
+    m.family = (Family)family;
+    m.norm = (NormKind)norm;
+    m.act = (Activation)act;
+    m.pool = (Pool)pool;
+    m.rope = PyUnicode_Check(positions) && PyUnicode_CompareWithASCIIString(positions, "rope") == 0;
+    if (m.H % m.KV != 0) {
+        PyErr_Format(PyExc_ValueError, "spec: n_heads (%d) must be a multiple of n_kv_heads (%d)", m.H, m.KV);
+        return -1;
+    }
+    if (m.rope && m.D % 2 != 0) {
+        PyErr_Format(PyExc_ValueError, "spec: RoPE needs an even head_dim, got %d", m.D);
+        return -1;
+    }
+    const npy_intp C = m.C, HD = (npy_intp)m.H * m.D, QKV = (npy_intp)(m.H + 2 * m.KV) * m.D;
+    const npy_intp FU = (npy_intp)(m.gated ? 2 : 1) * m.F;
+    npy_intp P = 0, NO = 0;
+    if (!weight(weights, "embed.word", true, m.V, C, &m.wte, NULL) ||
+        !weight(weights, "embed.position", false, ANY, C, &m.wpe, &P) ||
+        !weight(weights, "embed.type", m.TT > 0, m.TT > 0 ? m.TT : ANY, C, &m.wtt, NULL) ||
+        !affine(weights, "embed.norm", m.family == FAMILY_ENCODER, C, 0, &m.emb_norm) ||
+        !affine(weights, "final_norm", false, C, 0, &m.final_norm) ||
+        !affine(weights, "head.dense", false, C, C, &m.head_dense) ||
+        !weight(weights, "head.out.weight", m.pool == POOL_NONE, ANY, C, &m.head_out.w, &NO) ||
+        !weight(weights, "head.out.bias", false, NO > 0 ? NO : 1, 0, &m.head_out.b, NULL) ||
+        !weight(weights, "rope.inv_freq", m.rope, m.D / 2 > 0 ? m.D / 2 : 1, 0, &m.inv_freq, NULL))
+        return -1;
+    if (m.wtt == NULL) m.TT = 0;
+    m.P = (int)P;
+    m.NO = m.head_out.w != NULL ? (int)NO : m.C;
+    if (m.head_dense.w != NULL) {
+        int ha;
+        if (!choice(head_act, "spec[head_activation]", ACTIVATION_NAMES, 5, &ha)) return -1;
+        m.head_act = (Activation)ha;
+    }
+    if (!m.rope && m.wpe == NULL) {
+        PyErr_SetString(PyExc_ValueError, "weights needs embed.position (absolute positions) or spec positions='rope'");
+        return -1;
+    }
+    LayerWeights *layers = PyMem_Calloc((size_t)m.L, sizeof *layers);
+    if (layers == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int l = 0; l < m.L; l++) {
+        char name[64];
+        LayerWeights *lw = &layers[l];
+#define LAYER_AFFINE(field, key, required, out_dim, in_dim)                                                   \
+    (snprintf(name, sizeof name, "layers.%d." key, l), affine(weights, name, required, out_dim, in_dim, &lw->field))
+        if (!LAYER_AFFINE(attn_norm, "attn_norm", true, C, 0) || !LAYER_AFFINE(qkv, "qkv", true, QKV, C) ||
+            !LAYER_AFFINE(out, "out", true, C, HD) || !LAYER_AFFINE(mlp_norm, "mlp_norm", true, C, 0) ||
+            !LAYER_AFFINE(up, "up", true, FU, C) || !LAYER_AFFINE(down, "down", true, C, m.F)) {
+            PyMem_Free(layers);
+            return -1;
+        }
+#undef LAYER_AFFINE
+    }
+    if (self->pool == NULL && (self->pool = workspace_pool_new()) == NULL) {
+        PyMem_Free(layers);
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->weights = Py_NewRef(weights);
+    self->layers = layers;
+    m.layers = layers;
+    self->model = m;
+    return 0;
+}
+
+static void engine_dealloc(EngineObject *self) {
+    workspace_pool_free(self->pool);
+    PyMem_Free(self->layers);
+    Py_XDECREF(self->weights);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+// ----------------------------------------------------------------------------
+// run()
+
+// obj as a C-contiguous int64 (B,T) array (B, T taken from the first one checked:
+// *B = 0 on entry) with values in [lo, hi); NULL with an error naming `name`.
+static PyArrayObject *index_array(PyObject *obj, const char *name, npy_intp *B, npy_intp *T, int64_t lo,
+                                  int64_t hi, const char *range) {
+    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != NPY_INT64) {
+        PyErr_Format(PyExc_TypeError, "%s must be a numpy.ndarray of dtype int64, got %s", name,
+                     PyArray_Check(obj) ? "another dtype" : Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    PyArrayObject *in = (PyArrayObject *)obj;
+    if (PyArray_NDIM(in) != 2 || PyArray_DIM(in, 0) < 1 || PyArray_DIM(in, 1) < 1 ||
+        (*B > 0 && (PyArray_DIM(in, 0) != *B || PyArray_DIM(in, 1) != *T))) {
+        char what[80];
+        if (*B > 0) snprintf(what, sizeof what, "have shape (%zd, %zd) like input_ids", (Py_ssize_t)*B, (Py_ssize_t)*T);
+        else snprintf(what, sizeof what, "have shape (batch, length), both >= 1");
+        shape_error(in, name, what);
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OTF(obj, NPY_INT64, NPY_ARRAY_IN_ARRAY);
+    if (a == NULL) return NULL;
+    *B = PyArray_DIM(a, 0);
+    *T = PyArray_DIM(a, 1);
+    const int64_t *p = (const int64_t *)PyArray_DATA(a);
+    for (npy_intp i = 0; i < *B * *T; i++) {
+        if (p[i] < lo || p[i] >= hi) {
+            PyErr_Format(PyExc_ValueError, "%s[%zd, %zd] = %lld is out of range: %s", name, (Py_ssize_t)(i / *T),
+                         (Py_ssize_t)(i % *T), (long long)p[i], range);
+            Py_DECREF(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static PyArrayObject *new_output(int nd, const npy_intp *dims) {
+    return (PyArrayObject *)PyArray_ZEROS(nd, (npy_intp *)dims, NPY_FLOAT32, 0);
+}
+
+// Adds a new zeroed float32 array under `key` and returns its data; NULL on error.
+static float *add_output(PyObject *dict, const char *key, int nd, const npy_intp *dims) {
+    PyArrayObject *a = new_output(nd, dims);
+    if (a == NULL) return NULL;
+    int err = PyDict_SetItemString(dict, key, (PyObject *)a);
+    Py_DECREF(a); // the dict holds it
+    return err < 0 ? NULL : (float *)PyArray_DATA(a);
+}
+
+#define I64(a) ((const int64_t *)PyArray_DATA(a))
+
+static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"input_ids", "attention_mask", "position_ids", "token_type_ids", "seed",
+                             "streams", "attentions", "hidden", "threads", NULL};
+    PyObject *ids_obj, *mask_obj, *pos_obj, *types_obj = Py_None, *seed_obj = Py_None, *streams_obj = NULL;
+    int want_att = 0, want_hidden = 0, threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOOppi:run", kwlist, &ids_obj, &mask_obj, &pos_obj, &types_obj,
+                                     &seed_obj, &streams_obj, &want_att, &want_hidden, &threads))
+        return NULL;
+    const Model *m = &self->model;
+    if (self->layers == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine was not initialised");
+        return NULL;
+    }
+    PyArrayObject *ids = NULL, *mask = NULL, *pos = NULL, *types = NULL, *seed = NULL;
+    PyObject *result = NULL, *streams = NULL;
+    npy_intp B = 0, T = 0;
+    char range[96];
+    snprintf(range, sizeof range, "token ids must be in [0, %d) (the vocabulary)", m->V);
+    if ((ids = index_array(ids_obj, "input_ids", &B, &T, 0, m->V, range)) == NULL) goto fail;
+    if ((mask = index_array(mask_obj, "attention_mask", &B, &T, 0, 2, "must be 0 or 1")) == NULL) goto fail;
+    const int64_t max_pos = m->wpe != NULL ? m->P : ((int64_t)1 << 40);
+    snprintf(range, sizeof range, "positions must be in [0, %lld) (the position table)", (long long)max_pos);
+    if ((pos = index_array(pos_obj, "position_ids", &B, &T, 0, max_pos, range)) == NULL) goto fail;
+    if (m->TT > 0) {
+        snprintf(range, sizeof range, "token types must be in [0, %d)", m->TT);
+        if (types_obj == Py_None) {
+            PyErr_SetString(PyExc_ValueError, "token_type_ids is required: the model has token-type embeddings");
+            goto fail;
+        }
+        if ((types = index_array(types_obj, "token_type_ids", &B, &T, 0, m->TT, range)) == NULL) goto fail;
+    }
+    for (npy_intp b = 0; b < B; b++) {
+        int64_t real = 0;
+        for (npy_intp t = 0; t < T; t++) real += I64(mask)[b * T + t];
+        if (real == 0) {
+            PyErr_Format(PyExc_ValueError, "attention_mask[%zd] has no real token (all zeros)", (Py_ssize_t)b);
+            goto fail;
+        }
+    }
+    if (T > 65536 || (double)T * T * m->L * m->H > 1e12) {
+        PyErr_Format(PyExc_ValueError, "input_ids: length %zd is too long for the attention cache", (Py_ssize_t)T);
+        goto fail;
+    }
+    if (threads < 1 || threads > 1024) {
+        PyErr_Format(PyExc_ValueError, "threads must be in [1, 1024], got %d", threads);
+        goto fail;
+    }
+
+    EngineCall call = {.B = B, .T = T, .ids = I64(ids), .positions = I64(pos), .mask = I64(mask),
+                       .types = types != NULL ? I64(types) : NULL, .threads = threads, .pool = self->pool};
+    // streams: up to ENGINE_MAX_STREAMS distinct names
+    if (streams_obj != NULL && streams_obj != Py_None) {
+        streams = PySequence_Fast(streams_obj, "streams must be a sequence of str");
+        if (streams == NULL) goto fail;
+        const Py_ssize_t n = PySequence_Fast_GET_SIZE(streams);
+        if (n > ENGINE_MAX_STREAMS) {
+            PyErr_Format(PyExc_ValueError, "streams takes at most %d names, got %zd", ENGINE_MAX_STREAMS, n);
+            goto fail;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int kind;
+            if (!choice(PySequence_Fast_GET_ITEM(streams, i), "streams[i]", STREAM_NAMES, 3, &kind)) goto fail;
+            for (Py_ssize_t j = 0; j < i; j++) {
+                if (PyUnicode_Compare(PySequence_Fast_GET_ITEM(streams, i), PySequence_Fast_GET_ITEM(streams, j)) == 0) {
+                    PyErr_SetString(PyExc_ValueError, "streams must not repeat a name");
+                    goto fail;
+                }
+            }
+            call.streams[i].rules = STREAM_RULES[kind];
+        }
+        call.n_streams = (int)n;
+    }
+    npy_intp logit_dims[3] = {B, T, m->NO};
+    int logit_nd = 3;
+    if (m->pool != POOL_NONE) {
+        logit_dims[1] = m->NO;
+        logit_nd = 2;
+    }
+    if (call.n_streams > 0) {
+        if (seed_obj == Py_None && m->pool == POOL_NONE) {
+            PyErr_SetString(PyExc_ValueError, "seed is required for per-position outputs (question answering)");
+            goto fail;
+        }
+    }
+    if (call.n_streams > 0 && seed_obj != Py_None) {
+        if ((seed = float_array(seed_obj, "seed", logit_nd, logit_nd, FINITE)) == NULL) goto fail;
+        for (int d = 0; d < logit_nd; d++) {
+            if (PyArray_DIM(seed, d) != logit_dims[d]) {
+                shape_error(seed, "seed", "have the logits' shape (batch[, length], outputs)");
+                goto fail;
+            }
+        }
+        call.seed = (const float *)PyArray_DATA(seed);
+    }
+
+    result = PyDict_New();
+    if (result == NULL) goto fail;
+    const npy_intp L = m->L, H = m->H, C = m->C;
+    const npy_intp bt[2] = {B, T}, btc[3] = {B, T, C}, att[5] = {B, L, H, T, T}, hid[4] = {B, L + 1, T, C};
+    if ((call.logits = add_output(result, "logits", logit_nd, logit_dims)) == NULL) goto fail;
+    if (want_att && (call.attentions = add_output(result, "attentions", 5, att)) == NULL) goto fail;
+    if (want_hidden && (call.hidden = add_output(result, "hidden", 4, hid)) == NULL) goto fail;
+    for (int i = 0; i < call.n_streams; i++) {
+        Stream *s = &call.streams[i];
+        PyObject *out = PyDict_New();
+        if (out == NULL || PyDict_SetItem(result, PySequence_Fast_GET_ITEM(streams, i), out) < 0) {
+            Py_XDECREF(out);
+            goto fail;
+        }
+        Py_DECREF(out); // result holds it
+        if ((s->embed_grad = add_output(out, "embed_grad", 3, btc)) == NULL ||
+            (s->tokens = add_output(out, "tokens", 2, bt)) == NULL ||
+            (m->wpe != NULL && (s->positions = add_output(out, "positions", 2, bt)) == NULL) ||
+            (m->wtt != NULL && (s->types = add_output(out, "types", 2, bt)) == NULL) ||
+            (want_att && ((s->attention_grad = add_output(out, "attention_grad", 5, att)) == NULL ||
+                          (s->attention_relevance = add_output(out, "attention_relevance", 5, att)) == NULL)) ||
+            (want_hidden && ((s->hidden_grad = add_output(out, "hidden_grad", 4, hid)) == NULL ||
+                             (s->hidden_relevance = add_output(out, "hidden_relevance", 4, hid)) == NULL)))
+            goto fail;
+    }
+
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = model_run(m, &call);
+    Py_END_ALLOW_THREADS
+    if (status != 0) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_DECREF(ids);
+    Py_DECREF(mask);
+    Py_DECREF(pos);
+    Py_XDECREF(types);
+    Py_XDECREF(seed);
+    Py_XDECREF(streams);
+    return result;
+
+fail:
+    Py_XDECREF(ids);
+    Py_XDECREF(mask);
+    Py_XDECREF(pos);
+    Py_XDECREF(types);
+    Py_XDECREF(seed);
+    Py_XDECREF(streams);
+    Py_XDECREF(result);
+    return NULL;
+}
+
+PyDoc_STRVAR(engine_run_doc,
+             "run(input_ids, attention_mask, position_ids, token_type_ids=None, seed=None, streams=(),\n"
+             "    attentions=False, hidden=False, threads=1) -> dict\n\n"
+             "One forward over the batch (int64 (B,T) arrays; the mask is 0/1) and one backward\n"
+             "sweep per stream named in `streams` ('attnlrp', 'cp', 'gradient'), starting from\n"
+             "`seed` (float32, the logits' shape; None: one-hot on each row's argmax, pooled heads\n"
+             "only). Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
+             "['hidden' (B,L+1,T,C)], <stream>: {'embed_grad', 'tokens', ['positions'], ['types'],\n"
+             "['attention_grad', 'attention_relevance'], ['hidden_grad', 'hidden_relevance']}}.\n"
+             "Sequences run in parallel on `threads` threads; the GIL is released.");
+
+static PyMethodDef engine_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))engine_run, METH_VARARGS | METH_KEYWORDS, engine_run_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(engine_doc,
+             "Engine(spec: dict, weights: dict[str, numpy.ndarray])\n\n"
+             "The C engine over borrowed weights (float32, C-contiguous, canonical names of\n"
+             "masklrp.spec). Use masklrp.load() rather than building one by hand.");
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "masklrp._core.Engine",
+    .tp_basicsize = sizeof(EngineObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = engine_doc,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)engine_init,
+    .tp_dealloc = (destructor)engine_dealloc,
+    .tp_methods = engine_methods,
+};
+
+int engine_type_add(PyObject *module) {
+    if (PyType_Ready(&EngineType) < 0) return -1;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(module, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        return -1;
+    }
+    return 0;
+}

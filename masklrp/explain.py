@@ -1,0 +1,185 @@
+"""Token attributions: seeds (DESIGN.md §2), the AttnLRP / CP-LRP explainer and Explanation.
+
+``masklrp.attnlrp(model, "a sentence", target=1)`` or, Captum-style,
+``masklrp.AttnLRP(model).attribute(inputs, target=1)``. Both run one forward and one
+relevance sweep in the C engine and return an :class:`Explanation` per sequence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .model import Inputs, Model
+
+# method name -> engine stream (DESIGN.md §2)
+METHODS = {"attnlrp": "attnlrp", "cp-lrp": "cp"}
+QA_TARGETS = ("start", "end", "both")
+
+
+@dataclass
+class Explanation:
+    """Relevance of each (real) token of one sequence for one explained logit.
+
+    ``scores[t]`` is the relevance at token ``t``'s word embedding, ``Σ_d e_td g_td``
+    (DESIGN.md §2); position and token-type embeddings take their own shares, kept in
+    ``extras`` (``"positions"``, ``"types"``). Padding is dropped.
+    """
+
+    tokens: list[str]
+    scores: np.ndarray
+    target: Any
+    logit: float
+    method: str
+    input_ids: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        top = np.argsort(-self.scores)[:3]
+        best = ", ".join(f"{self.tokens[i]!r}: {self.scores[i]:+.3g}" for i in top)
+        return (f"Explanation({self.method}, target={self.target!r}, logit={self.logit:.4g}, "
+                f"{len(self.tokens)} tokens; top {best})")
+
+
+def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], target=None, *,
+             contrastive: bool = False) -> tuple[np.ndarray, list]:
+    """The backward's starting g (DESIGN.md §2 "Seeds") and the resolved target per row.
+
+    * classification / base encoder: ``e_c`` for class (or dimension) ``c``; default argmax;
+    * question answering: ``target`` is ``"start"``, ``"end"``, ``"both"`` or a pair
+      ``(kind, position)``; the position defaults to the argmax of that logit row;
+    * causal LM: the next-token logit at the last real position; default argmax. With
+      ``contrastive``: ``+1`` on the target and ``−1/(V−1)`` on every other token, so the
+      explained quantity is the target's margin over the mean of the others.
+
+    ``logits`` (of ``shape``) is needed only where a default is an argmax; pass None when
+    :func:`needs_logits` says no, and the explainer saves a forward pass.
+    """
+    B = shape[0]
+    targets = list(target) if isinstance(target, (list, tuple, np.ndarray)) and not _is_qa_pair(target) \
+        else [target] * B
+    if len(targets) != B:
+        raise ValueError(f"target: got {len(targets)} targets for a batch of {B}")
+    seed = np.zeros(shape, dtype=np.float32)
+    resolved = []
+    for b, tgt in enumerate(targets):
+        if model.spec.pool == "none":
+            resolved.append(_qa_seed(seed[b], None if logits is None else logits[b], tgt))
+            continue
+        n = shape[1]
+        c = int(np.argmax(logits[b])) if tgt is None else tgt
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)):
+            raise TypeError(f"target must be an int class / token id, got {type(c).__name__}")
+        if not 0 <= c < n:
+            raise ValueError(f"target {c} is out of range: the model has {n} outputs")
+        if contrastive:
+            if model.spec.task != "causal-lm":
+                raise ValueError("contrastive seeds are for causal LMs")
+            seed[b] = -1.0 / (n - 1)
+        seed[b, c] = 1.0
+        resolved.append(int(c))
+    return seed, resolved
+
+
+def needs_logits(model: Model, target) -> bool:
+    """Whether resolving ``target`` takes an argmax over the logits."""
+    targets = target if isinstance(target, (list, np.ndarray)) else [target]
+    if model.spec.pool != "none":
+        return any(t is None for t in targets)
+    return any(not (isinstance(t, tuple) and t[1] is not None) for t in targets)
+
+
+def _is_qa_pair(target) -> bool:
+    return isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str)
+
+
+def _qa_seed(seed: np.ndarray, logits: np.ndarray | None, target) -> tuple[str, Any]:
+    """seed, logits (T, 2) for one sequence: start logits [:, 0], end logits [:, 1]."""
+    kind, pos = (target, None) if not isinstance(target, tuple) else target
+    kind = "start" if kind is None else kind
+    if kind not in QA_TARGETS:
+        raise ValueError(f"target for question answering must be one of {QA_TARGETS} or "
+                         f"(kind, position), got {target!r}")
+    T = seed.shape[0]
+    columns = {"start": (0,), "end": (1,), "both": (0, 1)}[kind]
+    chosen = []
+    for col in columns:
+        p = int(np.argmax(logits[:, col])) if pos is None else pos
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 0 <= p < T:
+            raise ValueError(f"target position {p!r} is out of range for a sequence of {T} tokens")
+        seed[p, col] = 1.0
+        chosen.append(int(p))
+    return kind, chosen[0] if len(chosen) == 1 else tuple(chosen)
+
+
+class AttnLRP:
+    """AttnLRP (or CP-LRP) input attributions from the C engine, Captum-style.
+
+    >>> explainer = AttnLRP(model)
+    >>> [e] = explainer.attribute("a gripping, funny film", target=1)
+    """
+
+    def __init__(self, model: Model, method: str = "attnlrp"):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
+        self.model = model
+        self.method = method
+
+    def attribute(self, inputs, target=None, *, contrastive: bool = False,
+                  threads: int | None = None) -> list[Explanation]:
+        """Explain each sequence of ``inputs`` (text, list of texts, Inputs, or token ids)."""
+        model = self.model
+        inputs = as_inputs(model, inputs)
+        stream = METHODS[self.method]
+        if target is None and model.spec.pool != "none" and not contrastive:
+            # The engine seeds each row's argmax itself: one forward instead of two.
+            out = model.run(inputs, None, (stream,), threads=threads)
+            seed, targets = seed_for(model, out["logits"], out["logits"].shape)
+        else:
+            logits = model.forward(inputs, threads=threads)["logits"] if needs_logits(model, target) else None
+            seed, targets = seed_for(model, logits, model.logits_shape(inputs), target, contrastive=contrastive)
+            out = model.run(inputs, seed, (stream,), threads=threads)
+        return explanations(model, inputs, out, out[stream], seed, targets, self.method)
+
+
+def attnlrp(model: Model, inputs, target=None, *, method: str = "attnlrp", contrastive: bool = False,
+            threads: int | None = None) -> Explanation | list[Explanation]:
+    """One-call AttnLRP: an Explanation for a single text, a list for a batch."""
+    result = AttnLRP(model, method).attribute(inputs, target, contrastive=contrastive, threads=threads)
+    return result[0] if isinstance(inputs, str) else result
+
+
+def as_inputs(model: Model, inputs) -> Inputs:
+    if isinstance(inputs, Inputs):
+        return inputs
+    if isinstance(inputs, str) or (isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], str)):
+        return model.encode(inputs)
+    if isinstance(inputs, dict):
+        return model.prepare(inputs["input_ids"], inputs.get("attention_mask"),
+                             token_type_ids=inputs.get("token_type_ids"),
+                             position_ids=inputs.get("position_ids"))
+    return model.prepare(inputs)
+
+
+def explanations(model: Model, inputs: Inputs, out: dict, stream: dict, seed: np.ndarray,
+                 targets: list, method: str) -> list[Explanation]:
+    """Cut one engine result into per-sequence Explanations (real tokens only)."""
+    result = []
+    logits = out["logits"]
+    for b, tgt in enumerate(targets):
+        real = inputs.attention_mask[b].astype(bool)
+        ids = inputs.input_ids[b, real]
+        tokens = (list(np.asarray(inputs.tokens[b], dtype=object)[real]) if inputs.tokens is not None
+                  else _token_strings(model, ids))
+        extras = {k: stream[k][b, real] for k in ("positions", "types") if k in stream}
+        result.append(Explanation(tokens=tokens, scores=stream["tokens"][b, real].copy(), target=tgt,
+                                  logit=float(np.sum(seed[b] * logits[b])), method=method,
+                                  input_ids=ids, extras=extras))
+    return result
+
+
+def _token_strings(model: Model, ids: np.ndarray) -> list[str]:
+    if model.tokenizer is not None:
+        return model.tokenizer.convert_ids_to_tokens(ids)
+    return [str(int(i)) for i in ids]

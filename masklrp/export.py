@@ -1,0 +1,637 @@
+"""Hugging Face model → :class:`~masklrp.spec.ModelSpec` + canonical float32 NumPy weights.
+
+:func:`export` reads either
+
+* a transformers torch module (``model.config`` and ``model.state_dict()``; torch is imported
+  by transformers, never by this module), or
+* a folder with ``config.json`` and ``model.safetensors`` (or a sharded
+  ``model.safetensors.index.json``) and optionally ``tokenizer.json``: this path needs
+  neither torch nor transformers,
+
+and returns an :class:`Exported`. Both paths go through the same reader of the config dict
+(``config.to_dict()`` for a module, ``config.json`` for a folder, with the config class
+defaults of transformers 5.23 filled in), so they give the same spec and weights.
+
+Weights follow the table in :mod:`masklrp.spec`: q/k/v fused into ``layers.{i}.qkv`` (q rows,
+then k, then v), gate+up fused into ``layers.{i}.up`` (gate rows first), GPT-2's Conv1D
+``(in, out)`` transposed to ``(out, in)``, and a tied LM head stored as the very array object
+of ``embed.word``. From a module, float32 contiguous tensors are shared, not copied: the
+arrays view the module's memory (fused and transposed weights are new arrays).
+
+What the engine cannot express is refused with ``NotImplementedError`` naming the
+architecture or config option; malformed input (missing tensors, wrong shapes, integer
+dtypes) raises ``ValueError`` naming the tensor.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .rope import max_rope_positions, rope_parameters
+from .spec import ModelSpec, check_weights
+from .tokenizer import Tokenizer
+
+__all__ = ["ARCHITECTURES", "Exported", "export"]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """An exported model: everything the engine needs, and the tokenizer if one was found."""
+
+    spec: ModelSpec
+    weights: dict[str, np.ndarray]
+    tokenizer: Tokenizer | None
+    source: str
+
+
+# HF class name -> (config model_type, task). The architecture picks the head.
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "BertModel": ("bert", "base"),
+    "BertForSequenceClassification": ("bert", "sequence-classification"),
+    "BertForQuestionAnswering": ("bert", "question-answering"),
+    "RobertaModel": ("roberta", "base"),
+    "RobertaForSequenceClassification": ("roberta", "sequence-classification"),
+    "RobertaForQuestionAnswering": ("roberta", "question-answering"),
+    "DistilBertModel": ("distilbert", "base"),
+    "DistilBertForSequenceClassification": ("distilbert", "sequence-classification"),
+    "DistilBertForQuestionAnswering": ("distilbert", "question-answering"),
+    "GPT2Model": ("gpt2", "base"),
+    "GPT2LMHeadModel": ("gpt2", "causal-lm"),
+    "GPT2ForSequenceClassification": ("gpt2", "sequence-classification"),
+    "GPT2ForQuestionAnswering": ("gpt2", "question-answering"),
+    **{f"{name}{suffix}": (model_type, task)
+       for name, model_type in (("Llama", "llama"), ("Mistral", "mistral"), ("Qwen2", "qwen2"))
+       for suffix, task in (("Model", "base"), ("ForCausalLM", "causal-lm"),
+                            ("ForSequenceClassification", "sequence-classification"),
+                            ("ForQuestionAnswering", "question-answering"))},
+}
+
+# When config.json names no architecture: the base model of its model_type.
+_BASE_ARCHITECTURE = {model_type: arch for arch, (model_type, task) in ARCHITECTURES.items()
+                      if task == "base"}
+
+# The config keys we read that config.json may omit, with transformers 5.23's class defaults
+# (tests/test_export.py checks this table against the config classes).
+CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bert": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512,
+                 type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, is_decoder=False,
+                 add_cross_attention=False, tie_word_embeddings=True),
+    "roberta": dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12,
+                    num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
+                    max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
+                    pad_token_id=1, is_decoder=False, add_cross_attention=False,
+                    tie_word_embeddings=True),
+    "distilbert": dict(vocab_size=30522, max_position_embeddings=512, n_layers=6, n_heads=12,
+                       dim=768, hidden_dim=3072, activation="gelu", pad_token_id=0,
+                       tie_word_embeddings=True),
+    "gpt2": dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
+                 n_inner=None, activation_function="gelu_new", layer_norm_epsilon=1e-5,
+                 scale_attn_weights=True, pad_token_id=None,
+                 scale_attn_by_inverse_layer_idx=False, add_cross_attention=False,
+                 tie_word_embeddings=True),
+    "llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=None,
+                  hidden_act="silu", max_position_embeddings=2048, rms_norm_eps=1e-6,
+                  pad_token_id=None, tie_word_embeddings=False, attention_bias=False,
+                  mlp_bias=False, head_dim=None),
+    "mistral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                    num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                    head_dim=None, hidden_act="silu", max_position_embeddings=4096 * 32,
+                    rms_norm_eps=1e-6, pad_token_id=None, tie_word_embeddings=False,
+                    sliding_window=4096),
+    "qwen2": dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016,
+                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                  hidden_act="silu", max_position_embeddings=32768, rms_norm_eps=1e-6,
+                  tie_word_embeddings=False, use_sliding_window=False, sliding_window=4096,
+                  max_window_layers=28, layer_types=None, pad_token_id=None),
+}
+
+# HF activation names (ACT2FN keys) -> masklrp.kernels.ACTIVATIONS. Only exact matches:
+# gelu_fast / quick_gelu / gelu_10 etc. are different functions and are refused.
+ACTIVATIONS = {
+    "gelu": "gelu", "gelu_python": "gelu",
+    "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+    "silu": "silu", "swish": "silu",
+    "relu": "relu", "tanh": "tanh",
+}
+
+
+def export(model_or_path: Any, *, tokenizer: Any = None,
+           architecture: str | None = None) -> Exported:
+    """Export a transformers model or a safetensors folder (see the module docstring).
+
+    ``tokenizer``: anything :class:`~masklrp.tokenizer.Tokenizer` accepts; by default a
+    folder's own ``tokenizer.json`` is used, a module gets none. ``architecture`` overrides
+    the HF class name that picks the head (e.g. ``"BertModel"`` for a checkpoint whose
+    ``config.json`` says ``BertForMaskedLM``).
+    """
+    if isinstance(model_or_path, (str, os.PathLike)):
+        folder = Path(model_or_path)
+        config = _read_config(folder)
+        arch = architecture or _architecture_of(config)
+        with _SafetensorsFolder(folder) as tensors:
+            spec, weights = _convert(arch, config, tensors)
+        source = str(folder.resolve())
+        if tokenizer is None and (folder / "tokenizer.json").is_file():
+            tokenizer = folder / "tokenizer.json"
+    elif _is_torch_module(model_or_path):
+        config = _module_config(model_or_path)
+        arch = architecture or type(model_or_path).__name__
+        spec, weights = _convert(arch, config, _TorchStateDict(model_or_path))
+        name = config.get("_name_or_path") or ""
+        source = f"torch:{type(model_or_path).__name__}" + (f" ({name})" if name else "")
+    else:
+        raise TypeError(
+            f"export() takes a transformers torch module or a path to a folder with config.json "
+            f"and model.safetensors, got {type(model_or_path).__name__}")
+    tok = None
+    if tokenizer is not None:
+        tok = Tokenizer(tokenizer, pad_token_id=spec.pad_token_id)
+    return Exported(spec=spec, weights=weights, tokenizer=tok, source=source)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _is_torch_module(obj: Any) -> bool:
+    """Duck-typed ``isinstance(obj, torch.nn.Module)`` that never imports torch."""
+    return (any(c.__name__ == "Module" and c.__module__.startswith("torch.nn")
+                for c in type(obj).__mro__)
+            and hasattr(obj, "state_dict") and hasattr(obj, "config"))
+
+
+def _module_config(model: Any) -> dict[str, Any]:
+    config = model.config
+    if not hasattr(config, "to_dict"):
+        raise TypeError(f"{type(model).__name__}.config has no to_dict(): not a transformers model")
+    return config.to_dict()
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _architecture_of(config: Mapping[str, Any]) -> str:
+    archs = config.get("architectures") or []
+    if archs:
+        return archs[0]
+    model_type = config.get("model_type")
+    if model_type in _BASE_ARCHITECTURE:
+        return _BASE_ARCHITECTURE[model_type]
+    raise NotImplementedError(
+        f"config.json names no architecture and model_type {model_type!r} is not supported "
+        f"(supported: {', '.join(sorted(_BASE_ARCHITECTURE))})")
+
+
+class _Tensors:
+    """Named source tensors, read lazily and checked: shape first, then dtype, then float32."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = set(keys)
+        self.prefixes: tuple[str, ...] = ()
+
+    def key(self, name: str) -> str | None:
+        """The source key of ``name``, with or without a base-model prefix."""
+        for prefix in self.prefixes + ("",):
+            if prefix + name in self.keys:
+                return prefix + name
+        return None
+
+    def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        key = self.key(name)
+        if key is None:
+            where = " or ".join(repr(p + name) for p in self.prefixes + ("",))
+            raise ValueError(f"missing tensor {where}")
+        got = tuple(self.shape(key))
+        if got != tuple(shape):
+            raise ValueError(f"tensor {key!r} has shape {got}, expected {tuple(shape)}")
+        return self.array(key)
+
+    def same_storage(self, a: str, b: str) -> bool:
+        return False
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def array(self, key: str) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _TorchStateDict(_Tensors):
+    def __init__(self, model: Any) -> None:
+        self.state = model.state_dict()
+        super().__init__(list(self.state))
+
+    def shape(self, key):
+        return tuple(self.state[key].shape)
+
+    def array(self, key):
+        t = self.state[key]
+        if not t.is_floating_point():
+            raise ValueError(f"tensor {key!r} has dtype {t.dtype}, expected a floating type")
+        return t.detach().cpu().float().contiguous().numpy()
+
+    def same_storage(self, a, b):
+        ka, kb = self.key(a), self.key(b)
+        return (ka is not None and kb is not None
+                and self.state[ka].data_ptr() == self.state[kb].data_ptr())
+
+
+class _SafetensorsFolder(_Tensors):
+    """``model.safetensors`` or a sharded ``model.safetensors.index.json``, opened lazily."""
+
+    def __init__(self, folder: Path) -> None:
+        from safetensors import safe_open
+
+        single = folder / "model.safetensors"
+        index = folder / "model.safetensors.index.json"
+        if single.is_file():
+            files = [single]
+        elif index.is_file():
+            with open(index, encoding="utf-8") as f:
+                files = sorted({folder / name for name in json.load(f)["weight_map"].values()})
+        else:
+            raise FileNotFoundError(
+                f"{folder}: no model.safetensors or model.safetensors.index.json "
+                "(pytorch_model.bin needs torch: load it with transformers and export the module)")
+        self.handles = {}
+        self.file_of: dict[str, Path] = {}
+        for path in files:
+            handle = safe_open(str(path), framework="np")
+            self.handles[path] = handle
+            for key in handle.keys():
+                self.file_of[key] = path
+        super().__init__(list(self.file_of))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handles.clear()
+
+    def shape(self, key):
+        return tuple(self.handles[self.file_of[key]].get_slice(key).get_shape())
+
+    def array(self, key):
+        path = self.file_of[key]
+        dtype = self.handles[path].get_slice(key).get_dtype()
+        if dtype == "BF16":  # NumPy has no bfloat16: widen the raw bits
+            return _read_bf16(path, key)
+        if dtype not in ("F16", "F32", "F64"):
+            raise ValueError(f"tensor {key!r} has dtype {dtype}, expected a floating type")
+        return np.ascontiguousarray(self.handles[path].get_tensor(key), dtype=np.float32)
+
+
+def _read_bf16(path: Path, key: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        info = json.loads(f.read(n))[key]
+    start, end = info["data_offsets"]
+    raw = np.fromfile(path, dtype="<u2", count=(end - start) // 2, offset=8 + n + start)
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
+
+
+# ----------------------------------------------------------------------------- converting
+
+
+class _Config:
+    """A config dict with the class defaults of its model_type; ``cfg[key]`` or a clear error."""
+
+    def __init__(self, raw: Mapping[str, Any], model_type: str) -> None:
+        self.values = {**CONFIG_DEFAULTS[model_type], **raw}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.values:
+            raise ValueError(f"config has no {key!r}")
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.values.get(key, default)
+        return default if value is None else value
+
+
+def _convert(arch: str, raw_config: Mapping[str, Any],
+             tensors: _Tensors) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    if arch not in ARCHITECTURES:
+        raise NotImplementedError(
+            f"architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)}); "
+            "pass architecture=... to export a supported head of the same model_type")
+    model_type, task = ARCHITECTURES[arch]
+    if raw_config.get("model_type", model_type) != model_type:
+        raise ValueError(f"architecture {arch} expects model_type {model_type!r}, "
+                         f"config says {raw_config.get('model_type')!r}")
+    cfg = _Config(raw_config, model_type)
+    spec_fields, weights = _FAMILIES[model_type](arch, model_type, task, cfg, tensors)
+    spec = ModelSpec(architecture=arch, model_type=model_type, task=task, **spec_fields)
+    check_weights(spec, weights)
+    return spec, weights
+
+
+def _activation(cfg: _Config, key: str) -> str:
+    name = cfg[key]
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise NotImplementedError(
+            f"{key}={name!r} is not supported (supported: {', '.join(ACTIVATIONS)})")
+    return ACTIVATIONS[name]
+
+
+def _pad_id(cfg: _Config) -> int:
+    pad = cfg.get("pad_token_id")
+    return -1 if pad is None else int(pad)
+
+
+def _head_size(hidden: int, heads: int) -> int:
+    if hidden % heads:
+        raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
+    return hidden // heads
+
+
+def _n_labels(cfg: _Config) -> tuple[int, tuple[str, ...]]:
+    """(num_labels, labels) as PretrainedConfig derives them from id2label / num_labels."""
+    id2label = cfg.get("id2label")
+    if id2label:
+        labels = {int(k): str(v) for k, v in id2label.items()}
+        n = len(labels)
+        if sorted(labels) != list(range(n)):
+            raise ValueError(f"config id2label keys must be 0..{n - 1}, got {sorted(labels)}")
+        return n, tuple(labels[i] for i in range(n))
+    n = int(cfg.get("num_labels", 2))
+    return n, tuple(f"LABEL_{i}" for i in range(n))
+
+
+def _linear(tensors: _Tensors, weights: dict, out: str, src: str, rows: int, cols: int,
+            bias: bool = True, transpose: bool = False) -> None:
+    """weights[out.weight/.bias] = the source linear ``src`` (transposed from Conv1D if asked)."""
+    if transpose:
+        weights[out + ".weight"] = np.ascontiguousarray(
+            tensors.get(src + ".weight", (cols, rows)).T)
+    else:
+        weights[out + ".weight"] = tensors.get(src + ".weight", (rows, cols))
+    if bias:
+        weights[out + ".bias"] = tensors.get(src + ".bias", (rows,))
+
+
+def _fused(tensors: _Tensors, weights: dict, out: str, srcs: list[tuple[str, int]], cols: int,
+           bias: bool) -> None:
+    """weights[out] = the source linears ``srcs`` (name, rows) stacked by rows, in order."""
+    weights[out + ".weight"] = np.concatenate(
+        [tensors.get(name + ".weight", (rows, cols)) for name, rows in srcs], axis=0)
+    if bias:
+        weights[out + ".bias"] = np.concatenate(
+            [tensors.get(name + ".bias", (rows,)) for name, rows in srcs], axis=0)
+
+
+def _norm(tensors: _Tensors, weights: dict, out: str, src: str, size: int, bias: bool) -> None:
+    weights[out + ".weight"] = tensors.get(src + ".weight", (size,))
+    if bias:
+        weights[out + ".bias"] = tensors.get(src + ".bias", (size,))
+
+
+def _classifier_head(task: str, cfg: _Config, hidden: int, vocab: int):
+    """(n_outputs, labels) for a task; base models output the hidden state."""
+    if task == "sequence-classification":
+        return _n_labels(cfg)
+    if task == "question-answering":
+        return 2, ()
+    if task == "causal-lm":
+        return vocab, ()
+    return hidden, ()
+
+
+def _encoder(arch, model_type, task, cfg, tensors):
+    """BERT, RoBERTa and DistilBERT: post-LN encoders with absolute position tables."""
+    distil = model_type == "distilbert"
+    if distil:
+        C, L, H, F = cfg["dim"], cfg["n_layers"], cfg["n_heads"], cfg["hidden_dim"]
+        act = _activation(cfg, "activation")
+        eps = 1e-12  # hard-coded in transformers' DistilBERT (nn.LayerNorm(dim, eps=1e-12))
+        type_vocab = 0
+        tensors.prefixes = ("distilbert.",)
+    else:
+        if cfg.get("add_cross_attention", False):
+            raise NotImplementedError(f"{arch} with add_cross_attention=True (cross-attention "
+                                      "to an encoder) is not supported")
+        if cfg.get("is_decoder", False):
+            raise NotImplementedError(f"{arch} with is_decoder=True (a causal {model_type}) "
+                                      "is not supported")
+        pos_type = cfg.get("position_embedding_type", "absolute")
+        if pos_type != "absolute":
+            raise NotImplementedError(
+                f"{arch} with position_embedding_type={pos_type!r} is not supported "
+                "(only 'absolute'; transformers 5 ignores this option, so a relative-position "
+                "checkpoint would also load wrongly there)")
+        C, L = cfg["hidden_size"], cfg["num_hidden_layers"]
+        H, F = cfg["num_attention_heads"], cfg["intermediate_size"]
+        act = _activation(cfg, "hidden_act")
+        eps = float(cfg["layer_norm_eps"])
+        type_vocab = int(cfg["type_vocab_size"])
+        tensors.prefixes = (f"{model_type}.",)
+    D = _head_size(C, H)
+    V, P = cfg["vocab_size"], cfg["max_position_embeddings"]
+    pad = _pad_id(cfg)
+    if model_type == "roberta":
+        if pad < 0:
+            raise ValueError("RoBERTa positions need config.pad_token_id (padding_idx)")
+        positions, max_positions = "roberta", P - pad - 1
+    else:
+        positions, max_positions = "absolute", P
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("embeddings.word_embeddings.weight", (V, C))
+    w["embed.position"] = tensors.get("embeddings.position_embeddings.weight", (P, C))
+    if type_vocab:
+        w["embed.type"] = tensors.get("embeddings.token_type_embeddings.weight", (type_vocab, C))
+    _norm(tensors, w, "embed.norm", "embeddings.LayerNorm", C, True)
+    for i in range(L):
+        o = f"layers.{i}"
+        if distil:
+            s = f"transformer.layer.{i}."
+            names = dict(q=s + "attention.q_lin", k=s + "attention.k_lin",
+                         v=s + "attention.v_lin", out=s + "attention.out_lin",
+                         attn_norm=s + "sa_layer_norm", up=s + "ffn.lin1", down=s + "ffn.lin2",
+                         mlp_norm=s + "output_layer_norm")
+        else:
+            s = f"encoder.layer.{i}."
+            names = dict(q=s + "attention.self.query", k=s + "attention.self.key",
+                         v=s + "attention.self.value", out=s + "attention.output.dense",
+                         attn_norm=s + "attention.output.LayerNorm",
+                         up=s + "intermediate.dense", down=s + "output.dense",
+                         mlp_norm=s + "output.LayerNorm")
+        _fused(tensors, w, o + ".qkv", [(names[x], C) for x in "qkv"], C, bias=True)
+        _linear(tensors, w, o + ".out", names["out"], C, C)
+        _norm(tensors, w, o + ".attn_norm", names["attn_norm"], C, True)
+        _linear(tensors, w, o + ".up", names["up"], F, C)
+        _linear(tensors, w, o + ".down", names["down"], C, F)
+        _norm(tensors, w, o + ".mlp_norm", names["mlp_norm"], C, True)
+
+    n_out, labels = _classifier_head(task, cfg, C, V)
+    pool, head_act = "mean", ""
+    if task == "sequence-classification":
+        pool = "first"
+        dense, out, head_act = {
+            "bert": ("pooler.dense", "classifier", "tanh"),
+            "roberta": ("classifier.dense", "classifier.out_proj", "tanh"),
+            "distilbert": ("pre_classifier", "classifier", "relu"),
+        }[model_type]
+        _linear(tensors, w, "head.dense", dense, C, C)
+        _linear(tensors, w, "head.out", out, n_out, C)
+    elif task == "question-answering":
+        pool = "none"
+        _linear(tensors, w, "head.out", "qa_outputs", n_out, C)
+
+    fields = dict(family="encoder", norm="layernorm", activation=act, gated_mlp=False,
+                  n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
+                  vocab=V, max_positions=max_positions, type_vocab=type_vocab, norm_eps=eps,
+                  attn_scale=D ** -0.5, causal=False, sliding_window=0, positions=positions,
+                  rope_attention_scaling=1.0, pool=pool, head_activation=head_act,
+                  n_outputs=n_out, pad_token_id=pad, labels=labels)
+    return fields, w
+
+
+def _decoder_head(task, cfg, tensors, w, C, V, n_out, embed_key) -> str:
+    """LM / score / QA head of a decoder; returns the pool.
+
+    A tied LM head is ``w["embed.word"]`` itself. From a module, tied means what the module
+    computes (lm_head and the embeddings share storage); from a folder, what HF does on
+    loading (``tie_word_embeddings``; the saved file then usually has no ``lm_head``).
+    """
+    if task == "causal-lm":
+        tied = (tensors.same_storage("lm_head.weight", embed_key)
+                if isinstance(tensors, _TorchStateDict) else bool(cfg["tie_word_embeddings"]))
+        w["head.out.weight"] = w["embed.word"] if tied else tensors.get("lm_head.weight", (V, C))
+        return "last"
+    if task == "sequence-classification":
+        w["head.out.weight"] = tensors.get("score.weight", (n_out, C))
+        return "last"
+    if task == "question-answering":
+        _linear(tensors, w, "head.out", "qa_outputs", n_out, C)
+        return "none"
+    return "last"
+
+
+def _gpt2(arch, model_type, task, cfg, tensors):
+    """GPT-2: pre-LN decoder, Conv1D weights stored (in, out), learned positions."""
+    if cfg.get("scale_attn_by_inverse_layer_idx", False):
+        raise NotImplementedError(f"{arch} with scale_attn_by_inverse_layer_idx=True "
+                                  "(a per-layer attention scale) is not supported")
+    if cfg.get("add_cross_attention", False):
+        raise NotImplementedError(f"{arch} with add_cross_attention=True is not supported")
+    C, L, H = cfg["n_embd"], cfg["n_layer"], cfg["n_head"]
+    F = cfg.get("n_inner") or 4 * C
+    D = _head_size(C, H)
+    V, P = cfg["vocab_size"], cfg["n_positions"]
+    act = _activation(cfg, "activation_function")
+    tensors.prefixes = ("transformer.",)
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("wte.weight", (V, C))
+    w["embed.position"] = tensors.get("wpe.weight", (P, C))
+    for i in range(L):
+        o, s = f"layers.{i}", f"h.{i}."
+        _norm(tensors, w, o + ".attn_norm", s + "ln_1", C, True)
+        _linear(tensors, w, o + ".qkv", s + "attn.c_attn", 3 * C, C, transpose=True)
+        _linear(tensors, w, o + ".out", s + "attn.c_proj", C, C, transpose=True)
+        _norm(tensors, w, o + ".mlp_norm", s + "ln_2", C, True)
+        _linear(tensors, w, o + ".up", s + "mlp.c_fc", F, C, transpose=True)
+        _linear(tensors, w, o + ".down", s + "mlp.c_proj", C, F, transpose=True)
+    _norm(tensors, w, "final_norm", "ln_f", C, True)
+    n_out, labels = _classifier_head(task, cfg, C, V)
+    pool = _decoder_head(task, cfg, tensors, w, C, V, n_out, "wte.weight")
+
+    fields = dict(family="decoder", norm="layernorm", activation=act, gated_mlp=False,
+                  n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
+                  vocab=V, max_positions=P, type_vocab=0,
+                  norm_eps=float(cfg["layer_norm_epsilon"]),
+                  attn_scale=D ** -0.5 if cfg.get("scale_attn_weights", True) else 1.0,
+                  causal=True, sliding_window=0, positions="absolute",
+                  rope_attention_scaling=1.0, pool=pool, head_activation="",
+                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels)
+    return fields, w
+
+
+def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
+    """One window for every layer, or 0; per-layer windows are refused."""
+    if model_type == "llama":
+        return 0
+    if model_type == "mistral":
+        window = cfg.get("sliding_window")
+        return int(window) if window else 0
+    # qwen2: Qwen2Config drops the window unless use_sliding_window, then layer_types decides
+    if not cfg.get("use_sliding_window", False) or not cfg.get("sliding_window"):
+        return 0
+    n = cfg["num_hidden_layers"]
+    layer_types = cfg.get("layer_types") or [
+        "sliding_attention" if i >= cfg["max_window_layers"] else "full_attention"
+        for i in range(n)]
+    kinds = set(layer_types)
+    if kinds == {"full_attention"}:
+        return 0
+    if kinds == {"sliding_attention"}:
+        return int(cfg["sliding_window"])
+    raise NotImplementedError(
+        f"{arch} with use_sliding_window=True and a window on only some layers "
+        f"(max_window_layers={cfg.get('max_window_layers')}, layer_types={layer_types}) is not "
+        "supported: the engine has one sliding_window for all layers")
+
+
+def _llama(arch, model_type, task, cfg, tensors):
+    """LLaMA, Mistral, Qwen2: RMSNorm, RoPE, SwiGLU, grouped-query attention."""
+    for key in ("num_experts", "num_local_experts", "n_routed_experts"):
+        if cfg.get(key):
+            raise NotImplementedError(f"{arch} with {key}={cfg.get(key)} (mixture of experts) "
+                                      "is not supported")
+    C, L = cfg["hidden_size"], cfg["num_hidden_layers"]
+    H, F = cfg["num_attention_heads"], cfg["intermediate_size"]
+    KV = cfg.get("num_key_value_heads") or H
+    D = cfg.get("head_dim") or _head_size(C, H)
+    V = cfg["vocab_size"]
+    act = _activation(cfg, "hidden_act")
+    qkv_bias = model_type == "qwen2" or (model_type == "llama" and cfg.get("attention_bias", False))
+    out_bias = model_type == "llama" and bool(cfg.get("attention_bias", False))
+    mlp_bias = model_type == "llama" and bool(cfg.get("mlp_bias", False))
+    window = _sliding_window(arch, model_type, cfg)
+    inv_freq, rope_scaling = rope_parameters(cfg.values, D)
+    tensors.prefixes = ("model.", "transformer.")
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("embed_tokens.weight", (V, C))
+    for i in range(L):
+        o, s = f"layers.{i}", f"layers.{i}."
+        _norm(tensors, w, o + ".attn_norm", s + "input_layernorm", C, False)
+        _fused(tensors, w, o + ".qkv", [(s + "self_attn.q_proj", H * D),
+                                        (s + "self_attn.k_proj", KV * D),
+                                        (s + "self_attn.v_proj", KV * D)], C, bias=qkv_bias)
+        _linear(tensors, w, o + ".out", s + "self_attn.o_proj", C, H * D, bias=out_bias)
+        _norm(tensors, w, o + ".mlp_norm", s + "post_attention_layernorm", C, False)
+        _fused(tensors, w, o + ".up", [(s + "mlp.gate_proj", F), (s + "mlp.up_proj", F)], C,
+               bias=mlp_bias)
+        _linear(tensors, w, o + ".down", s + "mlp.down_proj", C, F, bias=mlp_bias)
+    _norm(tensors, w, "final_norm", "norm", C, False)
+    w["rope.inv_freq"] = inv_freq
+    n_out, labels = _classifier_head(task, cfg, C, V)
+    pool = _decoder_head(task, cfg, tensors, w, C, V, n_out, "embed_tokens.weight")
+
+    fields = dict(family="decoder", norm="rmsnorm", activation=act, gated_mlp=True,
+                  n_layers=L, n_heads=H, n_kv_heads=KV, head_dim=D, hidden=C, intermediate=F,
+                  vocab=V, max_positions=max_rope_positions(cfg.values), type_vocab=0,
+                  norm_eps=float(cfg["rms_norm_eps"]), attn_scale=D ** -0.5, causal=True,
+                  sliding_window=window, positions="rope",
+                  rope_attention_scaling=float(rope_scaling), pool=pool, head_activation="",
+                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels)
+    return fields, w
+
+
+_FAMILIES: dict[str, Callable] = {
+    "bert": _encoder, "roberta": _encoder, "distilbert": _encoder,
+    "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama,
+}

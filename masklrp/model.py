@@ -1,0 +1,164 @@
+"""A loaded model: its spec, its borrowed weights, its tokenizer and the C engine over them.
+
+``masklrp.load(model_or_path)`` is the one entry point: a transformers torch module or a
+folder with ``config.json`` + ``model.safetensors`` (read without torch). The returned
+:class:`Model` validates token arrays with friendly messages (the C engine re-checks what
+would otherwise crash) and runs the engine: :meth:`Model.forward` for logits and
+:meth:`Model.run` for the backward streams the explainers need.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _core
+from .export import export
+from .spec import ModelSpec
+
+STREAMS = ("attnlrp", "cp", "gradient")
+
+
+@dataclass
+class Inputs:
+    """Validated engine inputs, all int64 ``(B, T)``."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    position_ids: np.ndarray
+    token_type_ids: np.ndarray | None
+    tokens: list[list[str]] | None = None      # when made by the tokenizer
+    special_tokens_mask: np.ndarray | None = None
+
+
+class Model:
+    """An exported model and the C engine that borrows its weights (no copies)."""
+
+    def __init__(self, spec: ModelSpec, weights: dict[str, np.ndarray], tokenizer=None, source: str = ""):
+        self.spec = spec
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.source = source
+        self._engine = _core.Engine(spec.to_dict(), weights)
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (f"masklrp.Model({s.architecture}: {s.n_layers} layers, {s.n_heads} heads, "
+                f"hidden {s.hidden}, task {s.task!r}, from {self.source!r})")
+
+    # ------------------------------------------------------------------ inputs
+    def encode(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None) -> Inputs:
+        """Tokenize text(s) (right-padded batch) into engine inputs."""
+        if self.tokenizer is None:
+            raise ValueError("this model was loaded without a tokenizer: pass token ids, or "
+                             "load(model, tokenizer=...)")
+        batch = self.tokenizer.encode(texts, pairs, max_length=self.spec.max_positions)
+        inputs = self.prepare(batch.input_ids, batch.attention_mask,
+                              token_type_ids=batch.token_type_ids)
+        inputs.tokens = batch.tokens
+        inputs.special_tokens_mask = batch.special_tokens_mask
+        return inputs
+
+    def prepare(self, input_ids, attention_mask=None, *, token_type_ids=None,
+                position_ids=None) -> Inputs:
+        """Check token arrays and fill in what HF would default (mask, positions, types)."""
+        s = self.spec
+        ids = _index_array(input_ids, "input_ids")
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise ValueError(f"input_ids must have shape (length,) or (batch, length), got {ids.shape}")
+        B, T = ids.shape
+        bad = np.argwhere((ids < 0) | (ids >= s.vocab))
+        if len(bad):
+            b, t = bad[0]
+            raise ValueError(f"input_ids[{b}, {t}] = {ids[b, t]} is not in the vocabulary "
+                             f"(ids must be in [0, {s.vocab}))")
+        if T > s.max_positions:
+            raise ValueError(f"input_ids has length {T}, longer than the model's "
+                             f"{s.max_positions} positions (max_position_embeddings)")
+        mask = (np.ones_like(ids) if attention_mask is None
+                else _shaped(_index_array(attention_mask, "attention_mask"), "attention_mask", (B, T)))
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("attention_mask must contain only 0 and 1")
+        empty = np.flatnonzero(mask.sum(axis=1) == 0)
+        if len(empty):
+            raise ValueError(f"attention_mask[{empty[0]}] masks every token: nothing to explain")
+        if position_ids is None:
+            position_ids = self._default_positions(ids)
+        positions = _shaped(_index_array(position_ids, "position_ids"), "position_ids", (B, T))
+        if positions.min() < 0:
+            raise ValueError("position_ids must be >= 0")
+        table = self.weights.get("embed.position")
+        if table is not None and positions.max() >= len(table):
+            raise ValueError(f"position_ids reach {positions.max()}, beyond the position table "
+                             f"({len(table)} rows): the sequence is too long for this model")
+        types = None
+        if s.type_vocab > 0:
+            types = (np.zeros_like(ids) if token_type_ids is None else
+                     _shaped(_index_array(token_type_ids, "token_type_ids"), "token_type_ids", (B, T)))
+            if types.min() < 0 or types.max() >= s.type_vocab:
+                raise ValueError(f"token_type_ids must be in [0, {s.type_vocab})")
+        return Inputs(ids, mask, positions, types)
+
+    def _default_positions(self, ids: np.ndarray) -> np.ndarray:
+        if self.spec.positions == "roberta":
+            # RoBERTa numbers real tokens from padding_idx + 1 and gives padding padding_idx.
+            pad = self.spec.pad_token_id
+            real = (ids != pad).astype(np.int64)
+            return np.cumsum(real, axis=1) * real + pad
+        return np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()
+
+    # ------------------------------------------------------------------ engine
+    def forward(self, inputs: Inputs, *, attentions: bool = False, hidden: bool = False,
+                threads: int | None = None) -> dict[str, np.ndarray]:
+        """Logits (``(B, NO)``, or ``(B, T, NO)`` for QA) and the optional forward taps."""
+        return self.run(inputs, attentions=attentions, hidden=hidden, threads=threads)
+
+    def run(self, inputs: Inputs, seed: np.ndarray | None = None, streams: Sequence[str] = (), *,
+            attentions: bool = False, hidden: bool = False, threads: int | None = None) -> dict[str, Any]:
+        """One forward, then one backward sweep per stream in ``streams`` from ``seed``.
+
+        ``streams`` names rule sets: ``"attnlrp"``, ``"cp"`` (CP-LRP) or ``"gradient"``.
+        The result is the engine's dict (see ``masklrp._core.Engine.run``).
+        """
+        for name in streams:
+            if name not in STREAMS:
+                raise ValueError(f"streams: unknown stream {name!r}; expected one of {STREAMS}")
+        if seed is not None:
+            seed = np.ascontiguousarray(seed, dtype=np.float32)
+        if threads is None:
+            threads = _core.get_num_threads()
+        return self._engine.run(inputs.input_ids, inputs.attention_mask, inputs.position_ids,
+                                inputs.token_type_ids, seed, tuple(streams), attentions, hidden,
+                                int(threads))
+
+    def logits_shape(self, inputs: Inputs) -> tuple[int, ...]:
+        B, T = inputs.input_ids.shape
+        return (B, T, self.spec.n_outputs) if self.spec.pool == "none" else (B, self.spec.n_outputs)
+
+
+def load(model_or_path, *, tokenizer=None) -> Model:
+    """Export a HF model (torch module, or folder read without torch) and build its engine."""
+    exported = export(model_or_path, tokenizer=tokenizer)
+    return Model(exported.spec, exported.weights, exported.tokenizer, exported.source)
+
+
+def _index_array(x, name: str) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor: read it without importing torch
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if a.dtype == bool:
+        a = a.astype(np.int64)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _shaped(a: np.ndarray, name: str, shape: tuple[int, int]) -> np.ndarray:
+    if a.ndim == 1 and shape[0] == 1:
+        a = a[None, :]
+    if a.shape != shape:
+        raise ValueError(f"{name} must have the shape of input_ids {shape}, got {a.shape}")
+    return a

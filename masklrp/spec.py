@@ -1,0 +1,171 @@
+"""ModelSpec: everything the C engine needs to know about a model except its weights.
+
+A :class:`ModelSpec` plus a dict of canonical float32 weights (below) is the whole
+contract between the exporter (``masklrp.load``) and the C engine (``csrc/engine*.c``).
+Nothing in the engine reads a Hugging Face name or a ``config.json`` key.
+
+Canonical weights
+-----------------
+All arrays are C-contiguous ``float32``; every linear weight is stored ``(out, in)``
+(GPT-2's Conv1D ``(in, out)`` is transposed once at export). ``C`` hidden size, ``H``
+query heads, ``KV`` key/value heads, ``D`` head size, ``F`` intermediate size,
+``V`` vocabulary, ``P`` position-table length, ``TT`` token-type vocabulary,
+``NO`` head outputs. Names marked *opt* may be absent (no bias, no table).
+
+=============================  ====================  =======================================
+name                           shape                 meaning
+=============================  ====================  =======================================
+embed.word                     (V, C)                word embeddings
+embed.position                 (P, C)        *opt*   absolute positions (BERT, GPT-2)
+embed.type                     (TT, C)       *opt*   token types (BERT)
+embed.norm.weight / .bias      (C,)          *opt*   embedding LayerNorm (encoders)
+layers.{i}.attn_norm.weight    (C,)                  encoder: LN after the attention residual;
+layers.{i}.attn_norm.bias      (C,)          *opt*   decoder: norm before attention
+layers.{i}.qkv.weight          ((H+2KV)·D, C)        rows: all q heads, then k, then v
+layers.{i}.qkv.bias            ((H+2KV)·D,)  *opt*
+layers.{i}.out.weight          (C, H·D)              attention output projection
+layers.{i}.out.bias            (C,)          *opt*
+layers.{i}.mlp_norm.weight     (C,)                  encoder: LN after the MLP residual;
+layers.{i}.mlp_norm.bias       (C,)          *opt*   decoder: norm before the MLP
+layers.{i}.up.weight           (F, C)/(2F, C)        gated MLP: rows [0, F) gate, [F, 2F) up
+layers.{i}.up.bias             (F,)/(2F,)    *opt*
+layers.{i}.down.weight         (C, F)
+layers.{i}.down.bias           (C,)          *opt*
+final_norm.weight / .bias      (C,)          *opt*   decoders: norm after the last layer
+head.dense.weight / .bias      (C, C)        *opt*   pooler / pre-classifier, then head_activation
+head.out.weight                (NO, C)       *opt*   classifier, QA outputs, LM head (may be
+head.out.bias                  (NO,)         *opt*   the very array ``embed.word`` when tied)
+rope.inv_freq                  (D/2,)        *opt*   RoPE inverse frequencies, scaling applied
+=============================  ====================  =======================================
+
+Outputs
+-------
+``pool`` picks the positions the head reads: ``"first"`` ([CLS] / <s>), ``"last"`` (last
+real token: GPT-2 sequence classification, causal-LM next token), ``"mean"`` (mean over
+real tokens: sentence embeddings of a base encoder) or ``"none"`` (every position: QA).
+The engine's logits are ``(B, NO)`` when pooled and ``(B, T, NO)`` for ``"none"``; a
+base encoder with no ``head.out`` has ``NO = C`` (its output is the pooled hidden state).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+import numpy as np
+
+FAMILIES = ("encoder", "decoder")
+NORMS = ("layernorm", "rmsnorm")
+POOLS = ("first", "last", "mean", "none")
+POSITION_KINDS = ("absolute", "roberta", "rope")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Sizes and options of one exported model (see the module docstring for weights)."""
+
+    architecture: str          # the HF class it came from, e.g. "BertForSequenceClassification"
+    model_type: str            # config.model_type: bert, roberta, distilbert, gpt2, llama, mistral, qwen2
+    task: str                  # "base", "sequence-classification", "question-answering", "causal-lm"
+    family: str                # "encoder" (post-norm) or "decoder" (pre-norm, causal)
+    norm: str                  # "layernorm" or "rmsnorm"
+    activation: str            # one of masklrp.kernels.ACTIVATIONS
+    gated_mlp: bool            # SwiGLU: act(gate) * up
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    hidden: int
+    intermediate: int
+    vocab: int
+    max_positions: int         # longest sequence the position table / RoPE config allows
+    type_vocab: int            # 0 when the model has no token types
+    norm_eps: float
+    attn_scale: float          # multiplies Q Kᵀ (1/sqrt(D) for every supported family)
+    causal: bool
+    sliding_window: int        # 0 = none; else key k is visible to query q iff q - k < window
+    positions: str             # "absolute", "roberta" (offset by padding_idx + 1) or "rope"
+    rope_attention_scaling: float  # multiplies cos and sin (YaRN); 1.0 otherwise
+    pool: str                  # "first", "last", "mean" or "none"
+    head_activation: str       # activation after head.dense: "tanh", "relu" or "" (no dense)
+    n_outputs: int             # NO
+    pad_token_id: int          # -1 when the config names none
+    labels: tuple[str, ...] = ()  # id2label, when the config has one
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
+                              ("positions", POSITION_KINDS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelSpec.{name} must be one of {allowed}, "
+                                 f"got {getattr(self, name)!r}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
+                             f"n_kv_heads ({self.n_kv_heads})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def weight_shapes(self) -> dict[str, tuple[tuple[int, ...], bool]]:
+        """Every canonical weight name this spec allows -> ``(shape, required)``.
+
+        Required: the embeddings and position table its ``positions`` needs, every layer's
+        norms and matrices, ``embed.norm`` (encoders) or ``final_norm`` (decoders),
+        ``head.dense.weight`` when ``head_activation`` is set, ``head.out.weight`` unless
+        ``task == "base"``. Biases are always optional.
+        """
+        C, H, KV, D = self.hidden, self.n_heads, self.n_kv_heads, self.head_dim
+        F = self.intermediate * (2 if self.gated_mlp else 1)
+        qkv = (H + 2 * KV) * D
+        out: dict[str, tuple[tuple[int, ...], bool]] = {"embed.word": ((self.vocab, C), True)}
+        if self.positions == "absolute":
+            out["embed.position"] = ((self.max_positions, C), True)
+        elif self.positions == "roberta":
+            out["embed.position"] = ((self.max_positions + self.pad_token_id + 1, C), True)
+        else:
+            out["rope.inv_freq"] = ((D // 2,), True)
+        if self.type_vocab > 0:
+            out["embed.type"] = ((self.type_vocab, C), True)
+        norm = "embed.norm" if self.family == "encoder" else "final_norm"
+        out[f"{norm}.weight"] = ((C,), True)
+        out[f"{norm}.bias"] = ((C,), False)
+        for i in range(self.n_layers):
+            p = f"layers.{i}."
+            for name, shape in (("attn_norm", (C,)), ("mlp_norm", (C,))):
+                out[p + name + ".weight"] = (shape, True)
+                out[p + name + ".bias"] = (shape, False)
+            for name, rows, cols in (("qkv", qkv, C), ("out", C, H * D), ("up", F, C),
+                                     ("down", C, self.intermediate)):
+                out[p + name + ".weight"] = ((rows, cols), True)
+                out[p + name + ".bias"] = ((rows,), False)
+        if self.head_activation:
+            out["head.dense.weight"] = ((C, C), True)
+            out["head.dense.bias"] = ((C,), False)
+        if self.task != "base":
+            out["head.out.weight"] = ((self.n_outputs, C), True)
+            out["head.out.bias"] = ((self.n_outputs,), False)
+        return out
+
+
+def check_weights(spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> None:
+    """Raise ``ValueError`` naming the first weight that breaks the contract above.
+
+    Checks: no unknown names, every required name present, exact shapes, C-contiguous
+    float32 ``numpy.ndarray``.
+    """
+    shapes = spec.weight_shapes()
+    for name in weights:
+        if name not in shapes:
+            raise ValueError(f"unexpected weight {name!r} for this {spec.architecture} spec")
+    for name, (shape, required) in shapes.items():
+        if name not in weights:
+            if required:
+                raise ValueError(f"missing weight {name!r} (shape {shape})")
+            continue
+        w = weights[name]
+        if not isinstance(w, np.ndarray):
+            raise ValueError(f"weight {name!r} must be a numpy.ndarray, got {type(w).__name__}")
+        if w.dtype != np.float32:
+            raise ValueError(f"weight {name!r} must be float32, got {w.dtype}")
+        if w.shape != shape:
+            raise ValueError(f"weight {name!r} has shape {w.shape}, expected {shape}")
+        if not w.flags.c_contiguous:
+            raise ValueError(f"weight {name!r} must be C-contiguous")

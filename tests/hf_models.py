@@ -1,0 +1,217 @@
+"""Tiny seeded random-init Hugging Face models, built offline from configs (test fixtures).
+
+``build(name, seed)`` returns a transformers torch model in eval mode, float32, with
+``attn_implementation="eager"`` and every parameter drawn from a ``torch.Generator`` seeded
+with ``seed``: matrices ~ N(0, 0.25²), biases ~ N(0, 0.2²), norm weights ~ 1 + N(0, 0.25²).
+HF's own init (zero biases, unit norms, std 0.02) would leave biases untested and attention
+nearly uniform; these values give peaked attention and O(1) logits. ``zero_bias=True`` then
+zeroes every parameter named ``*.bias`` (linear biases, LayerNorm β, classifier biases): the
+CP-LRP conservation test (DESIGN.md §2) needs a bias-free model.
+
+``MODELS`` lists every name with its HF class and its output convention (``task``, as in
+:mod:`masklrp.spec` and ``tests/oracle/models.py``). Sizes: 2 layers, 4 query heads,
+hidden 32–48, vocab 97, 64 positions (66 table rows for RoBERTa, whose positions start after
+``pad_token_id``), intermediate 2–4× hidden.
+
+``example_inputs(model, batch, length, seed)`` gives right-padded inputs of unequal lengths
+(row 0 has ``length`` real tokens), pad positions holding the pad id, real tokens never a
+special id; BERT also gets ``token_type_ids`` (the second half of each sentence is type 1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import transformers as tf
+
+VOCAB = 97
+LAYERS = 2
+HEADS = 4
+POSITIONS = 64
+INIT_STD = 0.25
+BIAS_STD = 0.2
+NORM_STD = 0.25
+
+
+@dataclass(frozen=True)
+class ModelDef:
+    """One tiny model: its HF class name, output convention and config factory."""
+
+    architecture: str
+    task: str  # "base", "sequence-classification", "question-answering", "causal-lm"
+    config: Callable[[], Any]
+
+
+def _bert(**extra):
+    return tf.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS,
+                         num_attention_heads=HEADS, intermediate_size=128, hidden_act="gelu",
+                         max_position_embeddings=POSITIONS, type_vocab_size=2,
+                         layer_norm_eps=1e-12, pad_token_id=0, initializer_range=INIT_STD, **extra)
+
+
+def _roberta(**extra):
+    return tf.RobertaConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=LAYERS,
+                            num_attention_heads=HEADS, intermediate_size=96, hidden_act="gelu",
+                            max_position_embeddings=POSITIONS + 2, type_vocab_size=1,
+                            layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                            initializer_range=INIT_STD, **extra)
+
+
+def _distilbert(**extra):
+    return tf.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=LAYERS, n_heads=HEADS,
+                               hidden_dim=64, activation="gelu", max_position_embeddings=POSITIONS,
+                               pad_token_id=0, initializer_range=INIT_STD, **extra)
+
+
+def _gpt2(**extra):
+    return tf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=LAYERS, n_head=HEADS, n_inner=None,
+                         n_positions=POSITIONS, activation_function="gelu_new",
+                         layer_norm_epsilon=1e-5, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1,
+                         initializer_range=INIT_STD, **extra)
+
+
+def _llama(rope_type="default", **extra):
+    rope = {"rope_type": rope_type, "rope_theta": 10000.0}
+    rope.update({
+        "default": {},
+        "linear": {"factor": 2.0},
+        "dynamic": {"factor": 2.0},
+        "llama3": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": 16},
+        "yarn": {"factor": 4.0, "original_max_position_embeddings": 16},
+    }[rope_type])
+    return tf.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=96,
+                          num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                          num_key_value_heads=2, max_position_embeddings=POSITIONS,
+                          rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                          initializer_range=INIT_STD, rope_parameters=rope, **extra)
+
+
+def _mistral():
+    # sliding_window 8 < the test lengths: key k is visible to query q iff 0 <= q - k < 8.
+    return tf.MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                            num_key_value_heads=1, max_position_embeddings=POSITIONS,
+                            sliding_window=8, rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=1,
+                            eos_token_id=2, initializer_range=INIT_STD)
+
+
+def _qwen2():
+    # q/k/v projections always carry biases in Qwen2; no GQA here (4 kv heads).
+    return tf.Qwen2Config(vocab_size=VOCAB, hidden_size=48, intermediate_size=96,
+                          num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                          num_key_value_heads=HEADS, max_position_embeddings=POSITIONS,
+                          rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                          initializer_range=INIT_STD)
+
+
+_LABELS = {"id2label": {0: "neg", 1: "neu", 2: "pos"}, "label2id": {"neg": 0, "neu": 1, "pos": 2}}
+
+MODELS: dict[str, ModelDef] = {
+    "bert-base": ModelDef("BertModel", "base", _bert),
+    "bert-cls": ModelDef("BertForSequenceClassification", "sequence-classification",
+                         lambda: _bert(**_LABELS)),
+    "bert-qa": ModelDef("BertForQuestionAnswering", "question-answering", _bert),
+    "roberta-cls": ModelDef("RobertaForSequenceClassification", "sequence-classification",
+                            lambda: _roberta(**_LABELS)),
+    "roberta-qa": ModelDef("RobertaForQuestionAnswering", "question-answering", _roberta),
+    "distilbert-cls": ModelDef("DistilBertForSequenceClassification", "sequence-classification",
+                               lambda: _distilbert(**_LABELS)),
+    "distilbert-qa": ModelDef("DistilBertForQuestionAnswering", "question-answering",
+                              _distilbert),
+    "gpt2-lm": ModelDef("GPT2LMHeadModel", "causal-lm", _gpt2),
+    "gpt2-cls": ModelDef("GPT2ForSequenceClassification", "sequence-classification",
+                         lambda: _gpt2(pad_token_id=VOCAB - 1, **_LABELS)),
+    "llama-lm": ModelDef("LlamaForCausalLM", "causal-lm", _llama),
+    "llama-lm-tied": ModelDef("LlamaForCausalLM", "causal-lm",
+                              lambda: _llama(tie_word_embeddings=True)),
+    "llama-lm-linear": ModelDef("LlamaForCausalLM", "causal-lm", lambda: _llama("linear")),
+    "llama-lm-llama3": ModelDef("LlamaForCausalLM", "causal-lm", lambda: _llama("llama3")),
+    "llama-lm-yarn": ModelDef("LlamaForCausalLM", "causal-lm", lambda: _llama("yarn")),
+    "llama-lm-dynamic": ModelDef("LlamaForCausalLM", "causal-lm", lambda: _llama("dynamic")),
+    "llama-lm-bias": ModelDef("LlamaForCausalLM", "causal-lm",
+                              lambda: _llama(attention_bias=True, mlp_bias=True)),
+    "mistral-lm": ModelDef("MistralForCausalLM", "causal-lm", _mistral),
+    "qwen2-lm": ModelDef("Qwen2ForCausalLM", "causal-lm", _qwen2),
+}
+
+
+def build(name: str, seed: int = 0, zero_bias: bool = False) -> torch.nn.Module:
+    """The tiny model ``name`` (a key of ``MODELS``), eval mode, float32, eager attention."""
+    if name not in MODELS:
+        raise KeyError(f"unknown tiny model {name!r}; choose from {sorted(MODELS)}")
+    spec = MODELS[name]
+    config = spec.config()
+    config._attn_implementation = "eager"
+    with torch.random.fork_rng(devices=[]):  # HF's own init must not move the global RNG
+        torch.manual_seed(seed)
+        model = getattr(tf, spec.architecture)(config)
+    model = model.float().eval()
+    randomize(model, seed, zero_bias)
+    return model
+
+
+def randomize(model: torch.nn.Module, seed: int, zero_bias: bool = False) -> None:
+    """Overwrite every parameter (tied ones once) from a generator seeded with ``seed``.
+
+    Matrices ~ N(0, INIT_STD²); 1-D non-bias parameters (norm weights) ~ 1 + N(0, NORM_STD²);
+    ``*.bias`` ~ N(0, BIAS_STD²), or 0 with ``zero_bias``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # tied weights are listed once
+            noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            if name.endswith(".bias"):
+                p.copy_(torch.zeros_like(p) if zero_bias else BIAS_STD * noise)
+            elif p.ndim == 1:  # LayerNorm γ, RMSNorm weight
+                p.copy_(1.0 + NORM_STD * noise)
+            else:
+                p.copy_(INIT_STD * noise)
+
+
+def pad_id(config) -> int:
+    """The id that fills pad positions: ``config.pad_token_id``, else 0."""
+    pad = getattr(config, "pad_token_id", None)
+    return 0 if pad is None else int(pad)
+
+
+def _special_ids(config) -> set[int]:
+    ids = {0, 1, 2, 3, pad_id(config)}
+    for key in ("bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            ids.add(value)
+    return ids
+
+
+def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,
+                   pad: bool = True) -> dict[str, torch.Tensor]:
+    """Right-padded inputs: ``input_ids``, ``attention_mask`` (int64, (B, T)), BERT types.
+
+    Row 0 has ``length`` real tokens; with ``pad=True`` the others have distinct shorter
+    lengths in ``[max(2, length // 2), length)`` (as many as fit), pad positions hold the pad
+    id and have mask 0. Real tokens are drawn from the vocabulary minus ids 0–3, pad, bos,
+    eos. BERT's ``token_type_ids`` are 1 on the second half of each sentence's real tokens.
+    """
+    config = model.config
+    g = torch.Generator().manual_seed(10_000 + seed)
+    specials = _special_ids(config)
+    allowed = torch.tensor([i for i in range(config.vocab_size) if i not in specials])
+    lengths = [length] * batch
+    if pad and batch > 1:
+        low = max(2, length // 2)
+        choices = torch.randperm(length - low, generator=g)[: batch - 1] + low
+        lengths[1:] = [int(c) for c in choices] + [low] * (batch - 1 - len(choices))
+    ids = allowed[torch.randint(len(allowed), (batch, length), generator=g)]
+    mask = torch.zeros(batch, length, dtype=torch.int64)
+    for b, n in enumerate(lengths):
+        mask[b, :n] = 1
+    ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_id(config)))
+    out = {"input_ids": ids, "attention_mask": mask}
+    if config.model_type == "bert":
+        types = torch.zeros_like(ids)
+        for b, n in enumerate(lengths):
+            types[b, n // 2: n] = 1
+        out["token_type_ids"] = types
+    return out

@@ -1,0 +1,436 @@
+"""Whole-model AttnLRP / CP-LRP / gradient oracle: a Hugging Face torch model, patched LXT-style.
+
+:func:`explain` runs the HF model's own forward in float64 with the rules of DESIGN.md §2
+patched into its pieces, so that torch autograd computes the modified gradient ``g`` of every
+tensor; relevance is ``R = x ⊙ g``. It is the reference the C engine is tested against.
+
+What is patched (everything else — linears, Conv1D, residuals, the embedding sum, RoPE, the
+1/√d scale, GQA head repetition, pooling, dropout — is the model's own code, true gradient):
+
+=================================  =====================  =================================
+piece                              how                    rule (DESIGN.md §2 row)
+=================================  =====================  =================================
+attention (every architecture)     an ``AttentionInterface``  softmax true gradient (AttnLRP
+                                   function "masklrp_oracle",  Prop. 3.1); ``Q Kᵀ`` and ``A V``:
+                                   HF's eager additive mask   uniform ½/½ (Prop. 3.3), cp 0/1
+nn.LayerNorm                       instance ``forward``   σ held constant, mean keeps its grad
+*RMSNorm (LLaMA, Mistral, Qwen2)   instance ``forward``   rsqrt factor held constant
+GELU / gelu_new / SiLU / tanh      instance ``forward``   identity rule ``x · (f(x)/x)``
+modules; RoBERTa head's torch.tanh (head ``forward``)     detached, ``f'(0)`` at ``x = 0``
+gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: gate detached
+=================================  =====================  =================================
+
+``rule``: ``"attnlrp"`` (the table), ``"cp"`` (CP-LRP: norms and activations as AttnLRP, but
+``A`` and the gate branch are constants, so q, k and the gate receive nothing and v, up receive
+the full gradient), ``"gradient"`` (every patch reduces to the true Jacobian) or ``None``
+(forward only). The rules themselves live in :mod:`oracle.rules` (the kernel-level oracle);
+this module only decides where each one applies.
+
+Float64, everywhere: the caller's model is deep-copied and ``.double()``-ed (never mutated),
+and the forward runs under :func:`float64_only`, which turns HF's explicit float32 casts
+(LLaMA-family RMSNorm, RoPE cos/sin and eager softmax upcast to float32, harmless in bf16 but
+an accuracy floor in float64) into no-ops. The tests compare against the *unpatched* HF model
+run under the same context.
+
+Outputs ("task", as in :mod:`masklrp.spec`), ``B`` batch, ``T`` length, ``C`` hidden size:
+
+* ``"sequence-classification"``: ``out.logits`` (B, NO)
+* ``"question-answering"``: ``stack(start_logits, end_logits, -1)`` (B, T, 2)
+* ``"causal-lm"``: ``out.logits[b, last_b]`` (B, V), ``last_b`` the last position whose
+  attention mask is 1
+* ``"base"``: the mean of ``last_hidden_state`` over real tokens (B, C)
+
+The backward starts from ``g = seed`` (same shape as the output; DESIGN.md §2), by default a
+one-hot at each row's argmax; for QA one one-hot per channel, at the argmax over the row's real
+positions of the start logits and of the end logits.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from transformers import activations as hf_activations
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.modeling_utils import AttentionInterface
+
+from . import rules
+
+RULES = ("attnlrp", "cp", "gradient", None)
+TASKS = ("base", "sequence-classification", "question-answering", "causal-lm")
+ATTENTION = "masklrp_oracle"
+
+# oracle rule -> rule name of the two-operand and single-operand ops in oracle.rules
+_PRODUCT = {"attnlrp": "uniform", "cp": "cp", "gradient": "gradient", None: "gradient"}
+_SINGLE = {"attnlrp": "lrp", "cp": "lrp", "gradient": "gradient", None: "gradient"}
+
+# Element-wise activation modules -> oracle.rules kind. ReLU's identity rule equals its
+# gradient (f(x)/x is the step), so it is listed only to be recognised, not patched.
+_ACTIVATION_KINDS = {
+    hf_activations.GELUActivation: "gelu",
+    hf_activations.NewGELUActivation: "gelu_tanh",
+    hf_activations.GELUTanh: "gelu_tanh",
+    hf_activations.SiLUActivation: "silu",
+    nn.SiLU: "silu",
+    nn.Tanh: "tanh",
+    nn.ReLU: "relu",
+}
+_DECODERS = ("gpt2", "llama", "mistral", "qwen2")
+
+
+# ----------------------------------------------------------------------------- float64
+
+class float64_only(TorchFunctionMode):
+    """Context manager: inside it, a torch call asking for float32 gets float64.
+
+    HF's LLaMA-family code casts to float32 on purpose (``RMSNorm`` ``.to(torch.float32)``,
+    eager ``softmax(..., dtype=torch.float32)``, RoPE ``.float()``); for a float64 reference
+    those casts only lose precision. ``Tensor.float()`` becomes ``Tensor.double()`` and any
+    ``torch.float32`` argument becomes ``torch.float64``; nothing else changes.
+    """
+
+    def __torch_function__(self, func, types_, args=(), kwargs=None):
+        if func is torch.Tensor.float:
+            func = torch.Tensor.double
+        args = tuple(torch.float64 if a is torch.float32 else a for a in args)
+        kwargs = {k: torch.float64 if v is torch.float32 else v for k, v in (kwargs or {}).items()}
+        return func(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- rules
+
+def attention_rule(query, key, value, attention_mask, scaling, rule):
+    """(out (B,T,H,D), A (B,H,T,S)) of softmax(q kᵀ·scaling + mask) v with ``rule``'s products.
+
+    query (B,H,T,D); key, value (B,KV,S,D), repeated to H heads (GQA: plain autograd sums the
+    repeats). DESIGN.md §2: softmax keeps its true gradient (AttnLRP Prop. 3.1); ``Q Kᵀ`` and
+    ``A V`` use the uniform rule (Prop. 3.3: ½ of the true gradient to each operand, so q and
+    k get ¼ overall) for attnlrp; for cp ``A`` is a constant of ``A V``, so ``A``, q and k get
+    nothing and v the full gradient. ``attention_mask`` is HF's additive eager mask (0 or the
+    dtype's min, never -inf: a fully masked row is uniform, as in HF, not NaN) or a boolean
+    "may attend" mask, converted the same way.
+    """
+    repeats = query.shape[1] // key.shape[1]
+    key = key.repeat_interleave(repeats, dim=1)
+    value = value.repeat_interleave(repeats, dim=1)
+    product = _PRODUCT[rule]
+    scores = rules.matmul(query, key, transpose_b=True, scale=scaling, rule=product)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            attention_mask = torch.zeros((), dtype=scores.dtype).masked_fill(
+                ~attention_mask, torch.finfo(scores.dtype).min)
+        scores = scores + attention_mask
+    probs = rules.softmax(scores)
+    out = rules.matmul(probs, value, rule=product)
+    return out.transpose(1, 2).contiguous(), probs
+
+
+def _attention_interface(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                         **kwargs):
+    """The "masklrp_oracle" attention: :func:`attention_rule`, recording A for the taps."""
+    taps = getattr(module, "_masklrp_oracle", None)
+    if taps is None:
+        raise RuntimeError("attention 'masklrp_oracle' runs only inside oracle.models.explain")
+    if module.training and dropout:
+        raise RuntimeError("the oracle needs eval mode (attention dropout is on)")
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    out, probs = attention_rule(query, key, value, attention_mask, scaling, taps.rule)
+    taps.attentions[taps.layer_of[id(module)]] = probs
+    return out, probs
+
+
+AttentionInterface.register(ATTENTION, _attention_interface)
+AttentionMaskInterface.register(ATTENTION, eager_mask)  # HF's additive float mask
+
+
+def _layernorm_forward(module: nn.LayerNorm, rule, x):
+    """nn.LayerNorm with σ held constant for attnlrp / cp (DESIGN.md §2, LayerNorm row)."""
+    y, _, _ = rules.layernorm(x, module.weight, module.bias, module.eps, rule=_SINGLE[rule])
+    return y
+
+
+def _rmsnorm_forward(module, rule, x):
+    """HF *RMSNorm with its rsqrt factor held constant (DESIGN.md §2, RMSNorm row)."""
+    y, _ = rules.rmsnorm(x, module.weight, module.variance_epsilon, rule=_SINGLE[rule])
+    return y
+
+
+def _activation_forward(kind, rule, x):
+    """Identity rule y = x · (f(x)/x).detach(), f'(0) at 0 (DESIGN.md §2, GELU… row)."""
+    return rules.activation(x, kind, rule=_SINGLE[rule])
+
+
+def _gated_mlp_forward(module, rule, x):
+    """down(act(gate(x)) ⊙ up(x)) with the product rule (DESIGN.md §2, element-wise product row).
+
+    attnlrp: ½ of the true gradient to each factor; cp: the gate branch is a constant and
+    up gets the full gradient; gradient: plain. ``act_fn`` is itself patched (identity rule).
+    """
+    gate = module.act_fn(module.gate_proj(x))
+    return module.down_proj(rules.product(gate, module.up_proj(x), rule=_PRODUCT[rule]))
+
+
+def _roberta_head_forward(module, rule, features, **kwargs):
+    """RobertaClassificationHead: <s> → dense → tanh (identity rule) → out_proj."""
+    x = module.dense(features[:, 0, :])
+    return module.out_proj(rules.activation(x, "tanh", rule=_SINGLE[rule]))
+
+
+# Source lines a patched forward replaces: if transformers changes them, fail loudly.
+_EXPECTED_SOURCE = {
+    "gated_mlp": "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))",
+    "roberta_head": "x = torch.tanh(x)",
+}
+
+
+def _check_source(module, key):
+    source = inspect.getsource(type(module).forward)
+    if _EXPECTED_SOURCE[key] not in source:
+        raise NotImplementedError(
+            f"{type(module).__name__}.forward no longer contains {_EXPECTED_SOURCE[key]!r}; "
+            "update the oracle's patch for this transformers version")
+
+
+# ----------------------------------------------------------------------------- patching
+
+class _Taps:
+    """Per-run state: the rule, the tapped tensors, and which layer owns each module."""
+
+    def __init__(self, rule, layers: nn.ModuleList, batch: int):
+        self.rule = rule
+        self.layer_of = {id(m): i for i, layer in enumerate(layers) for m in layer.modules()}
+        self.n_layers = len(layers)
+        self.batch = batch
+        self.attentions: dict[int, torch.Tensor] = {}
+        self.hidden: dict[int, torch.Tensor] = {}
+        self.embeds: dict[str, torch.Tensor] = {}
+
+
+def _layers(model) -> nn.ModuleList:
+    n = model.config.num_hidden_layers
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise NotImplementedError(f"no ModuleList of {n} layers in {type(model).__name__}")
+
+
+def _bind(module, function, *args):
+    """Replace this instance's ``forward`` by ``function(*args, <the call's arguments>)``."""
+    module.forward = functools.partial(function, *args)
+
+
+def _patch(model, rule, batch: int) -> _Taps:
+    """Patch the rules into ``model`` (a private float64 copy) and install the taps."""
+    layers = _layers(model)
+    taps = _Taps(rule, layers, batch)
+    model.set_attn_implementation(ATTENTION)
+    if model.config._attn_implementation != ATTENTION:
+        raise NotImplementedError(f"{type(model).__name__} cannot switch attention implementation")
+    for _, module in model.named_modules():
+        module._masklrp_oracle = taps
+        kind = type(module)
+        if kind is nn.LayerNorm:
+            _bind(module, _layernorm_forward, module, rule)
+        elif kind.__name__.endswith("RMSNorm"):
+            _bind(module, _rmsnorm_forward, module, rule)
+        elif kind in _ACTIVATION_KINDS:
+            if _ACTIVATION_KINDS[kind] != "relu":
+                _bind(module, _activation_forward, _ACTIVATION_KINDS[kind], rule)
+        elif kind.__module__ in (hf_activations.__name__, nn.modules.activation.__name__):
+            raise NotImplementedError(f"no AttnLRP rule for activation {kind.__name__}")
+        elif all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+            _check_source(module, "gated_mlp")
+            _bind(module, _gated_mlp_forward, module, rule)
+        elif kind.__name__ == "RobertaClassificationHead":
+            _check_source(module, "roberta_head")
+            _bind(module, _roberta_head_forward, module, rule)
+
+    def capture_input(layer_index):
+        def hook(module, args, kwargs):
+            taps.hidden[layer_index] = args[0] if args else kwargs["hidden_states"]
+        return hook
+
+    def capture_output(module, args, output):
+        taps.hidden[taps.n_layers] = output[0] if isinstance(output, tuple) else output
+
+    for i, layer in enumerate(layers):
+        layer.register_forward_pre_hook(capture_input(i), with_kwargs=True)
+    layers[-1].register_forward_hook(capture_output)
+    for name, module in _embedding_modules(model).items():
+        module.register_forward_hook(_leaf_hook(taps, name))
+    return taps
+
+
+def _embedding_modules(model) -> dict[str, nn.Module]:
+    """The word, absolute-position and token-type embedding modules the model has."""
+    found = {"word": model.get_input_embeddings()}
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, nn.Embedding) and leaf in ("position_embeddings", "wpe"):
+            found["position"] = module
+        elif isinstance(module, nn.Embedding) and leaf == "token_type_embeddings":
+            found["type"] = module
+    return found
+
+
+def _leaf_hook(taps: _Taps, name: str):
+    """Replace an embedding module's output by a leaf (B, T, C) whose gradient we read.
+
+    A (1, T, C) output (BERT / GPT-2 positions without explicit ids) is expanded to the batch
+    first, so each row gets its own gradient; the broadcast sum the model does is unchanged.
+    """
+    def hook(module, args, output):
+        if name in taps.embeds:
+            raise RuntimeError(f"{name} embedding module called twice in one forward")
+        leaf = output.detach().expand(taps.batch, -1, -1).clone().requires_grad_(True)
+        taps.embeds[name] = leaf
+        return leaf
+    return hook
+
+
+# ----------------------------------------------------------------------------- explain
+
+def _real_mask(input_ids, attention_mask):
+    if attention_mask is None:
+        return torch.ones_like(input_ids)
+    return attention_mask.to(torch.int64)
+
+
+def _output(out, task, mask):
+    """The explained output of an HF model output object (module docstring, "task")."""
+    if task == "sequence-classification":
+        return out.logits
+    if task == "question-answering":
+        return torch.stack((out.start_logits, out.end_logits), dim=-1)
+    if task == "causal-lm":
+        last = _last_real(mask)
+        return out.logits[torch.arange(len(last)), last]
+    if task == "base":
+        weights = mask.to(out.last_hidden_state.dtype)[..., None]
+        return (out.last_hidden_state * weights).sum(1) / weights.sum(1)
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def _last_real(mask):
+    """Index of the last position whose mask is 1, per row (B,)."""
+    positions = torch.arange(mask.shape[1]).expand_as(mask)
+    return torch.where(mask.bool(), positions, -1).max(dim=1).values
+
+
+def default_seed(output: torch.Tensor, task: str, mask: torch.Tensor) -> torch.Tensor:
+    """One-hot at each row's argmax; QA: per channel, argmax over the row's real positions."""
+    seed = torch.zeros_like(output)
+    if task == "question-answering":
+        masked = output.masked_fill(~mask.bool()[..., None], -torch.inf)
+        best = masked.argmax(dim=1)  # (B, 2)
+        for b in range(output.shape[0]):
+            for channel in range(2):
+                seed[b, best[b, channel], channel] = 1.0
+        return seed
+    seed[torch.arange(output.shape[0]), output.argmax(dim=1)] = 1.0
+    return seed
+
+
+def model_inputs(model, input_ids, attention_mask=None, token_type_ids=None,
+                 position_ids=None) -> dict[str, Any]:
+    """Keyword arguments for ``model(**...)``; refuses token types a model does not embed."""
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        if "type" not in _embedding_modules(model):
+            raise ValueError(f"{type(model).__name__} has no token-type embeddings")
+        kwargs["token_type_ids"] = token_type_ids
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    if model.config.model_type in _DECODERS:
+        kwargs["use_cache"] = False
+    return kwargs
+
+
+def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=None,
+            position_ids=None, seed=None, rule="attnlrp") -> dict[str, np.ndarray | None]:
+    """Forward (and, unless ``rule is None``, the rule's backward) of ``model`` in float64.
+
+    ``input_ids`` (B, T) int; ``attention_mask`` (B, T) 0/1 (default all ones); ``seed`` a
+    tensor or array shaped like the output (default :func:`default_seed`). ``L`` layers,
+    ``H`` heads. Returns NumPy float64 arrays:
+
+    ``logits``               the output (module docstring, "task")
+    ``embed_grad``           (B,T,C) g at the word embeddings e
+    ``tokens``               (B,T) Σ_d e ⊙ g: input relevance per token
+    ``positions``            (B,T) relevance of the absolute position embeddings, or None (RoPE)
+    ``types``                (B,T) relevance of the token-type embeddings (BERT, RoBERTa) or None
+    ``attentions``           (B,L,H,T,T) attention probabilities A
+    ``attention_grad``       (B,L,H,T,T) g at A (cp: 0, A is a constant there)
+    ``attention_relevance``  A ⊙ g_A
+    ``hidden``               (B,L+1,T,C) the input of layer l for l < L, the output of the
+                             last layer for l = L (encoders: layer 0's input is the embedding
+                             LayerNorm's output; decoders: l = L is before the final norm)
+    ``hidden_grad``, ``hidden_relevance`` (B,L+1,T,C) g and hidden ⊙ g
+
+    With ``rule=None`` only ``logits`` is returned.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    input_ids = torch.as_tensor(input_ids)
+    mask = _real_mask(input_ids, None if attention_mask is None else torch.as_tensor(attention_mask))
+    work = copy.deepcopy(model).double().eval().requires_grad_(False)
+    taps = _patch(work, rule, input_ids.shape[0])
+    kwargs = model_inputs(work, input_ids, mask, token_type_ids, position_ids)
+    with float64_only(), torch.set_grad_enabled(rule is not None):
+        output = _output(work(**kwargs), task, mask)
+    missing = [i for i in range(taps.n_layers) if i not in taps.attentions]
+    if missing:  # e.g. GPT-2 with reorder_and_upcast_attn bypasses the AttentionInterface
+        raise NotImplementedError(f"the attention of layers {missing} did not go through the "
+                                  f"{ATTENTION!r} AttentionInterface function")
+    result: dict[str, Any] = {"logits": output.detach().numpy()}
+    if rule is None:
+        return result
+    if seed is None:
+        seed = default_seed(output.detach(), task, mask)
+    seed = torch.as_tensor(seed, dtype=torch.float64)
+    if seed.shape != output.shape:
+        raise ValueError(f"seed has shape {tuple(seed.shape)}, the output {tuple(output.shape)}")
+
+    L = taps.n_layers
+    names = list(taps.embeds)
+    tensors = ([taps.embeds[n] for n in names] + [taps.attentions[i] for i in range(L)]
+               + [taps.hidden[i] for i in range(L + 1)])
+    grads = torch.autograd.grad(output, tensors, seed, allow_unused=True, materialize_grads=True)
+    embed_grads = dict(zip(names, grads[:len(names)]))
+    attn_grads, hidden_grads = grads[len(names):len(names) + L], grads[len(names) + L:]
+
+    def relevance(name):
+        if name not in names:
+            return None
+        return (taps.embeds[name] * embed_grads[name]).sum(-1).detach().numpy()
+
+    attentions = torch.stack([taps.attentions[i] for i in range(L)], dim=1).detach()
+    attention_grad = torch.stack(attn_grads, dim=1)
+    hidden = torch.stack([taps.hidden[i] for i in range(L + 1)], dim=1).detach()
+    hidden_grad = torch.stack(hidden_grads, dim=1)
+    result.update(
+        embed_grad=embed_grads["word"].numpy(),
+        tokens=relevance("word"),
+        positions=relevance("position"),
+        types=relevance("type"),
+        attentions=attentions.numpy(),
+        attention_grad=attention_grad.numpy(),
+        attention_relevance=(attentions * attention_grad).numpy(),
+        hidden=hidden.numpy(),
+        hidden_grad=hidden_grad.numpy(),
+        hidden_relevance=(hidden * hidden_grad).numpy(),
+    )
+    return result
+
+
+def forward_logits(model, task: str, input_ids, attention_mask=None, **kwargs) -> np.ndarray:
+    """The output of :func:`explain` with ``rule=None``: float64 NumPy, no backward."""
+    return explain(model, task, input_ids, attention_mask, rule=None, **kwargs)["logits"]

