@@ -47,7 +47,7 @@ static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T) {
         {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
         {&w->gq_rot, T * HD}, {&w->gk_rot, T * KV * D}, {&w->gctx, N * HD}, {&w->gctx_hm, T * HD},
         {&w->gatt, T * T}, {&w->gscores, T * T}, {&w->gfc, N * FU}, {&w->ghid, N * F},
-        {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->seed, S * m->NO},
+        {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->seed, S * m->NO}, {&w->xq, S * C},
     };
     const size_t n_parts = sizeof parts / sizeof parts[0];
     ptrdiff_t total = 0;
@@ -140,24 +140,25 @@ static float *stat(const Workspace *w, int slot, int which, int kind) {
     return w->stats + (((ptrdiff_t)slot * 2 + which) * 2 + kind) * w->N;
 }
 
-// x (N,C) -> y (N,C)
-void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot, int which) {
+// x (rows,C) -> y (rows,C)
+void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot, int which,
+                  ptrdiff_t rows) {
     float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
     if (m->norm == NORM_LAYER) {
-        layernorm_forward(y, mean, rstd, x, n.w, n.b, w->N, m->C, m->eps);
+        layernorm_forward(y, mean, rstd, x, n.w, n.b, rows, m->C, m->eps);
     } else {
-        rmsnorm_forward(y, rstd, x, n.w, w->N, m->C, m->eps);
+        rmsnorm_forward(y, rstd, x, n.w, rows, m->C, m->eps);
     }
 }
 
-// g (N,C) at the norm output -> gx (N,C) +=
+// g (rows,C) at the norm output -> gx (rows,C) +=
 void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x, Affine n,
-                   int slot, int which, UnaryRule rule) {
+                   int slot, int which, ptrdiff_t rows, UnaryRule rule) {
     const float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
     if (m->norm == NORM_LAYER) {
-        layernorm_backward(gx, g, x, n.w, mean, rstd, w->N, m->C, rule);
+        layernorm_backward(gx, g, x, n.w, mean, rstd, rows, m->C, rule);
     } else {
-        rmsnorm_backward(gx, g, x, n.w, rstd, w->N, m->C, rule);
+        rmsnorm_backward(gx, g, x, n.w, rstd, rows, m->C, rule);
     }
 }
 
@@ -219,13 +220,14 @@ void embed_backward(const Model *m, const Workspace *w, const float *g, const Ch
 // Attention: QKV projection, RoPE, per-head softmax(scale·Q Kᵀ + mask) V,
 // output projection. Grouped-query heads share key/value head h / (H / KV).
 
-// scores (T,T) of sequence `seq`: -inf where query i may not see key j
-// (padding, causal, sliding window)
-static void mask_scores(const Model *m, const Workspace *w, ptrdiff_t seq, float *scores) {
+// scores (nq,T) of queries [q0, q0 + nq) of sequence `seq`: -inf where query i may
+// not see key j (padding, causal, sliding window)
+static void mask_scores(const Model *m, const Workspace *w, ptrdiff_t seq, ptrdiff_t q0, ptrdiff_t nq,
+                        float *scores) {
     const ptrdiff_t T = w->T;
     const float *key_bias = w->key_bias + seq * T;
-    for (ptrdiff_t i = 0; i < T; i++) {
-        float *row = scores + i * T;
+    for (ptrdiff_t i = q0; i < q0 + nq; i++) {
+        float *row = scores + (i - q0) * T;
         const ptrdiff_t hi = m->causal ? i + 1 : T; // visible keys: [lo, hi)
         const ptrdiff_t lo = m->window > 0 && i - m->window + 1 > 0 ? i - m->window + 1 : 0;
         for (ptrdiff_t j = 0; j < lo; j++) row[j] = -INFINITY;
@@ -248,6 +250,17 @@ static void from_heads(float *tm, const float *hm, ptrdiff_t T, ptrdiff_t n, ptr
             memcpy(tm + t * row + off + h * D, hm + (h * T + t) * D, (size_t)D * sizeof(float));
 }
 
+// The row of sequence seq that a first/last pool reads, in the (N,C) layout of
+// every layer but a pruned last one.
+static ptrdiff_t pooled_row(const Model *m, const Workspace *w, ptrdiff_t seq) {
+    return seq * w->T + (m->pool == POOL_FIRST ? 0 : w->last[seq]);
+}
+
+// The row the head reads from xf: a pruned last layer keeps one row per sequence.
+static ptrdiff_t head_row(const Model *m, const Workspace *w, ptrdiff_t seq) {
+    return w->pruned ? seq : pooled_row(m, w, seq);
+}
+
 // Cache slices of layer l, sequence seq.
 static float *seq_q(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
     return w->q + ((ptrdiff_t)l * w->S + seq) * m->H * w->T * m->D;
@@ -262,9 +275,45 @@ static float *seq_att(const Model *m, const Workspace *w, int l, ptrdiff_t seq) 
     return w->att + ((ptrdiff_t)l * w->S + seq) * m->H * w->T * w->T;
 }
 
+// The last layer of a pooled head only needs the rows the head reads: the query
+// rows of its attention, its residual, norms and MLP (see Workspace.pruned).
+ptrdiff_t layer_rows(const Model *m, const Workspace *w, int l) {
+    return w->pruned && l == m->L - 1 ? w->S : w->N;
+}
+
+// The query rows [q0, q0 + nq) of sequence seq that layer l computes.
+static void query_rows(const Model *m, const Workspace *w, int l, ptrdiff_t seq, ptrdiff_t *q0, ptrdiff_t *nq) {
+    const bool one = layer_rows(m, w, l) != w->N;
+    *q0 = one ? pooled_row(m, w, seq) - seq * w->T : 0;
+    *nq = one ? 1 : w->T;
+}
+
+// x (N,C) -> xq (rows,C): the residual rows layer l keeps (x itself when it keeps all).
+const float *residual_rows(const Model *m, Workspace *w, int l, const float *x) {
+    if (layer_rows(m, w, l) == w->N) return x;
+    for (ptrdiff_t seq = 0; seq < w->S; seq++)
+        memcpy(w->xq + seq * m->C, x + pooled_row(m, w, seq) * m->C,
+               (size_t)m->C * sizeof(float));
+    return w->xq;
+}
+
+// g (rows,C) -> gx (N,C) +=: the residual rows back to their places.
+void residual_rows_backward(const Model *m, const Workspace *w, int l, float *gx, const float *g) {
+    const ptrdiff_t C = m->C;
+    if (layer_rows(m, w, l) == w->N) {
+        for (ptrdiff_t i = 0; i < w->N * C; i++) gx[i] += g[i];
+        return;
+    }
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        float *row = gx + pooled_row(m, w, seq) * C;
+        for (ptrdiff_t c = 0; c < C; c++) row[c] += g[seq * C + c];
+    }
+}
+
+// x (N,C) -> out (rows,C)
 void attention_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
     const ptrdiff_t T = w->T, N = w->N, H = m->H, KV = m->KV, D = m->D, C = m->C, QKV = qkv_width(m);
-    const ptrdiff_t group = H / KV;
+    const ptrdiff_t group = H / KV, rows = layer_rows(m, w, l);
     const LayerWeights *lw = &m->layers[l];
     linear_forward(w->qkv, x, lw->qkv.w, lw->qkv.b, N, C, QKV, false);
     for (ptrdiff_t seq = 0; seq < w->S; seq++) {
@@ -282,50 +331,55 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
             to_heads(q, qkv, T, H, D, QKV, 0);
             to_heads(k, qkv, T, KV, D, QKV, H * D);
         }
+        ptrdiff_t q0, nq;
+        query_rows(m, w, l, seq, &q0, &nq);
         for (ptrdiff_t h = 0; h < H; h++) {
             const ptrdiff_t g = h / group;
-            float *a = att + h * T * T;
-            matmul_forward(w->scores, q + h * T * D, k + g * T * D, 1, T, D, T, true, m->attn_scale);
+            float *a = att + (h * T + q0) * T;
+            matmul_forward(w->scores, q + (h * T + q0) * D, k + g * T * D, 1, nq, D, T, true, m->attn_scale);
             // The mask is a constant added to the scores, never a relevance receiver (DESIGN.md §2).
-            mask_scores(m, w, seq, w->scores);
-            softmax_forward(a, w->scores, T, T);
-            matmul_forward(w->hm2 + h * T * D, a, v + g * T * D, 1, T, T, D, false, 1.0f);
+            mask_scores(m, w, seq, q0, nq, w->scores);
+            softmax_forward(a, w->scores, nq, T);
+            matmul_forward(w->hm2 + h * nq * D, a, v + g * T * D, 1, nq, T, D, false, 1.0f);
         }
-        from_heads(w->ctx + seq * T * H * D, w->hm2, T, H, D, H * D, 0);
+        from_heads(w->ctx + seq * nq * H * D, w->hm2, nq, H, D, H * D, 0);
     }
-    linear_forward(out, w->ctx, lw->out.w, lw->out.b, N, H * D, C, false);
+    linear_forward(out, w->ctx, lw->out.w, lw->out.b, rows, H * D, C, false);
 }
 
+// g (rows,C) at the branch output -> gx (N,C) +=
 void attention_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
     const ptrdiff_t T = w->T, N = w->N, H = m->H, KV = m->KV, D = m->D, C = m->C, QKV = qkv_width(m);
-    const ptrdiff_t group = H / KV, TT = T * T, taps = (ptrdiff_t)m->L * H * TT;
+    const ptrdiff_t group = H / KV, TT = T * T, taps = (ptrdiff_t)m->L * H * TT, rows = layer_rows(m, w, l);
     const LayerWeights *lw = &m->layers[l];
     float share_a, share_b;
     product_shares(s->rules.attention, &share_a, &share_b);
-    zero(w->gctx, N * H * D);
-    linear_backward(w->gctx, g, lw->out.w, N, H * D, C, false);
+    zero(w->gctx, rows * H * D);
+    linear_backward(w->gctx, g, lw->out.w, rows, H * D, C, false);
     for (ptrdiff_t seq = 0; seq < w->S; seq++) {
         const float *q = seq_q(m, w, l, seq), *k = seq_k(m, w, l, seq), *v = seq_v(m, w, l, seq);
         const float *att = seq_att(m, w, l, seq);
-        to_heads(w->gctx_hm, w->gctx + seq * T * H * D, T, H, D, H * D, 0);
+        ptrdiff_t q0, nq;
+        query_rows(m, w, l, seq, &q0, &nq);
+        to_heads(w->gctx_hm, w->gctx + seq * nq * H * D, nq, H, D, H * D, 0);
         zero(w->gq, H * T * D);
         zero(w->gk, KV * T * D);
         zero(w->gv, KV * T * D);
         for (ptrdiff_t h = 0; h < H; h++) {
-            const ptrdiff_t kvh = h / group;
-            const float *a = att + h * TT;
-            zero(w->gatt, TT);
+            const ptrdiff_t kvh = h / group, n = nq * T;
+            const float *a = att + (h * T + q0) * T;
+            zero(w->gatt, n);
             // A·V (AttnLRP Prop. 3.3, or the stream's rule); A gets nothing under CP-LRP.
-            matmul_backward(share_a != 0.0f ? w->gatt : NULL, w->gv + kvh * T * D, w->gctx_hm + h * T * D, a,
-                            v + kvh * T * D, 1, T, T, D, false, 1.0f, s->rules.attention);
-            const ptrdiff_t tap = seq * taps + ((ptrdiff_t)l * H + h) * TT;
+            matmul_backward(share_a != 0.0f ? w->gatt : NULL, w->gv + kvh * T * D, w->gctx_hm + h * nq * D, a,
+                            v + kvh * T * D, 1, nq, T, D, false, 1.0f, s->rules.attention);
+            const ptrdiff_t tap = seq * taps + ((ptrdiff_t)l * H + h) * TT; // taps imply all rows
             if (s->attention_grad != NULL) memcpy(s->attention_grad + tap, w->gatt, (size_t)TT * sizeof(float));
             if (s->attention_relevance != NULL) relevance(s->attention_relevance + tap, a, w->gatt, TT);
             if (share_a == 0.0f) continue;
-            zero(w->gscores, TT);
-            softmax_backward(w->gscores, w->gatt, a, T, T);
-            matmul_backward(w->gq + h * T * D, w->gk + kvh * T * D, w->gscores, q + h * T * D, k + kvh * T * D,
-                            1, T, D, T, true, m->attn_scale, s->rules.attention);
+            zero(w->gscores, n);
+            softmax_backward(w->gscores, w->gatt, a, nq, T);
+            matmul_backward(w->gq + (h * T + q0) * D, w->gk + kvh * T * D, w->gscores, q + (h * T + q0) * D,
+                            k + kvh * T * D, 1, nq, D, T, true, m->attn_scale, s->rules.attention);
         }
         const float *gq = w->gq, *gk = w->gk;
         if (m->rope) {
@@ -348,13 +402,14 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
 // ----------------------------------------------------------------------------
 // MLP: down(act(up x)), or down(act(gate x) ⊙ up x) when gated (SwiGLU).
 
+// x (rows,C) -> out (rows,C)
 void mlp_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
-    const ptrdiff_t N = w->N, C = m->C, F = m->F, FU = fc_width(m);
+    const ptrdiff_t N = layer_rows(m, w, l), C = m->C, F = m->F, FU = fc_width(m);
     const LayerWeights *lw = &m->layers[l];
-    float *fc = w->fc + l * N * FU;
+    float *fc = w->fc + l * w->N * FU;
     linear_forward(fc, x, lw->up.w, lw->up.b, N, C, FU, false);
     if (m->gated) {
-        float *gact = w->gact + l * N * F;
+        float *gact = w->gact + l * w->N * F;
         for (ptrdiff_t t = 0; t < N; t++) {
             activation_forward(gact + t * F, fc + t * FU, F, m->act);
             product_forward(w->hidden + t * F, gact + t * F, fc + t * FU + F, F);
@@ -365,15 +420,16 @@ void mlp_forward(const Model *m, Workspace *w, int l, float *out, const float *x
     linear_forward(out, w->hidden, lw->down.w, lw->down.b, N, F, C, false);
 }
 
+// g (rows,C) -> gx (rows,C) +=
 void mlp_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
-    const ptrdiff_t N = w->N, C = m->C, F = m->F, FU = fc_width(m);
+    const ptrdiff_t N = layer_rows(m, w, l), C = m->C, F = m->F, FU = fc_width(m);
     const LayerWeights *lw = &m->layers[l];
-    const float *fc = w->fc + l * N * FU;
+    const float *fc = w->fc + l * w->N * FU;
     zero(w->ghid, N * F);
     linear_backward(w->ghid, g, lw->down.w, N, F, C, false);
     zero(w->gfc, N * FU);
     if (m->gated) {
-        const float *gact = w->gact + l * N * F;
+        const float *gact = w->gact + l * w->N * F;
         float share_a, share_b;
         product_shares(s->rules.gate, &share_a, &share_b);
         zero(w->ghid2, N * F);
@@ -400,11 +456,6 @@ static ptrdiff_t count_real(const Workspace *w, ptrdiff_t seq) {
     return n;
 }
 
-// The row of sequence seq that a first/last pool reads.
-static ptrdiff_t pooled_row(const Model *m, const Workspace *w, ptrdiff_t seq) {
-    return seq * w->T + (m->pool == POOL_FIRST ? 0 : w->last[seq]);
-}
-
 void head_forward(const Model *m, Workspace *w, float *logits) {
     const ptrdiff_t S = w->S, T = w->T, C = m->C;
     if (m->pool == POOL_NONE) {
@@ -424,7 +475,7 @@ void head_forward(const Model *m, Workspace *w, float *logits) {
                 p[c] = (float)(sum / n);
             }
         } else {
-            memcpy(p, w->xf + pooled_row(m, w, seq) * C, (size_t)C * sizeof(float));
+            memcpy(p, w->xf + head_row(m, w, seq) * C, (size_t)C * sizeof(float));
         }
     }
     const float *p = w->pooled;
@@ -462,7 +513,7 @@ void head_backward(const Model *m, Workspace *w, float *gxf, const float *seed, 
                 if (w->mask[seq * T + t])
                     for (ptrdiff_t c = 0; c < C; c++) gxf[(seq * T + t) * C + c] = g[c] * inv;
         } else {
-            memcpy(gxf + pooled_row(m, w, seq) * C, g, (size_t)C * sizeof(float));
+            memcpy(gxf + head_row(m, w, seq) * C, g, (size_t)C * sizeof(float));
         }
     }
 }
@@ -526,6 +577,8 @@ static void run_chunk(const Model *m, const EngineCall *call, Workspace *w, ptrd
         }
     }
 
+    // Without taps nothing reads the last layer's other rows (see Workspace.pruned).
+    w->pruned = (m->pool == POOL_FIRST || m->pool == POOL_LAST) && call->attentions == NULL && call->hidden == NULL;
     if (m->family == FAMILY_ENCODER) encoder_forward(m, w);
     else decoder_forward(m, w);
     head_forward(m, w, call->logits + b0 * n_logits);

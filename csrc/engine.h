@@ -17,6 +17,12 @@ typedef struct {
     // the chunk being processed: (S,T) slices of the call's arrays
     const int64_t *ids, *positions, *types, *mask;
     ptrdiff_t *last;          // (S) index of each sequence's last real token
+    // A first/last-pooled head reads one row per sequence of the last layer, so
+    // when no tap wants the others the last layer computes only those rows: its
+    // queries, residual, norms and MLP (exact: nothing else reaches the logits;
+    // the layer's keys and values still cover every row). Its row-wise caches
+    // then hold S rows, one per sequence.
+    bool pruned;
     // forward cache: what the backward reads
     float *emb;               // (N,C) embedding sum (encoder: input of the embedding norm)
     float *x;                 // (L+1,N,C) hidden states: input of layer l, x[L] = last output
@@ -51,6 +57,7 @@ typedef struct {
     float *ghid, *ghid2;      // (N,F)
     float *ghead, *ghead2;    // (S,max(C,NO)) head gradients
     float *seed;              // (S,NO) the argmax seed, when the call gives none
+    float *xq;                // (S,C) the residual rows a pruned last layer keeps
 } Workspace;
 
 // A stream's outputs for the chunk: each points at the chunk's first sequence
@@ -62,19 +69,26 @@ typedef struct {
 } ChunkStream;
 
 // blocks (engine.c)
-void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot, int which);
+// Row-wise blocks run on layer_rows() rows: N, or S for a pruned last layer.
+ptrdiff_t layer_rows(const Model *m, const Workspace *w, int l);
+// x (N,C) -> the (rows,C) residual rows layer l keeps; and back: gx (N,C) += g (rows,C)
+const float *residual_rows(const Model *m, Workspace *w, int l, const float *x);
+void residual_rows_backward(const Model *m, const Workspace *w, int l, float *gx, const float *g);
+void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot, int which,
+                  ptrdiff_t rows);
 void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x, Affine n,
-                   int slot, int which, UnaryRule rule);
+                   int slot, int which, ptrdiff_t rows, UnaryRule rule);
 void embed_forward(const Model *m, Workspace *w);
 void embed_backward(const Model *m, const Workspace *w, const float *g, const ChunkStream *s);
-// x (N,C) -> out (N,C): the attention branch of layer l (its input already normed)
+// x (N,C) -> out (rows,C): the attention branch of layer l (its input already normed)
 void attention_forward(const Model *m, Workspace *w, int l, float *out, const float *x);
-// g (N,C) at the branch output -> gx (N,C) +=
+// g (rows,C) at the branch output -> gx (N,C) +=
 void attention_backward(const Model *m, Workspace *w, int l, float *gx, const float *g,
                         const ChunkStream *s);
+// x (rows,C) -> out (rows,C); backward: g (rows,C) -> gx (rows,C) +=
 void mlp_forward(const Model *m, Workspace *w, int l, float *out, const float *x);
 void mlp_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s);
-// xf (N,C) -> logits (S,NO) or (N,NO)
+// xf (N,C), or (S,C) when pruned -> logits (S,NO) or (N,NO)
 void head_forward(const Model *m, Workspace *w, float *logits);
 // seed like the logits -> gxf (N,C) =
 void head_backward(const Model *m, Workspace *w, float *gxf, const float *seed, const ChunkStream *s);

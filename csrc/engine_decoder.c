@@ -2,7 +2,9 @@
 //   x0 = word (+ position)
 //   mid = x + attention(norm1(x));  x' = mid + mlp(norm2(mid));  xf = final_norm(x_L)
 // Residual adds are the identity in both streams: each branch's backward
-// accumulates (+=) straight into the residual stream's g.
+// accumulates (+=) straight into the residual stream's g. A layer's row-wise work
+// runs on layer_rows() rows (all, or one per sequence for a pruned last layer);
+// norm1 always covers every row, since attention reads them all as keys and values.
 #include <string.h>
 
 #include "engine.h"
@@ -12,42 +14,50 @@ static void add(float *y, const float *a, const float *b, ptrdiff_t n) {
 }
 
 void decoder_forward(const Model *m, Workspace *w) {
-    const ptrdiff_t n = w->N * m->C;
+    const ptrdiff_t C = m->C, n = w->N * C;
     embed_forward(m, w);
     memcpy(w->x, w->emb, (size_t)n * sizeof(float));
     for (int l = 0; l < m->L; l++) {
         const LayerWeights *lw = &m->layers[l];
+        const ptrdiff_t rows = layer_rows(m, w, l);
         const float *x = w->x + l * n;
         float *mid = w->mid + l * n;
-        norm_forward(m, w, w->a, x, lw->attn_norm, 1 + l, 0);
+        norm_forward(m, w, w->a, x, lw->attn_norm, 1 + l, 0, w->N);
         attention_forward(m, w, l, w->b, w->a);
-        add(mid, x, w->b, n);
-        norm_forward(m, w, w->a, mid, lw->mlp_norm, 1 + l, 1);
+        add(mid, residual_rows(m, w, l, x), w->b, rows * C);
+        norm_forward(m, w, w->a, mid, lw->mlp_norm, 1 + l, 1, rows);
         mlp_forward(m, w, l, w->b, w->a);
-        add(w->x + (l + 1) * n, mid, w->b, n);
+        add(w->x + (l + 1) * n, mid, w->b, rows * C);
     }
+    const ptrdiff_t rows = layer_rows(m, w, m->L - 1);
     const float *last = w->x + m->L * n;
-    if (m->final_norm.w != NULL) norm_forward(m, w, w->xf, last, m->final_norm, 0, 0);
-    else memcpy(w->xf, last, (size_t)n * sizeof(float));
+    if (m->final_norm.w != NULL) norm_forward(m, w, w->xf, last, m->final_norm, 0, 0, rows);
+    else memcpy(w->xf, last, (size_t)(rows * C) * sizeof(float));
 }
 
-// gxf (N,C): g at the head's input
+// gxf: g at the head's input, (rows of the last layer, C)
 void decoder_backward(const Model *m, Workspace *w, const float *gxf, const ChunkStream *s) {
-    const ptrdiff_t n = w->N * m->C;
+    const ptrdiff_t C = m->C, n = w->N * C, last_rows = layer_rows(m, w, m->L - 1);
     const UnaryRule rule = s->rules.unary;
-    float *g = w->gx, *branch = w->g2; // g: the residual stream's g, walking down
-    memset(g, 0, (size_t)n * sizeof(float));
-    if (m->final_norm.w != NULL) norm_backward(m, w, g, gxf, w->x + m->L * n, m->final_norm, 0, 0, rule);
-    else memcpy(g, gxf, (size_t)n * sizeof(float));
+    float *g = w->gx, *branch = w->g2, *below = w->g1; // g: the residual stream's g, walking down
+    memset(g, 0, (size_t)(last_rows * C) * sizeof(float));
+    if (m->final_norm.w != NULL) norm_backward(m, w, g, gxf, w->x + m->L * n, m->final_norm, 0, 0, last_rows, rule);
+    else memcpy(g, gxf, (size_t)(last_rows * C) * sizeof(float));
     hidden_taps(m, w, m->L, g, s);
     for (int l = m->L - 1; l >= 0; l--) {
         const LayerWeights *lw = &m->layers[l];
-        memset(branch, 0, (size_t)n * sizeof(float));
+        const ptrdiff_t rows = layer_rows(m, w, l);
+        memset(branch, 0, (size_t)(rows * C) * sizeof(float));
         mlp_backward(m, w, l, branch, g, s);
-        norm_backward(m, w, g, branch, w->mid + l * n, lw->mlp_norm, 1 + l, 1, rule); // g at mid
+        norm_backward(m, w, g, branch, w->mid + l * n, lw->mlp_norm, 1 + l, 1, rows, rule); // g at mid
         memset(branch, 0, (size_t)n * sizeof(float));
         attention_backward(m, w, l, branch, g, s);
-        norm_backward(m, w, g, branch, w->x + l * n, lw->attn_norm, 1 + l, 0, rule); // g at x[l]
+        memset(below, 0, (size_t)n * sizeof(float));
+        residual_rows_backward(m, w, l, below, g);
+        norm_backward(m, w, below, branch, w->x + l * n, lw->attn_norm, 1 + l, 0, w->N, rule); // g at x[l]
+        float *t = g; // below becomes the stream's g
+        g = below;
+        below = t;
         hidden_taps(m, w, l, g, s);
     }
     embed_backward(m, w, g, s);
