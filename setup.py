@@ -49,7 +49,10 @@ def find_openblas():
 
 
 include_dirs, library_dirs, libraries = find_openblas()
-compile_args = ["-std=c11", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+compile_args = ["-std=c11", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+                # let a*b + c become one FMA where the target has it (rules.c's AVX2 clones):
+                # one rounding instead of two, ~20-35% faster exp/erf kernels; -std=c11 alone turns it off.
+                "-ffp-contract=fast"]
 link_args = []
 if os.environ.get("MASKLRP_SANITIZE") == "1":
     sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"]

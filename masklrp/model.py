@@ -139,9 +139,14 @@ class Model:
         return (B, T, self.spec.n_outputs) if self.spec.pool == "none" else (B, self.spec.n_outputs)
 
 
-def load(model_or_path, *, tokenizer=None) -> Model:
-    """Export a HF model (torch module, or folder read without torch) and build its engine."""
-    exported = export(model_or_path, tokenizer=tokenizer)
+def load(model_or_path, *, tokenizer=None, architecture: str | None = None) -> Model:
+    """Export a HF model (torch module, or folder read without torch) and build its engine.
+
+    ``tokenizer``: a ``tokenizers.Tokenizer``, a transformers fast tokenizer or a path to
+    ``tokenizer.json`` (a folder's own is found by itself). ``architecture`` overrides the
+    head named in ``config.json`` (e.g. ``"BertModel"`` for a masked-LM checkpoint).
+    """
+    exported = export(model_or_path, tokenizer=tokenizer, architecture=architecture)
     return Model(exported.spec, exported.weights, exported.tokenizer, exported.source)
 
 
