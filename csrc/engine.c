@@ -25,16 +25,12 @@ typedef struct {
     ptrdiff_t n;
 } Carve;
 
-static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T) {
+// Points w's buffers for S sequences of length T into mem (64-byte aligned
+// slices); returns the floats they take. With mem == NULL only counts.
+static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, float *mem) {
     const ptrdiff_t L = m->L, H = m->H, KV = m->KV, D = m->D, C = m->C, F = m->F, N = S * T;
     const ptrdiff_t QKV = qkv_width(m), HD = H * D, FU = fc_width(m);
     const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO);
-    Workspace *w = calloc(1, sizeof *w);
-    if (w == NULL) return NULL;
-    w->S = S;
-    w->T = T;
-    w->N = N;
-    w->last = calloc((size_t)S, sizeof *w->last);
     const Carve parts[] = {
         {&w->emb, N * C}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
         {&w->v, L * N * KV * D}, {&w->att, L * S * H * T * T}, {&w->mid, L * N * C},
@@ -49,22 +45,33 @@ static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T) {
         {&w->gatt, T * T}, {&w->gscores, T * T}, {&w->gfc, N * FU}, {&w->ghid, N * F},
         {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->seed, S * m->NO}, {&w->xq, S * C},
     };
-    const size_t n_parts = sizeof parts / sizeof parts[0];
     ptrdiff_t total = 0;
-    for (size_t i = 0; i < n_parts; i++) total += (parts[i].n + 15) & ~(ptrdiff_t)15; // 64-byte aligned slices
-    float *mem = aligned_alloc(64, (size_t)total * sizeof(float));
-    if (mem == NULL || w->last == NULL) {
-        free(mem);
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        if (mem != NULL) *parts[i].slot = parts[i].n > 0 ? mem + total : NULL;
+        total += (parts[i].n + 15) & ~(ptrdiff_t)15;
+    }
+    if (mem != NULL) {
+        w->S = S;
+        w->T = T;
+        w->N = N;
+    }
+    return total;
+}
+
+static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T) {
+    Workspace *w = calloc(1, sizeof *w);
+    if (w == NULL) return NULL;
+    w->capacity = workspace_carve(m, w, S, T, NULL);
+    w->max_S = S;
+    w->mem = aligned_alloc(64, (size_t)w->capacity * sizeof(float));
+    w->last = calloc((size_t)S, sizeof *w->last);
+    if (w->mem == NULL || w->last == NULL) {
+        free(w->mem);
         free(w->last);
         free(w);
         return NULL;
     }
-    w->mem = mem;
-    float *p = mem;
-    for (size_t i = 0; i < n_parts; i++) {
-        *parts[i].slot = parts[i].n > 0 ? p : NULL;
-        p += (parts[i].n + 15) & ~(ptrdiff_t)15;
-    }
+    workspace_carve(m, w, S, T, w->mem);
     return w;
 }
 
@@ -75,8 +82,10 @@ static void workspace_free(Workspace *w) {
     free(w);
 }
 
-// A mutex-guarded stack of idle workspaces; a call takes one of its (S, T) or
-// allocates, and gives it back after (freeing it when the pool is full).
+// Idle workspaces kept between calls (a mutex-guarded list). A call re-carves
+// any idle one that is large enough, else allocates; it gives it back after,
+// and when the list is full the smallest goes. So a run over sentences of
+// varying length settles on a few workspaces of the largest size seen.
 #define POOL_SIZE 8
 
 struct WorkspacePool {
@@ -98,37 +107,48 @@ void workspace_pool_free(WorkspacePool *pool) {
     free(pool);
 }
 
+static void pool_remove(WorkspacePool *pool, int i) {
+    memmove(pool->idle + i, pool->idle + i + 1, (size_t)(pool->n - i - 1) * sizeof pool->idle[0]);
+    pool->n--;
+}
+
 static Workspace *workspace_take(WorkspacePool *pool, const Model *m, ptrdiff_t S, ptrdiff_t T) {
     if (pool != NULL) {
+        Workspace probe;
+        const ptrdiff_t need = workspace_carve(m, &probe, S, T, NULL);
         Workspace *found = NULL;
         pthread_mutex_lock(&pool->lock);
-        for (int i = pool->n - 1; i >= 0 && found == NULL; i--) {
-            if (pool->idle[i]->S == S && pool->idle[i]->T == T) {
+        for (int i = 0; i < pool->n && found == NULL; i++) {
+            if (pool->idle[i]->capacity >= need && pool->idle[i]->max_S >= S) {
                 found = pool->idle[i];
-                memmove(pool->idle + i, pool->idle + i + 1, (size_t)(pool->n - i - 1) * sizeof pool->idle[0]);
-                pool->n--;
+                pool_remove(pool, i);
             }
         }
         pthread_mutex_unlock(&pool->lock);
-        if (found != NULL) return found;
+        if (found != NULL) {
+            workspace_carve(m, found, S, T, found->mem);
+            return found;
+        }
     }
     return workspace_new(m, S, T);
 }
 
 static void workspace_give(WorkspacePool *pool, Workspace *w) {
     if (w == NULL) return;
-    if (pool != NULL) {
-        pthread_mutex_lock(&pool->lock);
-        if (pool->n == POOL_SIZE) { // full: the oldest goes
-            workspace_free(pool->idle[0]);
-            memmove(pool->idle, pool->idle + 1, (POOL_SIZE - 1) * sizeof pool->idle[0]);
-            pool->n--;
-        }
-        pool->idle[pool->n++] = w;
-        pthread_mutex_unlock(&pool->lock);
+    if (pool == NULL) {
+        workspace_free(w);
         return;
     }
-    workspace_free(w);
+    pthread_mutex_lock(&pool->lock);
+    if (pool->n == POOL_SIZE) { // full: the smallest goes
+        int smallest = 0;
+        for (int i = 1; i < pool->n; i++)
+            if (pool->idle[i]->capacity < pool->idle[smallest]->capacity) smallest = i;
+        workspace_free(pool->idle[smallest]);
+        pool_remove(pool, smallest);
+    }
+    pool->idle[pool->n++] = w;
+    pthread_mutex_unlock(&pool->lock);
 }
 
 static void zero(float *p, ptrdiff_t n) { memset(p, 0, (size_t)n * sizeof(float)); }

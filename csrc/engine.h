@@ -14,6 +14,7 @@
 typedef struct {
     ptrdiff_t S, T, N;
     float *mem;               // the one allocation everything below points into
+    ptrdiff_t capacity, max_S; // its size in floats; sequences `last` has room for
     // the chunk being processed: (S,T) slices of the call's arrays
     const int64_t *ids, *positions, *types, *mask;
     ptrdiff_t *last;          // (S) index of each sequence's last real token

@@ -4,10 +4,11 @@
 //
 // Speed without losing accuracy (vecmath.h): element-wise maths uses branch-free
 // float exp / Φ / σ / tanh accurate to a few ulps, so the loops vectorise; row
-// reductions (softmax sums, norm statistics) add short float runs into double,
-// which keeps them at double-like accuracy; hot loops are compiled for AVX2 as
-// well as the baseline (VM_MULTIVERSION). Element-wise loops take no `restrict`:
-// callers may work in place.
+// reductions (softmax sums, norm statistics) add short float runs into double;
+// where a result cancels against its terms (softmax backward, the norms' true
+// gradients) the products and sums are exact double, as before. Hot loops are
+// compiled for AVX2 + FMA as well as the baseline (VM_MULTIVERSION). Element-wise
+// loops take no `restrict`: callers may work in place.
 #include <math.h>
 #include <string.h>
 

@@ -203,9 +203,11 @@ def test_threads_and_concurrent_calls_give_serial_results(name):
     seed_g = argmax_seed(model, model.forward(inputs, threads=1)["logits"])
     serial = model.run(inputs, seed_g, ("attnlrp", "gradient"), threads=1)
     parallel = model.run(inputs, seed_g, ("attnlrp", "gradient"), threads=3)
+    # threads=3 cuts the batch into smaller chunks, so its GEMMs have fewer rows and OpenBLAS
+    # rounds differently: equal to float32 noise (1e-5 of the largest relevance), not bitwise.
     for stream in ("attnlrp", "gradient"):
         np.testing.assert_allclose(parallel[stream]["tokens"], serial[stream]["tokens"], rtol=1e-5,
-                                   atol=1e-6 * np.abs(serial[stream]["tokens"]).max())
+                                   atol=1e-5 * np.abs(serial[stream]["tokens"]).max())
     results = [None] * 4
 
     def work(i):
@@ -221,3 +223,20 @@ def test_threads_and_concurrent_calls_give_serial_results(name):
         for stream in ("attnlrp", "gradient"):
             np.testing.assert_array_equal(r[stream]["tokens"], reference[stream]["tokens"],
                                           err_msg=f"concurrent call {i} differs from its serial twin")
+
+
+@pytest.mark.parametrize("name", ["bert-cls", "llama-lm"])
+def test_reused_workspaces_give_fresh_results(name):
+    """Workspaces are pooled and re-carved for other sizes: no stale value may leak through."""
+    hf = build(name, seed=0)
+    rng = np.random.default_rng(1)
+    long_ids, short_ids = rng.integers(5, 90, size=(5, 23)), rng.integers(5, 90, size=(2, 6))
+    used = masklrp.load(hf)
+    for ids in (long_ids, short_ids, long_ids[:3, :17]):
+        used.run(used.prepare(ids), None, ("attnlrp", "gradient"), attentions=True, hidden=True, threads=2)
+    for ids in (short_ids, long_ids[:1, :9]):
+        fresh = masklrp.load(hf)
+        a = used.run(used.prepare(ids), None, ("attnlrp", "gradient"), threads=2)
+        b = fresh.run(fresh.prepare(ids), None, ("attnlrp", "gradient"), threads=2)
+        for stream in ("attnlrp", "gradient"):
+            np.testing.assert_array_equal(a[stream]["tokens"], b[stream]["tokens"])
