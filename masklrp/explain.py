@@ -43,12 +43,13 @@ class Explanation:
 
 
 def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], target=None, *,
-             contrastive: bool = False) -> tuple[np.ndarray, list]:
+             contrastive: bool = False, mask: np.ndarray | None = None) -> tuple[np.ndarray, list]:
     """The backward's starting g (DESIGN.md §2 "Seeds") and the resolved target per row.
 
     * classification / base encoder: ``e_c`` for class (or dimension) ``c``; default argmax;
     * question answering: ``target`` is ``"start"``, ``"end"``, ``"both"`` or a pair
-      ``(kind, position)``; the position defaults to the argmax of that logit row;
+      ``(kind, position)``; the position defaults to the argmax of that logit column over
+      the real positions (``mask``, the attention mask, when given);
     * causal LM: the next-token logit at the last real position; default argmax. With
       ``contrastive``: ``+1`` on the target and ``−1/(V−1)`` on every other token, so the
       explained quantity is the target's margin over the mean of the others.
@@ -65,7 +66,10 @@ def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], ta
     resolved = []
     for b, tgt in enumerate(targets):
         if model.spec.pool == "none":
-            resolved.append(_qa_seed(seed[b], None if logits is None else logits[b], tgt))
+            row = None if logits is None else logits[b]
+            if row is not None and mask is not None:  # padding is never the answer
+                row = np.where(mask[b][:, None] == 1, row, -np.inf)
+            resolved.append(_qa_seed(seed[b], row, tgt))
             continue
         n = shape[1]
         c = int(np.argmax(logits[b])) if tgt is None else tgt
@@ -138,7 +142,8 @@ class AttnLRP:
             seed, targets = seed_for(model, out["logits"], out["logits"].shape)
         else:
             logits = model.forward(inputs, threads=threads)["logits"] if needs_logits(model, target) else None
-            seed, targets = seed_for(model, logits, model.logits_shape(inputs), target, contrastive=contrastive)
+            seed, targets = seed_for(model, logits, model.logits_shape(inputs), target, contrastive=contrastive,
+                                     mask=inputs.attention_mask)
             out = model.run(inputs, seed, (stream,), threads=threads)
         return explanations(model, inputs, out, out[stream], seed, targets, self.method)
 

@@ -240,3 +240,15 @@ def test_reused_workspaces_give_fresh_results(name):
         b = fresh.run(fresh.prepare(ids), None, ("attnlrp", "gradient"), threads=2)
         for stream in ("attnlrp", "gradient"):
             np.testing.assert_array_equal(a[stream]["tokens"], b[stream]["tokens"])
+
+
+def test_qa_default_target_is_a_real_position():
+    """In a padded batch the default start/end positions are argmaxes over real tokens only."""
+    hf, model, batch, inputs = case("bert-qa", 0)
+    logits = model.forward(inputs)["logits"]
+    mask = batch["attention_mask"]
+    for kind, column in (("start", 0), ("end", 1)):
+        explanations = masklrp.attnlrp(model, batch, target=kind)
+        for b, e in enumerate(explanations):
+            real = np.flatnonzero(mask[b])
+            assert e.target == (kind, int(real[np.argmax(logits[b, real, column])]))
