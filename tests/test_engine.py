@@ -32,17 +32,7 @@ def hf_outputs(model, task, batch) -> np.ndarray:
     """HF's own float32 forward, in the engine's logits convention (see masklrp/spec.py)."""
     kw = {k: torch.as_tensor(v) for k, v in batch.items() if v is not None}
     with torch.no_grad():
-        out = model(**kw)
-    mask = kw["attention_mask"]
-    if task == "sequence-classification":
-        return out.logits.numpy()
-    if task == "question-answering":
-        return torch.stack([out.start_logits, out.end_logits], -1).numpy()
-    if task == "causal-lm":
-        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
-        return out.logits[torch.arange(len(last)), last].numpy()
-    h = out.last_hidden_state
-    return ((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy()
+        return oracle.task_output(model(**kw), task, kw["attention_mask"]).numpy()
 
 
 def case(name: str, seed: int, zero_bias: bool = False):

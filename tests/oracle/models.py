@@ -302,7 +302,7 @@ def _real_mask(input_ids, attention_mask):
     return attention_mask.to(torch.int64)
 
 
-def _output(out, task, mask):
+def task_output(out, task, mask):
     """The explained output of an HF model output object (module docstring, "task")."""
     if task == "sequence-classification":
         return out.logits
@@ -385,7 +385,7 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
     taps = _patch(work, rule, input_ids.shape[0])
     kwargs = model_inputs(work, input_ids, mask, token_type_ids, position_ids)
     with float64_only(), torch.set_grad_enabled(rule is not None):
-        output = _output(work(**kwargs), task, mask)
+        output = task_output(work(**kwargs), task, mask)
     missing = [i for i in range(taps.n_layers) if i not in taps.attentions]
     if missing:  # e.g. GPT-2 with reorder_and_upcast_attn bypasses the AttentionInterface
         raise NotImplementedError(f"the attention of layers {missing} did not go through the "
