@@ -33,17 +33,19 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
     const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO);
     const Carve parts[] = {
         {&w->emb, N * C}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
-        {&w->v, L * N * KV * D}, {&w->att, L * S * H * T * T}, {&w->mid, L * N * C},
+        {&w->v, L * N * KV * D}, {&w->att, L * S * H * T * T},
+        {&w->ctx, L * N * HD}, {&w->mid, L * N * C},
         {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->fc, L * N * FU},
         {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 4 * N}, {&w->xf, N * C},
         {&w->pooled, S * C}, {&w->dense, S * C}, {&w->activated, S * C}, {&w->cos, m->rope ? N * D : 0},
         {&w->sin, m->rope ? N * D : 0}, {&w->key_bias, N}, {&w->a, N * wide}, {&w->b, N * wide},
         {&w->qkv, N * QKV}, {&w->hm, T * HD}, {&w->hm2, T * HD}, {&w->kv_raw, T * KV * D},
-        {&w->ctx, N * HD}, {&w->scores, T * T}, {&w->hidden, N * F}, {&w->gx, N * C}, {&w->g1, N * C},
+        {&w->scores, T * T}, {&w->hidden, N * F}, {&w->gx, N * C}, {&w->g1, N * C},
         {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
         {&w->gq_rot, T * HD}, {&w->gk_rot, T * KV * D}, {&w->gctx, N * HD}, {&w->gctx_hm, T * HD},
         {&w->gatt, T * T}, {&w->gscores, T * T}, {&w->gfc, N * FU}, {&w->ghid, N * F},
         {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->seed, S * m->NO}, {&w->xq, S * C},
+        {&w->typed, 2 * H + T},
     };
     ptrdiff_t total = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
@@ -51,6 +53,9 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         total += (parts[i].n + 15) & ~(ptrdiff_t)15;
     }
     if (mem != NULL) {
+        // untyped memory takes the type it is used as: H doubles, then T int32
+        w->head_sums = (double *)(void *)w->typed;
+        w->kstar = (int32_t *)(void *)(w->typed + 2 * H);
         w->S = S;
         w->T = T;
         w->N = N;
@@ -335,6 +340,7 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
     const ptrdiff_t T = w->T, N = w->N, H = m->H, KV = m->KV, D = m->D, C = m->C, QKV = qkv_width(m);
     const ptrdiff_t group = H / KV, rows = layer_rows(m, w, l);
     const LayerWeights *lw = &m->layers[l];
+    float *ctx = w->ctx + l * N * H * D;
     linear_forward(w->qkv, x, lw->qkv.w, lw->qkv.b, N, C, QKV, false);
     for (ptrdiff_t seq = 0; seq < w->S; seq++) {
         const float *qkv = w->qkv + seq * T * QKV;
@@ -362,9 +368,40 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
             softmax_forward(a, w->scores, nq, T);
             matmul_forward(w->hm2 + h * nq * D, a, v + g * T * D, 1, nq, T, D, false, 1.0f);
         }
-        from_heads(w->ctx + seq * nq * H * D, w->hm2, nq, H, D, H * D, 0);
+        from_heads(ctx + seq * nq * H * D, w->hm2, nq, H, D, H * D, 0);
     }
-    linear_forward(out, w->ctx, lw->out.w, lw->out.b, rows, H * D, C, false);
+    linear_forward(out, ctx, lw->out.w, lw->out.b, rows, H * D, C, false);
+}
+
+// Mask-LRP at the heads of layer l, sequence seq (DESIGN.md §3.2): g_h, the
+// gradient at head h's output (gctx_hm, (H,nq,D)), receives relevance
+// R_h = Σ ctx_h ⊙ g_h. A masked head passes nothing; with renormalize the kept
+// heads are scaled by Σ_h R_h / Σ_h M_h R_h so that they receive what all heads
+// received before masking (paper Eq. 9). A kept sum of 0 leaves them unscaled.
+static void mask_heads(const Model *m, Workspace *w, int l, ptrdiff_t seq, ptrdiff_t nq, const ChunkStream *s) {
+    const ptrdiff_t H = m->H, D = m->D, HD = H * D;
+    const float *ctx = w->ctx + l * w->N * HD + seq * nq * HD; // (nq,HD) token-major
+    const float *mask = s->head_mask != NULL ? s->head_mask + (ptrdiff_t)l * H : NULL;
+    double total = 0.0, kept = 0.0;
+    for (ptrdiff_t h = 0; h < H; h++) {
+        const float *g = w->gctx_hm + h * nq * D;
+        double r = 0.0;
+        for (ptrdiff_t i = 0; i < nq; i++)
+            for (ptrdiff_t d = 0; d < D; d++) r += (double)ctx[i * HD + h * D + d] * g[i * D + d];
+        w->head_sums[h] = r;
+        total += r;
+        kept += mask != NULL ? mask[h] * r : r;
+    }
+    const double scale = mask != NULL && s->renormalize && kept != 0.0 ? total / kept : 1.0;
+    for (ptrdiff_t h = 0; h < H; h++) {
+        const float factor = (float)((mask != NULL ? mask[h] : 1.0) * scale);
+        if (factor != 1.0f) {
+            float *g = w->gctx_hm + h * nq * D;
+            for (ptrdiff_t i = 0; i < nq * D; i++) g[i] *= factor;
+        }
+        if (s->head_relevance != NULL)
+            s->head_relevance[(seq * m->L + l) * H + h] = (float)(factor * w->head_sums[h]);
+    }
 }
 
 // g (rows,C) at the branch output -> gx (N,C) +=
@@ -382,10 +419,12 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
         ptrdiff_t q0, nq;
         query_rows(m, w, l, seq, &q0, &nq);
         to_heads(w->gctx_hm, w->gctx + seq * nq * H * D, nq, H, D, H * D, 0);
+        if (s->head_mask != NULL || s->head_relevance != NULL) mask_heads(m, w, l, seq, nq, s);
         zero(w->gq, H * T * D);
         zero(w->gk, KV * T * D);
         zero(w->gv, KV * T * D);
         for (ptrdiff_t h = 0; h < H; h++) {
+            if (s->head_mask != NULL && s->head_mask[(ptrdiff_t)l * H + h] == 0.0f) continue; // passes nothing
             const ptrdiff_t kvh = h / group, n = nq * T;
             const float *a = att + (h * T + q0) * T;
             zero(w->gatt, n);
@@ -579,6 +618,22 @@ static const float *argmax_seed(const Model *m, Workspace *w, const float *logit
     return w->seed;
 }
 
+// Head statistics of the chunk's sequences from its attention cache. Workers
+// share the call's counters, so they take turns adding to them.
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void count_heads(const Model *m, const EngineCall *call, Workspace *w, ptrdiff_t b0) {
+    const HeadStats *hs = call->head_stats;
+    pthread_mutex_lock(&stats_lock);
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        const int64_t *arcs;
+        const ptrdiff_t n_arcs = arcs_of(hs, b0 + seq, &arcs);
+        head_counts(hs, seq_att(m, w, 0, seq), w->S * m->H * w->T * w->T, m->L, m->H, w->T, b0 + seq, arcs,
+                    n_arcs, w->kstar);
+    }
+    pthread_mutex_unlock(&stats_lock);
+}
+
 // Forward and backward sweeps for sequences [b0, b0 + w->S) of the call.
 static void run_chunk(const Model *m, const EngineCall *call, Workspace *w, ptrdiff_t b0) {
     const ptrdiff_t S = w->S, T = call->T, C = m->C, L = m->L, H = m->H;
@@ -598,7 +653,8 @@ static void run_chunk(const Model *m, const EngineCall *call, Workspace *w, ptrd
     }
 
     // Without taps nothing reads the last layer's other rows (see Workspace.pruned).
-    w->pruned = (m->pool == POOL_FIRST || m->pool == POOL_LAST) && call->attentions == NULL && call->hidden == NULL;
+    w->pruned = (m->pool == POOL_FIRST || m->pool == POOL_LAST) && call->attentions == NULL && call->hidden == NULL &&
+                call->head_stats == NULL;
     if (m->family == FAMILY_ENCODER) encoder_forward(m, w);
     else decoder_forward(m, w);
     head_forward(m, w, call->logits + b0 * n_logits);
@@ -613,11 +669,17 @@ static void run_chunk(const Model *m, const EngineCall *call, Workspace *w, ptrd
         }
     }
 
+    if (call->head_stats != NULL) count_heads(m, call, w, b0);
+    if (call->n_streams == 0) return;
+
     const float *seed = call->seed != NULL ? call->seed + b0 * n_logits : argmax_seed(m, w, call->logits + b0 * n_logits);
     for (int i = 0; i < call->n_streams; i++) {
         const Stream *st = &call->streams[i];
         const ChunkStream s = {
             .rules = st->rules,
+            .head_mask = st->head_mask,
+            .renormalize = st->renormalize,
+            .head_relevance = at(st->head_relevance, b0, L * H),
             .embed_grad = at(st->embed_grad, b0, T * C),
             .tokens = at(st->tokens, b0, T),
             .positions = at(st->positions, b0, T),

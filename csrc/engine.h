@@ -29,6 +29,7 @@ typedef struct {
     float *x;                 // (L+1,N,C) hidden states: input of layer l, x[L] = last output
     float *q, *k, *v;         // (L,S,H,T,D), (L,S,KV,T,D) x2: head-major, after RoPE
     float *att;               // (L,S,H,T,T) attention probabilities
+    float *ctx;               // (L,N,HD) heads' outputs A·V: the relevance a head receives (Mask-LRP)
     float *mid;               // (L,N,C) residual stream after the attention branch
     float *res2;              // (L,N,C) encoder: input of the MLP's LayerNorm
     float *fc;                // (L,N,FU) MLP pre-activation ([gate | up] rows when gated)
@@ -43,7 +44,6 @@ typedef struct {
     float *qkv;               // (N,QKV)
     float *hm, *hm2;          // (H,T,D) head-major q / context of one sequence
     float *kv_raw;            // (KV,T,D) k before RoPE
-    float *ctx;               // (N,HD)
     float *scores;            // (T,T)
     float *hidden;            // (N,F) MLP inner activation
     // backward scratch
@@ -58,6 +58,9 @@ typedef struct {
     float *ghid, *ghid2;      // (N,F)
     float *ghead, *ghead2;    // (S,max(C,NO)) head gradients
     float *seed;              // (S,NO) the argmax seed, when the call gives none
+    float *typed;             // carved storage for the two below
+    double *head_sums;        // (H) relevance arriving at each head of one sequence
+    int32_t *kstar;           // (T) head statistics: the most attended key per query
     float *xq;                // (S,C) the residual rows a pruned last layer keeps
 } Workspace;
 
@@ -65,6 +68,9 @@ typedef struct {
 // in the call's (B,...) arrays; NULL when not requested.
 typedef struct {
     StreamRules rules;
+    const float *head_mask;
+    bool renormalize;
+    float *head_relevance;
     float *embed_grad, *tokens, *positions, *types;
     float *attention_grad, *attention_relevance, *hidden_grad, *hidden_relevance;
 } ChunkStream;

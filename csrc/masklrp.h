@@ -139,19 +139,46 @@ typedef struct {
 // What one stream writes (B = batch, T = length); NULL = not requested.
 typedef struct {
     StreamRules rules;
+    // Mask-LRP (DESIGN.md §3.2): the g arriving at head m's output of layer l is
+    // multiplied by head_mask[l,m] (L,H), NULL = none; with renormalize, the kept
+    // heads are then scaled so the relevance they receive sums to that of all heads
+    // before masking (paper Eq. 9).
+    const float *head_mask;
+    bool renormalize;
+    float *head_relevance;                      // (B,L,H) relevance arriving at each head's output
     float *embed_grad;                          // (B,T,C) g at the word embeddings
     float *tokens, *positions, *types;          // (B,T) relevance of each embedding table's rows
     float *attention_grad, *attention_relevance; // (B,L,H,T,T) g at A, A ⊙ g
     float *hidden_grad, *hidden_relevance;       // (B,L+1,T,C) at the input of each layer and the last output
 } Stream;
 
-#define ENGINE_MAX_STREAMS 2
+#define ENGINE_MAX_STREAMS 4
 
 // Workspaces kept between calls: fresh multi-megabyte buffers cost a page fault
 // per 4 KiB on first touch, a tenth of a long sequence's run time.
 typedef struct WorkspacePool WorkspacePool;
 WorkspacePool *workspace_pool_new(void);
 void workspace_pool_free(WorkspacePool *pool); // frees every cached workspace
+
+// Head statistics (DESIGN.md §3.1), counted from the attention probabilities of
+// one sequence: for each layer l, head m and query q, k* = argmax over `keys` of
+// A[l,m,q,:] (ties -> lowest k); positional[l,m,k* - q + T - 1] += 1, and for
+// each arc whose query is q, syntactic[l,m,r] += 1 when k* lies in [lo, hi).
+typedef struct {
+    const uint8_t *queries, *keys; // (B,T) 1: counted query / candidate key
+    const int64_t *arcs;           // (n_arcs,5): sequence, query, head span lo, hi, relation; by sequence
+    ptrdiff_t n_arcs;
+    int R;                         // relations
+    int64_t *positional;           // (L,H,2T-1) +=
+    int64_t *syntactic;            // (L,H,R) +=
+} HeadStats;
+
+// att (L,H,T,T) of sequence `seq` (layer l at att + l·layer_stride); arcs, n_arcs:
+// that sequence's arcs; kstar: (T) scratch. Counts into hs (not thread-safe).
+void head_counts(const HeadStats *hs, const float *att, ptrdiff_t layer_stride, int L, int H, ptrdiff_t T,
+                 ptrdiff_t seq, const int64_t *arcs, ptrdiff_t n_arcs, int32_t *kstar);
+// The arcs of sequence seq within arcs (sorted by sequence): *first, returns the count.
+ptrdiff_t arcs_of(const HeadStats *hs, ptrdiff_t seq, const int64_t **first);
 
 typedef struct {
     ptrdiff_t B, T;
@@ -162,6 +189,7 @@ typedef struct {
     float *hidden;            // (B,L+1,T,C) or NULL
     int n_streams;
     Stream streams[ENGINE_MAX_STREAMS];
+    HeadStats *head_stats;    // counted after the forward, or NULL
     int threads;              // sequences of the batch run in parallel on this many threads
     WorkspacePool *pool;      // where workspaces are reused from, or NULL
 } EngineCall;

@@ -838,6 +838,15 @@ static PyObject *py_blas_info(PyObject *self, PyObject *unused) {
 
 // ----------------------------------------------------------------------------
 
+PyDoc_STRVAR(head_counts_doc,
+             "head_counts(attentions, queries, keys, arcs, n_relations) -> dict\n\n"
+             "Head statistics (DESIGN.md 3.1) of given attention probabilities (float32\n"
+             "(B,L,H,T,T)): for each query (queries, bool/uint8 (B,T)) k* = the argmax over the\n"
+             "candidate keys (keys, (B,T); ties -> lowest index). Returns int64 counters\n"
+             "{'positional': (L,H,2T-1) at offset k* - q + T - 1, 'syntactic': (L,H,n_relations)\n"
+             "+1 per arc (int64 (n,5): sequence, query, head span lo, hi, relation; sorted by\n"
+             "sequence) whose query's k* lies in [lo, hi)}.");
+
 #define KERNEL(name) {#name, (PyCFunction)(void (*)(void))py_##name, METH_VARARGS | METH_KEYWORDS, name##_doc}
 
 static PyMethodDef core_methods[] = {
@@ -858,6 +867,7 @@ static PyMethodDef core_methods[] = {
     KERNEL(rope_forward),
     KERNEL(rope_backward),
     KERNEL(relevance),
+    KERNEL(head_counts),
     {"set_num_threads", py_set_num_threads, METH_O, set_num_threads_doc},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, get_num_threads_doc},
     {"blas_info", py_blas_info, METH_NOARGS, blas_info_doc},

@@ -27,6 +27,14 @@ PyArrayObject *float_array(PyObject *obj, const char *name, int min_ndim, int ma
 // Looks up a str option among `names`; TypeError / ValueError naming `arg`.
 int choice(PyObject *obj, const char *arg, const char *const *names, int n, int *out);
 
+// module_headstats.c: checks queries, keys (B,T) and arcs (n,5) for R relations, adds
+// zeroed "positional" (L,H,2T-1) and "syntactic" (L,H,R) counters to `result` and
+// fills *hs; held[0..2] get references to release (also on error). 0 or -1.
+int head_stats_args(PyObject *queries, PyObject *keys, PyObject *arcs, int R, npy_intp B, npy_intp T, int L, int H,
+                    HeadStats *hs, PyObject *result, PyArrayObject **held);
+// masklrp._core.head_counts(attentions, queries, keys, arcs, n_relations) -> dict
+PyObject *py_head_counts(PyObject *self, PyObject *args, PyObject *kw);
+
 // module_engine.c: adds masklrp._core.Engine to the module; -1 on error.
 int engine_type_add(PyObject *module);
 

@@ -296,6 +296,97 @@ static float *add_output(PyObject *dict, const char *key, int nd, const npy_intp
 
 #define I64(a) ((const int64_t *)PyArray_DATA(a))
 
+// The token arrays of a call, checked; `arrays` holds the references to release.
+typedef struct {
+    npy_intp B, T;
+    PyArrayObject *arrays[4]; // ids, mask, positions, types (NULL without types)
+} Tokens;
+
+static void tokens_release(Tokens *t) {
+    for (int i = 0; i < 4; i++) Py_CLEAR(t->arrays[i]);
+}
+
+static int tokens_check(const Model *m, PyObject *ids_obj, PyObject *mask_obj, PyObject *pos_obj,
+                        PyObject *types_obj, int threads, Tokens *t, EngineCall *call) {
+    *t = (Tokens){0};
+    char range[96];
+    snprintf(range, sizeof range, "token ids must be in [0, %d) (the vocabulary)", m->V);
+    if ((t->arrays[0] = index_array(ids_obj, "input_ids", &t->B, &t->T, 0, m->V, range)) == NULL) return -1;
+    if ((t->arrays[1] = index_array(mask_obj, "attention_mask", &t->B, &t->T, 0, 2, "must be 0 or 1")) == NULL)
+        return -1;
+    const int64_t max_pos = m->wpe != NULL ? m->P : ((int64_t)1 << 40);
+    snprintf(range, sizeof range, "positions must be in [0, %lld) (the position table)", (long long)max_pos);
+    if ((t->arrays[2] = index_array(pos_obj, "position_ids", &t->B, &t->T, 0, max_pos, range)) == NULL) return -1;
+    if (m->TT > 0) {
+        snprintf(range, sizeof range, "token types must be in [0, %d)", m->TT);
+        if (types_obj == Py_None) {
+            PyErr_SetString(PyExc_ValueError, "token_type_ids is required: the model has token-type embeddings");
+            return -1;
+        }
+        if ((t->arrays[3] = index_array(types_obj, "token_type_ids", &t->B, &t->T, 0, m->TT, range)) == NULL)
+            return -1;
+    }
+    const npy_intp B = t->B, T = t->T;
+    const int64_t *mask = I64(t->arrays[1]);
+    for (npy_intp b = 0; b < B; b++) {
+        int64_t real = 0;
+        for (npy_intp i = 0; i < T; i++) real += mask[b * T + i];
+        if (real == 0) {
+            PyErr_Format(PyExc_ValueError, "attention_mask[%zd] has no real token (all zeros)", (Py_ssize_t)b);
+            return -1;
+        }
+    }
+    if (T > 65536 || (double)T * T * m->L * m->H > 1e12) {
+        PyErr_Format(PyExc_ValueError, "input_ids: length %zd is too long for the attention cache", (Py_ssize_t)T);
+        return -1;
+    }
+    if (threads < 1 || threads > 1024) {
+        PyErr_Format(PyExc_ValueError, "threads must be in [1, 1024], got %d", threads);
+        return -1;
+    }
+    *call = (EngineCall){.B = B, .T = T, .ids = I64(t->arrays[0]), .mask = mask, .positions = I64(t->arrays[2]),
+                         .types = t->arrays[3] != NULL ? I64(t->arrays[3]) : NULL, .threads = threads};
+    return 0;
+}
+
+// One stream of `streams`: a rule-set name (also its key), or a tuple
+// (key, rules, head_mask or None, renormalize). `mask` gets a reference to release.
+static int stream_check(const Model *m, PyObject *item, PyObject **key, Stream *st, PyArrayObject **mask) {
+    PyObject *rules = item, *mask_obj = Py_None;
+    int renormalize = 0, kind;
+    *key = item;
+    if (PyTuple_Check(item)) {
+        if (!PyArg_ParseTuple(item, "UUOp:streams[i]", key, &rules, &mask_obj, &renormalize)) return -1;
+    } else if (!PyUnicode_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "streams[i] must be a rule name or a tuple (key, rules, head_mask, "
+                     "renormalize), got %s", Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    if (!choice(rules, "streams[i] rules", STREAM_NAMES, 3, &kind)) return -1;
+    st->rules = STREAM_RULES[kind];
+    st->renormalize = renormalize;
+    if (mask_obj != Py_None) {
+        if ((*mask = float_array(mask_obj, "head_mask", 2, 2, FINITE)) == NULL) return -1;
+        if (PyArray_DIM(*mask, 0) != m->L || PyArray_DIM(*mask, 1) != m->H) {
+            char what[64];
+            snprintf(what, sizeof what, "have shape (%d, %d) (layers, heads)", m->L, m->H);
+            shape_error(*mask, "head_mask", what);
+            return -1;
+        }
+        st->head_mask = (const float *)PyArray_DATA(*mask);
+    }
+    return 0;
+}
+
+static int run_unlocked(const Model *m, const EngineCall *call) {
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = model_run(m, call);
+    Py_END_ALLOW_THREADS
+    if (status != 0) PyErr_NoMemory();
+    return status;
+}
+
 static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"input_ids", "attention_mask", "position_ids", "token_type_ids", "seed",
                              "streams", "attentions", "hidden", "threads", NULL};
@@ -309,62 +400,31 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_RuntimeError, "Engine was not initialised");
         return NULL;
     }
-    PyArrayObject *ids = NULL, *mask = NULL, *pos = NULL, *types = NULL, *seed = NULL;
-    PyObject *result = NULL, *streams = NULL;
-    npy_intp B = 0, T = 0;
-    char range[96];
-    snprintf(range, sizeof range, "token ids must be in [0, %d) (the vocabulary)", m->V);
-    if ((ids = index_array(ids_obj, "input_ids", &B, &T, 0, m->V, range)) == NULL) goto fail;
-    if ((mask = index_array(mask_obj, "attention_mask", &B, &T, 0, 2, "must be 0 or 1")) == NULL) goto fail;
-    const int64_t max_pos = m->wpe != NULL ? m->P : ((int64_t)1 << 40);
-    snprintf(range, sizeof range, "positions must be in [0, %lld) (the position table)", (long long)max_pos);
-    if ((pos = index_array(pos_obj, "position_ids", &B, &T, 0, max_pos, range)) == NULL) goto fail;
-    if (m->TT > 0) {
-        snprintf(range, sizeof range, "token types must be in [0, %d)", m->TT);
-        if (types_obj == Py_None) {
-            PyErr_SetString(PyExc_ValueError, "token_type_ids is required: the model has token-type embeddings");
-            goto fail;
-        }
-        if ((types = index_array(types_obj, "token_type_ids", &B, &T, 0, m->TT, range)) == NULL) goto fail;
-    }
-    for (npy_intp b = 0; b < B; b++) {
-        int64_t real = 0;
-        for (npy_intp t = 0; t < T; t++) real += I64(mask)[b * T + t];
-        if (real == 0) {
-            PyErr_Format(PyExc_ValueError, "attention_mask[%zd] has no real token (all zeros)", (Py_ssize_t)b);
-            goto fail;
-        }
-    }
-    if (T > 65536 || (double)T * T * m->L * m->H > 1e12) {
-        PyErr_Format(PyExc_ValueError, "input_ids: length %zd is too long for the attention cache", (Py_ssize_t)T);
-        goto fail;
-    }
-    if (threads < 1 || threads > 1024) {
-        PyErr_Format(PyExc_ValueError, "threads must be in [1, 1024], got %d", threads);
-        goto fail;
-    }
-
-    EngineCall call = {.B = B, .T = T, .ids = I64(ids), .positions = I64(pos), .mask = I64(mask),
-                       .types = types != NULL ? I64(types) : NULL, .threads = threads, .pool = self->pool};
-    // streams: up to ENGINE_MAX_STREAMS distinct names
+    Tokens tok;
+    EngineCall call;
+    PyArrayObject *seed = NULL, *masks[ENGINE_MAX_STREAMS] = {NULL};
+    PyObject *result = NULL, *streams = NULL, *keys[ENGINE_MAX_STREAMS] = {NULL};
+    if (tokens_check(m, ids_obj, mask_obj, pos_obj, types_obj, threads, &tok, &call) < 0) goto fail;
+    const npy_intp B = tok.B, T = tok.T;
+    call.pool = self->pool;
+    // streams: up to ENGINE_MAX_STREAMS, distinct keys
     if (streams_obj != NULL && streams_obj != Py_None) {
-        streams = PySequence_Fast(streams_obj, "streams must be a sequence of str");
+        streams = PySequence_Fast(streams_obj, "streams must be a sequence");
         if (streams == NULL) goto fail;
         const Py_ssize_t n = PySequence_Fast_GET_SIZE(streams);
         if (n > ENGINE_MAX_STREAMS) {
-            PyErr_Format(PyExc_ValueError, "streams takes at most %d names, got %zd", ENGINE_MAX_STREAMS, n);
+            PyErr_Format(PyExc_ValueError, "streams takes at most %d streams, got %zd", ENGINE_MAX_STREAMS, n);
             goto fail;
         }
         for (Py_ssize_t i = 0; i < n; i++) {
-            int kind;
-            if (!choice(PySequence_Fast_GET_ITEM(streams, i), "streams[i]", STREAM_NAMES, 3, &kind)) goto fail;
+            if (stream_check(m, PySequence_Fast_GET_ITEM(streams, i), &keys[i], &call.streams[i], &masks[i]) < 0)
+                goto fail;
             for (Py_ssize_t j = 0; j < i; j++) {
-                if (PyUnicode_Compare(PySequence_Fast_GET_ITEM(streams, i), PySequence_Fast_GET_ITEM(streams, j)) == 0) {
-                    PyErr_SetString(PyExc_ValueError, "streams must not repeat a name");
+                if (PyUnicode_Compare(keys[i], keys[j]) == 0) {
+                    PyErr_Format(PyExc_ValueError, "streams must not repeat a key (%R)", keys[i]);
                     goto fail;
                 }
             }
-            call.streams[i].rules = STREAM_RULES[kind];
         }
         call.n_streams = (int)n;
     }
@@ -395,19 +455,21 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
     if (result == NULL) goto fail;
     const npy_intp L = m->L, H = m->H, C = m->C;
     const npy_intp bt[2] = {B, T}, btc[3] = {B, T, C}, att[5] = {B, L, H, T, T}, hid[4] = {B, L + 1, T, C};
+    const npy_intp blh[3] = {B, L, H};
     if ((call.logits = add_output(result, "logits", logit_nd, logit_dims)) == NULL) goto fail;
     if (want_att && (call.attentions = add_output(result, "attentions", 5, att)) == NULL) goto fail;
     if (want_hidden && (call.hidden = add_output(result, "hidden", 4, hid)) == NULL) goto fail;
     for (int i = 0; i < call.n_streams; i++) {
         Stream *s = &call.streams[i];
         PyObject *out = PyDict_New();
-        if (out == NULL || PyDict_SetItem(result, PySequence_Fast_GET_ITEM(streams, i), out) < 0) {
+        if (out == NULL || PyDict_SetItem(result, keys[i], out) < 0) {
             Py_XDECREF(out);
             goto fail;
         }
         Py_DECREF(out); // result holds it
         if ((s->embed_grad = add_output(out, "embed_grad", 3, btc)) == NULL ||
             (s->tokens = add_output(out, "tokens", 2, bt)) == NULL ||
+            (s->head_relevance = add_output(out, "head_relevance", 3, blh)) == NULL ||
             (m->wpe != NULL && (s->positions = add_output(out, "positions", 2, bt)) == NULL) ||
             (m->wtt != NULL && (s->types = add_output(out, "types", 2, bt)) == NULL) ||
             (want_att && ((s->attention_grad = add_output(out, "attention_grad", 5, att)) == NULL ||
@@ -416,47 +478,78 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
                              (s->hidden_relevance = add_output(out, "hidden_relevance", 4, hid)) == NULL)))
             goto fail;
     }
-
-    int status;
-    Py_BEGIN_ALLOW_THREADS
-    status = model_run(m, &call);
-    Py_END_ALLOW_THREADS
-    if (status != 0) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    Py_DECREF(ids);
-    Py_DECREF(mask);
-    Py_DECREF(pos);
-    Py_XDECREF(types);
+    if (run_unlocked(m, &call) < 0) goto fail;
+    goto done;
+fail:
+    Py_CLEAR(result);
+done:
+    tokens_release(&tok);
     Py_XDECREF(seed);
+    for (int i = 0; i < ENGINE_MAX_STREAMS; i++) Py_XDECREF(masks[i]);
     Py_XDECREF(streams);
     return result;
+}
 
+static PyObject *engine_head_stats(EngineObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"input_ids", "attention_mask", "position_ids", "token_type_ids", "queries", "keys",
+                             "arcs", "n_relations", "threads", NULL};
+    PyObject *ids_obj, *mask_obj, *pos_obj, *types_obj, *queries, *keys, *arcs;
+    int R, threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOi|i:head_stats", kwlist, &ids_obj, &mask_obj, &pos_obj,
+                                     &types_obj, &queries, &keys, &arcs, &R, &threads))
+        return NULL;
+    const Model *m = &self->model;
+    if (self->layers == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine was not initialised");
+        return NULL;
+    }
+    Tokens tok;
+    EngineCall call;
+    HeadStats hs;
+    PyArrayObject *held[3] = {NULL, NULL, NULL};
+    PyObject *result = NULL;
+    if (tokens_check(m, ids_obj, mask_obj, pos_obj, types_obj, threads, &tok, &call) < 0) goto fail;
+    call.pool = self->pool;
+    const npy_intp logit_dims[3] = {tok.B, m->pool == POOL_NONE ? tok.T : m->NO, m->NO};
+    if ((result = PyDict_New()) == NULL ||
+        head_stats_args(queries, keys, arcs, R, tok.B, tok.T, m->L, m->H, &hs, result, held) < 0 ||
+        (call.logits = add_output(result, "logits", m->pool == POOL_NONE ? 3 : 2, logit_dims)) == NULL)
+        goto fail;
+    call.head_stats = &hs;
+    if (run_unlocked(m, &call) < 0) goto fail;
+    goto done;
 fail:
-    Py_XDECREF(ids);
-    Py_XDECREF(mask);
-    Py_XDECREF(pos);
-    Py_XDECREF(types);
-    Py_XDECREF(seed);
-    Py_XDECREF(streams);
-    Py_XDECREF(result);
-    return NULL;
+    Py_CLEAR(result);
+done:
+    tokens_release(&tok);
+    for (int i = 0; i < 3; i++) Py_XDECREF(held[i]);
+    return result;
 }
 
 PyDoc_STRVAR(engine_run_doc,
              "run(input_ids, attention_mask, position_ids, token_type_ids=None, seed=None, streams=(),\n"
              "    attentions=False, hidden=False, threads=1) -> dict\n\n"
              "One forward over the batch (int64 (B,T) arrays; the mask is 0/1) and one backward\n"
-             "sweep per stream named in `streams` ('attnlrp', 'cp', 'gradient'), starting from\n"
+             "sweep per stream in `streams` (up to 4): a rule set 'attnlrp', 'cp' or 'gradient', or a\n"
+             "tuple (key, rules, head_mask float32 (L,H) or None, renormalize) for Mask-LRP, starting from\n"
              "`seed` (float32, the logits' shape; None: one-hot on each row's argmax, pooled heads\n"
              "only). Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
-             "['hidden' (B,L+1,T,C)], <stream>: {'embed_grad', 'tokens', ['positions'], ['types'],\n"
+             "['hidden' (B,L+1,T,C)], <key>: {'embed_grad', 'tokens', 'head_relevance' (B,L,H), ['positions'],\n"
+             "['types'], "
              "['attention_grad', 'attention_relevance'], ['hidden_grad', 'hidden_relevance']}}.\n"
              "Sequences run in parallel on `threads` threads; the GIL is released.");
 
+PyDoc_STRVAR(engine_head_stats_doc,
+             "head_stats(input_ids, attention_mask, position_ids, token_type_ids, queries, keys, arcs,\n"
+             "           n_relations, threads=1) -> dict\n\n"
+             "A forward over the batch that counts, from its attention probabilities, what\n"
+             "masklrp._core.head_counts counts from given ones: {'positional', 'syntactic',\n"
+             "'logits'}. Nothing of the attention is copied out.");
+
 static PyMethodDef engine_methods[] = {
     {"run", (PyCFunction)(void (*)(void))engine_run, METH_VARARGS | METH_KEYWORDS, engine_run_doc},
+    {"head_stats", (PyCFunction)(void (*)(void))engine_head_stats, METH_VARARGS | METH_KEYWORDS,
+     engine_head_stats_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -102,6 +102,16 @@ rope_backward(g, cos, sin) -> g_x
 
 relevance(x, g) -> R
     R = x ⊙ g, same shape; both finite.
+
+head_counts(attentions, queries, keys, arcs, n_relations) -> dict
+    The head statistics of DESIGN.md §3.1 (csrc/headstats.c) from given attention
+    probabilities (B, L, H, T, T): for each query token (``queries``, bool (B, T))
+    ``k*`` is the most attended candidate key (``keys``, bool (B, T); ties go to
+    the lowest index). Returns int64 ``positional`` (L, H, 2T−1), counting offset
+    ``k* − q`` at index ``k* − q + T − 1``, and ``syntactic`` (L, H, n_relations),
+    +1 for each arc (int64 rows ``(sequence, query, head_lo, head_hi, relation)``,
+    sorted by sequence) whose query's ``k*`` lies in ``[head_lo, head_hi)``.
+    ``Model.head_stats`` counts the same inside the forward, without the taps.
 """
 from ._core import (  # noqa: F401  (the option names come from the C tables)
     ACTIVATIONS,
@@ -110,6 +120,7 @@ from ._core import (  # noqa: F401  (the option names come from the C tables)
     WEIGHT_LAYOUTS,
     activation_backward,
     activation_forward,
+    head_counts,
     layernorm_backward,
     layernorm_forward,
     linear_backward,
@@ -130,6 +141,7 @@ from ._core import (  # noqa: F401  (the option names come from the C tables)
 __all__ = [
     "activation_backward",
     "activation_forward",
+    "head_counts",
     "layernorm_backward",
     "layernorm_forward",
     "linear_backward",

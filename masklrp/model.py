@@ -20,6 +20,22 @@ from .spec import ModelSpec
 STREAMS = ("attnlrp", "cp", "gradient")
 
 
+@dataclass(frozen=True)
+class Stream:
+    """A backward stream with a head mask (Mask-LRP, DESIGN.md §3.2).
+
+    ``rules`` is one of :data:`STREAMS`; ``head_mask`` (layers, heads) multiplies the
+    relevance arriving at each head's output (1 keeps, 0 drops); ``renormalize``
+    scales the kept heads so each block's heads pass on what they received before
+    masking (paper Eq. 9). The result is found under ``key``.
+    """
+
+    key: str
+    rules: str = "attnlrp"
+    head_mask: np.ndarray | None = None
+    renormalize: bool = True
+
+
 @dataclass
 class Inputs:
     """Validated engine inputs, all int64 ``(B, T)``."""
@@ -116,23 +132,57 @@ class Model:
         """Logits (``(B, NO)``, or ``(B, T, NO)`` for QA) and the optional forward taps."""
         return self.run(inputs, attentions=attentions, hidden=hidden, threads=threads)
 
-    def run(self, inputs: Inputs, seed: np.ndarray | None = None, streams: Sequence[str] = (), *,
+    def run(self, inputs: Inputs, seed: np.ndarray | None = None, streams: Sequence[str | Stream] = (), *,
             attentions: bool = False, hidden: bool = False, threads: int | None = None) -> dict[str, Any]:
         """One forward, then one backward sweep per stream in ``streams`` from ``seed``.
 
-        ``streams`` names rule sets: ``"attnlrp"``, ``"cp"`` (CP-LRP) or ``"gradient"``.
-        The result is the engine's dict (see ``masklrp._core.Engine.run``).
+        A stream is a rule-set name (``"attnlrp"``, ``"cp"`` for CP-LRP, ``"gradient"``),
+        found in the result under that name, or a :class:`Stream` with a head mask, found
+        under its key; at most four per call. The result is the engine's dict (see
+        ``masklrp._core.Engine.run``).
         """
-        for name in streams:
-            if name not in STREAMS:
-                raise ValueError(f"streams: unknown stream {name!r}; expected one of {STREAMS}")
+        specs = tuple(self._stream_spec(s) for s in streams)
         if seed is not None:
             seed = np.ascontiguousarray(seed, dtype=np.float32)
-        if threads is None:
-            threads = _core.get_num_threads()
         return self._engine.run(inputs.input_ids, inputs.attention_mask, inputs.position_ids,
-                                inputs.token_type_ids, seed, tuple(streams), attentions, hidden,
-                                int(threads))
+                                inputs.token_type_ids, seed, specs, attentions, hidden,
+                                self._threads(threads))
+
+    def head_stats(self, inputs: Inputs, queries: np.ndarray, keys: np.ndarray, arcs: np.ndarray,
+                   n_relations: int, *, threads: int | None = None) -> dict[str, np.ndarray]:
+        """One forward that counts where each head looks (DESIGN.md §3.1).
+
+        The counters of :func:`masklrp.kernels.head_counts` (same arguments, see there),
+        taken from the engine's attention cache without copying it out, plus ``logits``.
+        """
+        return self._engine.head_stats(inputs.input_ids, inputs.attention_mask, inputs.position_ids,
+                                       inputs.token_type_ids, queries, keys, arcs, n_relations,
+                                       self._threads(threads))
+
+    def _stream_spec(self, stream: str | Stream):
+        if isinstance(stream, str):
+            if stream not in STREAMS:
+                raise ValueError(f"streams: unknown stream {stream!r}; expected one of {STREAMS}")
+            return stream
+        if not isinstance(stream, Stream):
+            raise TypeError(f"streams: expected a rule name or a masklrp.model.Stream, got {type(stream).__name__}")
+        if stream.rules not in STREAMS:
+            raise ValueError(f"Stream {stream.key!r}: unknown rules {stream.rules!r}; expected one of {STREAMS}")
+        mask = None
+        if stream.head_mask is not None:
+            mask = np.asarray(stream.head_mask)
+            if not (mask.dtype == bool or np.issubdtype(mask.dtype, np.number)):
+                raise TypeError(f"Stream {stream.key!r}: head_mask must be a numeric or bool array, got {mask.dtype}")
+            mask = mask.astype(np.float32)  # 0/1 weights: exact in float32
+            shape = (self.spec.n_layers, self.spec.n_heads)
+            if mask.shape != shape:
+                raise ValueError(f"Stream {stream.key!r}: head_mask must have shape {shape} (layers, heads), "
+                                 f"got {mask.shape}")
+        return (stream.key, stream.rules, mask, bool(stream.renormalize))
+
+    @staticmethod
+    def _threads(threads: int | None) -> int:
+        return _core.get_num_threads() if threads is None else int(threads)
 
     def logits_shape(self, inputs: Inputs) -> tuple[int, ...]:
         B, T = inputs.input_ids.shape

@@ -128,8 +128,17 @@ def engine_args(model, **change):
     (dict(seed=np.zeros((2, 3))), TypeError, "seed must have dtype float32"),
     (dict(seed=np.full((2, 3), np.nan, np.float32)), ValueError, "seed must be finite"),
     (dict(streams=("attnlrp", "attnlrp")), ValueError, "must not repeat"),
-    (dict(streams=("attnlrp", "cp", "gradient")), ValueError, "at most 2"),
-    (dict(streams=(1,)), TypeError, "must be a str"),
+    (dict(streams=("attnlrp", "cp", "gradient", ("a", "cp", None, True), ("b", "cp", None, True))),
+     ValueError, "at most 4"),
+    (dict(streams=(1,)), TypeError, "must be a rule name or a tuple"),
+    (dict(streams=(("masked", "attnlrp", None),)), TypeError, "streams"),
+    (dict(streams=(("masked", "lrp", None, True),)), ValueError, "rules must be one of"),
+    (dict(streams=(("attnlrp", "cp", None, True), "attnlrp")), ValueError, "must not repeat a key"),
+    (dict(streams=(("m", "attnlrp", np.ones((2, 3), np.float32), True),)), ValueError,
+     r"head_mask must have shape \(2, 4\) \(layers, heads\)"),
+    (dict(streams=(("m", "attnlrp", np.full((2, 4), np.nan, np.float32), True),)), ValueError,
+     "head_mask must be finite"),
+    (dict(streams=(("m", "attnlrp", np.ones((2, 4)), True),)), TypeError, "head_mask must have dtype float32"),
     (dict(threads=0), ValueError, "threads must be in"),
 ])
 def test_engine_rechecks_its_inputs(bert, change, error, match):
@@ -168,3 +177,52 @@ def test_engine_refuses_bad_weights(bert):
     engine = masklrp._core.Engine(spec, weights)
     with pytest.raises(RuntimeError, match="already initialised"):
         engine.__init__(spec, weights)
+
+
+def head_stats_args(model, **change):
+    inputs = model.prepare(ids_for(model))
+    flags = np.ones(inputs.input_ids.shape, bool)
+    args = dict(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
+                position_ids=inputs.position_ids, token_type_ids=inputs.token_type_ids,
+                queries=flags, keys=flags, arcs=np.array([[0, 1, 2, 3, 0], [1, 4, 0, 2, 1]], np.int64),
+                n_relations=2)
+    args.update(change)
+    return args
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(queries=np.ones((2, 6), np.int64)), TypeError, "queries must be a numpy.ndarray of dtype bool or uint8"),
+    (dict(keys=np.ones((2, 5), bool)), ValueError, r"keys must have shape \(2, 6\)"),
+    (dict(keys=np.full((2, 6), 2, np.uint8)), ValueError, r"keys\[0, 0\] must be 0 or 1"),
+    (dict(n_relations=0), ValueError, "n_relations must be in"),
+    (dict(arcs=np.zeros((2, 4), np.int64)), ValueError, r"arcs must have shape \(n, 5\)"),
+    (dict(arcs=np.zeros((1, 5), np.int32)), TypeError, "arcs must be a numpy.ndarray of dtype int64"),
+    (dict(arcs=np.array([[2, 1, 2, 3, 0]])), ValueError, "its sequence is not in the batch"),
+    (dict(arcs=np.array([[1, 1, 2, 3, 0], [0, 1, 2, 3, 0]])), ValueError, "sorted by sequence"),
+    (dict(arcs=np.array([[0, 6, 2, 3, 0]])), ValueError, "its query is not a query token"),
+    (dict(queries=np.zeros((2, 6), bool)), ValueError, "its query is not a query token"),
+    (dict(arcs=np.array([[0, 1, 3, 3, 0]])), ValueError, r"head span \[lo, hi\) is empty"),
+    (dict(arcs=np.array([[0, 1, 3, 7, 0]])), ValueError, r"head span \[lo, hi\) is empty or outside"),
+    (dict(arcs=np.array([[0, 1, 2, 3, 2]])), ValueError, r"relation is not in \[0, n_relations\)"),
+    (dict(input_ids=np.full((2, 6), -1)), ValueError, r"input_ids\[0, 0\] = -1 is out of range"),
+    (dict(threads=0), ValueError, "threads must be in"),
+])
+def test_head_stats_rechecks_its_inputs(bert, change, error, match):
+    with pytest.raises(error, match=match):
+        bert._engine.head_stats(**head_stats_args(bert, **change))
+    if "input_ids" in change or "threads" in change:
+        return
+    args = head_stats_args(bert, **change)
+    attentions = bert.forward(bert.prepare(args["input_ids"]), attentions=True)["attentions"]
+    with pytest.raises(error, match=match):  # the kernel shares the checks
+        masklrp.kernels.head_counts(attentions, args["queries"], args["keys"], args["arcs"], args["n_relations"])
+
+
+def test_head_counts_rejects_bad_attentions(bert):
+    args = head_stats_args(bert)
+    for bad, error, match in [(np.zeros((2, 2, 2, 6, 5), np.float32), ValueError, "attentions must have shape"),
+                              (np.zeros((2, 2, 2, 6), np.float32), ValueError, "attentions must have"),
+                              (np.zeros((2, 2, 2, 6, 6)), TypeError, "attentions must have dtype float32"),
+                              (np.full((2, 2, 2, 6, 6), np.nan, np.float32), ValueError, "finite")]:
+        with pytest.raises(error, match=match):
+            masklrp.kernels.head_counts(bad, args["queries"], args["keys"], args["arcs"], 2)
