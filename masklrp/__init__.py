@@ -8,12 +8,18 @@ The numerical work happens in the C core ``masklrp._core`` (see ``csrc/``); this
 package is the thin Python layer around it.
 """
 from ._core import blas_info, get_num_threads, set_num_threads
-from . import kernels
+from . import corpus, kernels
+from .corpus import Sentence, from_arrays, from_spacy, read_conllu
 from .explain import AttnLRP, Explanation, attnlrp
-from .model import Inputs, Model, load
+from .headmask import HeadMask, random_head_mask
+from .headstats import head_statistics
+from .methods import METHODS, MaskLRP, explain_all
+from .model import Inputs, Model, Stream, load
 from .spec import ModelSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["AttnLRP", "Explanation", "Inputs", "Model", "ModelSpec", "attnlrp", "blas_info",
-           "get_num_threads", "kernels", "load", "set_num_threads", "__version__"]
+__all__ = ["AttnLRP", "Explanation", "HeadMask", "Inputs", "METHODS", "MaskLRP", "Model", "ModelSpec",
+           "Sentence", "Stream", "attnlrp", "blas_info", "corpus", "explain_all", "from_arrays",
+           "from_spacy", "get_num_threads", "head_statistics", "kernels", "load", "random_head_mask",
+           "read_conllu", "set_num_threads", "__version__"]

@@ -20,6 +20,10 @@ modules; RoBERTa head's torch.tanh (head ``forward``)     detached, ``f'(0)`` at
 gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: gate detached
 =================================  =====================  =================================
 
+``head_mask`` (Mask-LRP, DESIGN.md §3.2): an (L, H) array; :class:`HeadMask` multiplies the g
+arriving at each head's output (before ``A V``) by its entry, renormalised per sequence and
+layer (paper Eq. 9) unless ``renormalize=False``.
+
 ``rule``: ``"attnlrp"`` (the table), ``"cp"`` (CP-LRP: norms and activations as AttnLRP, but
 ``A`` and the gate branch are constants, so q, k and the gate receive nothing and v, up receive
 the full gradient), ``"gradient"`` (every patch reduces to the true Jacobian) or ``None``
@@ -130,9 +134,38 @@ def attention_rule(query, key, value, attention_mask, scaling, rule):
     return out.transpose(1, 2).contiguous(), probs
 
 
+class HeadMask(torch.autograd.Function):
+    """Mask-LRP at the heads (DESIGN.md §3.2): identity forward on ctx (B,T,H,D), the heads'
+    outputs before the output projection; the backward multiplies head m's g by ``mask[m]``.
+
+    With ``renormalize`` the kept heads are also scaled, per sequence, by
+    Σ_m R_m / Σ_m M_m R_m, R_m = Σ_{t,d} ctx ⊙ g the relevance head m received before masking
+    (paper Eq. 9), so the branch hands on what it received; a kept sum of 0 leaves them as
+    they are (and with every head masked the branch passes nothing).
+    """
+
+    @staticmethod
+    def forward(ctx, x, mask, renormalize):
+        ctx.save_for_backward(x, mask)
+        ctx.renormalize = renormalize
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, mask = ctx.saved_tensors
+        kept = g * mask[:, None]
+        if ctx.renormalize:
+            total = (x * g).sum((1, 2, 3))
+            part = (x * kept).sum((1, 2, 3))
+            scale = torch.where(part != 0, total / torch.where(part != 0, part, 1.0), 1.0)
+            kept = kept * scale[:, None, None, None]
+        return kept, None, None
+
+
 def _attention_interface(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                          **kwargs):
-    """The "masklrp_oracle" attention: :func:`attention_rule`, recording A for the taps."""
+    """The "masklrp_oracle" attention: :func:`attention_rule`, recording A and each head's
+    output for the taps, with the run's head mask (if any) applied to the heads' g."""
     taps = getattr(module, "_masklrp_oracle", None)
     if taps is None:
         raise RuntimeError("attention 'masklrp_oracle' runs only inside oracle.models.explain")
@@ -141,7 +174,11 @@ def _attention_interface(module, query, key, value, attention_mask, scaling=None
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     out, probs = attention_rule(query, key, value, attention_mask, scaling, taps.rule)
-    taps.attentions[taps.layer_of[id(module)]] = probs
+    layer = taps.layer_of[id(module)]
+    taps.attentions[layer] = probs
+    taps.contexts[layer] = out
+    if taps.head_mask is not None:
+        out = HeadMask.apply(out, taps.head_mask[layer], taps.renormalize)
     return out, probs
 
 
@@ -202,12 +239,15 @@ def _check_source(module, key):
 class _Taps:
     """Per-run state: the rule, the tapped tensors, and which layer owns each module."""
 
-    def __init__(self, rule, layers: nn.ModuleList, batch: int):
+    def __init__(self, rule, layers: nn.ModuleList, batch: int, head_mask=None, renormalize=True):
         self.rule = rule
+        self.head_mask = head_mask
+        self.renormalize = renormalize
         self.layer_of = {id(m): i for i, layer in enumerate(layers) for m in layer.modules()}
         self.n_layers = len(layers)
         self.batch = batch
         self.attentions: dict[int, torch.Tensor] = {}
+        self.contexts: dict[int, torch.Tensor] = {}  # each head's output (B,T,H,D), pre-mask
         self.hidden: dict[int, torch.Tensor] = {}
         self.embeds: dict[str, torch.Tensor] = {}
 
@@ -225,10 +265,10 @@ def _bind(module, function, *args):
     module.forward = functools.partial(function, *args)
 
 
-def _patch(model, rule, batch: int) -> _Taps:
+def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
     """Patch the rules into ``model`` (a private float64 copy) and install the taps."""
     layers = _layers(model)
-    taps = _Taps(rule, layers, batch)
+    taps = _Taps(rule, layers, batch, head_mask, renormalize)
     model.set_attn_implementation(ATTENTION)
     if model.config._attn_implementation != ATTENTION:
         raise NotImplementedError(f"{type(model).__name__} cannot switch attention implementation")
@@ -353,12 +393,14 @@ def model_inputs(model, input_ids, attention_mask=None, token_type_ids=None,
 
 
 def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=None,
-            position_ids=None, seed=None, rule="attnlrp") -> dict[str, np.ndarray | None]:
+            position_ids=None, seed=None, rule="attnlrp", head_mask=None,
+            renormalize=True) -> dict[str, np.ndarray | None]:
     """Forward (and, unless ``rule is None``, the rule's backward) of ``model`` in float64.
 
     ``input_ids`` (B, T) int; ``attention_mask`` (B, T) 0/1 (default all ones); ``seed`` a
     tensor or array shaped like the output (default :func:`default_seed`). ``L`` layers,
-    ``H`` heads. Returns NumPy float64 arrays:
+    ``H`` heads; ``head_mask`` (L,H) and ``renormalize``: Mask-LRP (:class:`HeadMask`).
+    Returns NumPy float64 arrays:
 
     ``logits``               the output (module docstring, "task")
     ``embed_grad``           (B,T,C) g at the word embeddings e
@@ -368,6 +410,7 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
     ``attentions``           (B,L,H,T,T) attention probabilities A
     ``attention_grad``       (B,L,H,T,T) g at A (cp: 0, A is a constant there)
     ``attention_relevance``  A ⊙ g_A
+    ``head_relevance``       (B,L,H) Σ_{t,d} ctx ⊙ g at each head's output, after the mask
     ``hidden``               (B,L+1,T,C) the input of layer l for l < L, the output of the
                              last layer for l = L (encoders: layer 0's input is the embedding
                              LayerNorm's output; decoders: l = L is before the final norm)
@@ -382,7 +425,12 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
     input_ids = torch.as_tensor(input_ids)
     mask = _real_mask(input_ids, None if attention_mask is None else torch.as_tensor(attention_mask))
     work = copy.deepcopy(model).double().eval().requires_grad_(False)
-    taps = _patch(work, rule, input_ids.shape[0])
+    if head_mask is not None:
+        head_mask = torch.as_tensor(np.asarray(head_mask), dtype=torch.float64)
+        shape = (work.config.num_hidden_layers, work.config.num_attention_heads)
+        if tuple(head_mask.shape) != shape:
+            raise ValueError(f"head_mask must have shape (layers, heads) {shape}, got {tuple(head_mask.shape)}")
+    taps = _patch(work, rule, input_ids.shape[0], head_mask, renormalize)
     kwargs = model_inputs(work, input_ids, mask, token_type_ids, position_ids)
     with float64_only(), torch.set_grad_enabled(rule is not None):
         output = task_output(work(**kwargs), task, mask)
@@ -402,10 +450,13 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
     L = taps.n_layers
     names = list(taps.embeds)
     tensors = ([taps.embeds[n] for n in names] + [taps.attentions[i] for i in range(L)]
-               + [taps.hidden[i] for i in range(L + 1)])
+               + [taps.hidden[i] for i in range(L + 1)] + [taps.contexts[i] for i in range(L)])
     grads = torch.autograd.grad(output, tensors, seed, allow_unused=True, materialize_grads=True)
     embed_grads = dict(zip(names, grads[:len(names)]))
-    attn_grads, hidden_grads = grads[len(names):len(names) + L], grads[len(names) + L:]
+    attn_grads = grads[len(names):len(names) + L]
+    hidden_grads = grads[len(names) + L:len(names) + 2 * L + 1]
+    context_grads = grads[len(names) + 2 * L + 1:]
+    head_relevance = torch.stack([(taps.contexts[i] * context_grads[i]).sum((1, 3)) for i in range(L)], 1)
 
     def relevance(name):
         if name not in names:
@@ -424,6 +475,7 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
         attentions=attentions.numpy(),
         attention_grad=attention_grad.numpy(),
         attention_relevance=(attentions * attention_grad).numpy(),
+        head_relevance=head_relevance.detach().numpy(),
         hidden=hidden.numpy(),
         hidden_grad=hidden_grad.numpy(),
         hidden_relevance=(hidden * hidden_grad).numpy(),

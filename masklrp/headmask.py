@@ -1,0 +1,306 @@
+"""The Mask-LRP head mask and the raw counters it is computed from (DESIGN.md §3.1).
+
+A :class:`HeadMask` keeps integer counters from :func:`masklrp.head_statistics`, never
+frequencies, so that shards of a corpus merge by addition (``a + b``) and thresholds change
+without recounting (:meth:`HeadMask.with_thresholds`). Counters, for ``L`` layers, ``H`` heads,
+``R`` relations and ``W`` the longest sequence counted (offsets ``o`` in ``[-(W-1), W-1]`` at
+index ``o + W - 1``):
+
+* ``positional`` (L, H, 2W-1): queries whose argmax key ``k*`` lies at offset ``o = k* - q``;
+* ``syntactic`` (L, H, R): relation-``r`` arcs whose dependent's argmax key is in the head word;
+* ``queries``: queries counted; ``arcs`` (R,): arcs counted per relation;
+* ``baseline`` (R, 2W-1): relation-``r`` arcs whose head word's token span contains ``q + o``.
+
+Frequencies and masks (paper Eq. 6–8): ``a_o = positional / queries``, ``a_r = syntactic / arcs``,
+``λ_r(o) = baseline / arcs``; ``M_pos = max_{o≠0} a_o > ξ_pos``;
+``M_synt = any_r a_r > max_o λ_r(o) + ξ_synt``; ``mask = M_pos | M_synt`` (True = keep the head).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["HeadMask"]
+
+FORMAT = "masklrp.HeadMask"
+FORMAT_VERSION = 1
+XI_POS = 0.8
+XI_SYNT = 0.1
+_ARRAYS = ("positional", "syntactic", "queries", "arcs", "baseline", "skipped")
+
+
+class HeadMask:
+    """Head statistics of one model over a corpus, and the binary head mask they define.
+
+    Build one with :func:`masklrp.head_statistics` or :meth:`load`; the engine takes
+    :attr:`array` (float32 ``(L, H)``, 1 = keep) as a stream's ``head_mask``.
+    ``skipped`` maps a reason (see :data:`masklrp.corpus.SKIP_REASONS`) to ``(R,)`` counts of
+    arcs that could not be placed on tokens.
+    """
+
+    def __init__(self, positional, syntactic, queries, arcs, baseline, *,
+                 relations: Sequence[str], skipped: Mapping[str, Sequence[int]] | None = None,
+                 model: str = "", corpus: str = "", n_sentences: int = 0,
+                 xi_pos: float = XI_POS, xi_synt: float = XI_SYNT) -> None:
+        if isinstance(relations, str):
+            raise TypeError(f"relations must be a sequence of names, got the str {relations!r}")
+        self.relations = tuple(str(r) for r in relations)
+        R = len(self.relations)
+        if R == 0 or len(set(self.relations)) != R:
+            raise ValueError(f"relations must be distinct names, got {relations!r}")
+        self.positional = _counter(positional, "positional", 3)
+        L, H, P = self.positional.shape
+        if P % 2 == 0:
+            raise ValueError(f"positional must have an odd last axis (offsets -(W-1)..W-1), got {P}")
+        self.syntactic = _counter(syntactic, "syntactic", 3, (L, H, R))
+        self.queries = int(_counter(queries, "queries", 0))
+        self.arcs = _counter(arcs, "arcs", 1, (R,))
+        self.baseline = _counter(baseline, "baseline", 2, (R, P))
+        self.skipped = {str(k): _counter(v, f"skipped[{k!r}]", 1, (R,))
+                        for k, v in (skipped or {}).items()}
+        self.model, self.corpus, self.n_sentences = str(model), str(corpus), int(n_sentences)
+        self.xi_pos, self.xi_synt = _threshold(xi_pos, "xi_pos"), _threshold(xi_synt, "xi_synt")
+
+    # ------------------------------------------------------------------ frequencies
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(layers, heads)."""
+        return self.positional.shape[:2]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(2W-1,) int64: the offset ``o`` of each index of the last axis of :attr:`a_o`."""
+        w = self.positional.shape[2] // 2
+        return np.arange(-w, w + 1)
+
+    @property
+    def a_o(self) -> np.ndarray:
+        """(L, H, 2W-1) float64: share of queries whose argmax key is at offset ``o``."""
+        return self.positional / max(self.queries, 1)
+
+    @property
+    def a_r(self) -> np.ndarray:
+        """(L, H, R) float64: share of relation-``r`` arcs whose argmax key is in the head word
+        (NaN for a relation with no arcs)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.arcs > 0, self.syntactic / np.maximum(self.arcs, 1), np.nan)
+
+    @property
+    def lambda_r(self) -> np.ndarray:
+        """(R, 2W-1) float64: share of relation-``r`` arcs whose head span contains ``q + o``."""
+        return self.baseline / np.maximum(self.arcs, 1)[:, None]
+
+    # ------------------------------------------------------------------ masks
+    @property
+    def m_pos(self) -> np.ndarray:
+        """(L, H) bool: positional heads, ``max_{o≠0} a_o > xi_pos`` (Eq. 6)."""
+        a = self.a_o.copy()
+        a[..., a.shape[-1] // 2] = 0.0
+        return a.max(axis=-1) > self.xi_pos
+
+    @property
+    def m_synt(self) -> np.ndarray:
+        """(L, H) bool: syntactic heads, some ``r`` with ``a_r > max_o λ_r(o) + xi_synt`` (Eq. 7)."""
+        with np.errstate(invalid="ignore"):
+            return (self.a_r > self.lambda_r.max(axis=1) + self.xi_synt).any(axis=-1)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(L, H) bool: ``m_pos | m_synt`` (Eq. 8), True = the head is kept."""
+        return self.m_pos | self.m_synt
+
+    @property
+    def array(self) -> np.ndarray:
+        """(L, H) float32 of :attr:`mask` (1 keep, 0 drop): the engine's ``head_mask``."""
+        return self.mask.astype(np.float32)
+
+    def with_thresholds(self, *, xi_pos: float | None = None,
+                        xi_synt: float | None = None) -> "HeadMask":
+        """The same counters under other thresholds (no recount)."""
+        return self._like(xi_pos=self.xi_pos if xi_pos is None else xi_pos,
+                          xi_synt=self.xi_synt if xi_synt is None else xi_synt)
+
+    def random_like(self, seed: int) -> np.ndarray:
+        """(L, H) float32: a random mask with as many ones as :attr:`mask` (the paper's Random
+        baseline), the same for the same ``seed``."""
+        return random_head_mask(self.mask, seed)
+
+    # ------------------------------------------------------------------ merging
+    def __add__(self, other: "HeadMask") -> "HeadMask":
+        if not isinstance(other, HeadMask):
+            return NotImplemented
+        if other.shape != self.shape:
+            raise ValueError(f"cannot merge head statistics of a {self.shape} model with a "
+                             f"{other.shape} one (layers, heads)")
+        if other.relations != self.relations:
+            raise ValueError(f"cannot merge relations {self.relations} with {other.relations}")
+        width = max(self.positional.shape[2], other.positional.shape[2])
+        skipped = {k: self.skipped.get(k, 0) + other.skipped.get(k, 0)
+                   for k in {**self.skipped, **other.skipped}}
+        names = [n for n in dict.fromkeys((self.corpus, other.corpus)) if n]
+        models = [n for n in dict.fromkeys((self.model, other.model)) if n]
+        return HeadMask(_widen(self.positional, width) + _widen(other.positional, width),
+                        self.syntactic + other.syntactic, self.queries + other.queries,
+                        self.arcs + other.arcs,
+                        _widen(self.baseline, width) + _widen(other.baseline, width),
+                        relations=self.relations, skipped=skipped, model=" + ".join(models),
+                        corpus=" + ".join(names), n_sentences=self.n_sentences + other.n_sentences,
+                        xi_pos=self.xi_pos, xi_synt=self.xi_synt)
+
+    @classmethod
+    def merge(cls, masks: Iterable["HeadMask"]) -> "HeadMask":
+        """The sum of several shards' statistics (thresholds of the first)."""
+        masks = list(masks)
+        if not masks:
+            raise ValueError("masks: nothing to merge")
+        out = masks[0]
+        for m in masks[1:]:
+            out = out + m
+        return out
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> None:
+        """One ``.npz``: the integer counters and a JSON ``metadata`` string (no pickles)."""
+        reasons = sorted(self.skipped)
+        skipped = (np.stack([self.skipped[k] for k in reasons]) if reasons
+                   else np.zeros((0, len(self.relations)), np.int64))
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "relations": list(self.relations),
+                "skipped_reasons": reasons, "model": self.model, "corpus": self.corpus,
+                "n_sentences": self.n_sentences, "queries": self.queries,
+                "arcs": self.arcs.tolist(), "xi_pos": self.xi_pos, "xi_synt": self.xi_synt,
+                "layers": self.shape[0], "heads": self.shape[1]}
+        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, positional=self.positional, syntactic=self.syntactic,
+                     queries=np.int64(self.queries), arcs=self.arcs, baseline=self.baseline,
+                     skipped=skipped, metadata=np.array(json.dumps(meta)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "HeadMask":
+        """Read what :meth:`save` wrote (``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in (*_ARRAYS, "metadata") if k not in f.files]
+            if missing:
+                raise ValueError(f"{path} is not a saved HeadMask: missing {missing}")
+            arrays = {k: f[k] for k in _ARRAYS}
+            meta = json.loads(str(f["metadata"]))
+        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported format {meta.get('format')!r} version "
+                             f"{meta.get('version')!r} (this masklrp reads {FORMAT} v{FORMAT_VERSION})")
+        skipped = dict(zip(meta["skipped_reasons"], arrays.pop("skipped")))
+        return cls(**arrays, relations=meta["relations"], skipped=skipped, model=meta["model"],
+                   corpus=meta["corpus"], n_sentences=meta["n_sentences"],
+                   xi_pos=meta["xi_pos"], xi_synt=meta["xi_synt"])
+
+    # ------------------------------------------------------------------ display
+    def __repr__(self) -> str:
+        L, H = self.shape
+        return (f"HeadMask({L} layers x {H} heads: {int(self.m_pos.sum())} positional, "
+                f"{int(self.m_synt.sum())} syntactic, {int(self.mask.sum())} kept; "
+                f"model {self.model!r}, corpus {self.corpus!r}, {self.n_sentences} sentences, "
+                f"xi_pos={self.xi_pos:g}, xi_synt={self.xi_synt:g})")
+
+    def summary(self) -> str:
+        """The positional and syntactic heads of each layer, with what makes them so."""
+        lines = [repr(self),
+                 "arcs: " + ", ".join(f"{r} {n}" for r, n in zip(self.relations, self.arcs)),
+                 "best fixed offset: " + ", ".join(
+                     f"{r} {lam.max():.2f} (o={self.offsets[lam.argmax()]:+d})"
+                     for r, lam in zip(self.relations, self.lambda_r))]
+        if any(v.sum() for v in self.skipped.values()):
+            lines.append("skipped arcs: " + ", ".join(
+                f"{k} {int(v.sum())}" for k, v in sorted(self.skipped.items()) if v.sum()))
+        a_o, a_r, lam = self.a_o, self.a_r, self.lambda_r.max(axis=1)
+        centre = a_o.shape[-1] // 2
+        for layer in range(self.shape[0]):
+            pos = []
+            for h in np.flatnonzero(self.m_pos[layer]):
+                row = a_o[layer, h].copy()
+                row[centre] = 0.0
+                pos.append(f"h{h} (o={self.offsets[row.argmax()]:+d} {row.max():.2f})")
+            synt = []
+            for h in np.flatnonzero(self.m_synt[layer]):
+                with np.errstate(invalid="ignore"):
+                    beats = np.flatnonzero(a_r[layer, h] > lam + self.xi_synt)
+                synt.append(f"h{h} (" + ", ".join(
+                    f"{self.relations[r]} {a_r[layer, h, r]:.2f}" for r in beats) + ")")
+            lines.append(f"layer {layer}: positional {', '.join(pos) or '-'}; "
+                         f"syntactic {', '.join(synt) or '-'}")
+        return "\n".join(lines)
+
+    def plot(self, ax=None):
+        """The layers x heads grid coloured positional / syntactic / both / neither (paper
+        Fig. 5); returns the matplotlib Figure."""
+        try:
+            import matplotlib.pyplot as plt
+            from matplotlib.colors import ListedColormap
+            from matplotlib.patches import Patch
+        except ImportError as e:
+            raise ImportError("HeadMask.plot needs matplotlib: pip install 'masklrp[viz]'") from e
+        L, H = self.shape
+        kinds = ("neither", "positional", "syntactic", "both")
+        colours = ("#eeeeee", "#4c72b0", "#dd8452", "#55a868")
+        grid = self.m_pos.astype(int) + 2 * self.m_synt.astype(int)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(0.45 * H + 2.5, 0.45 * L + 1))
+        ax.imshow(grid, cmap=ListedColormap(colours), vmin=0, vmax=3, aspect="equal")
+        ax.set_xticks(range(H), [str(h) for h in range(H)])
+        ax.set_yticks(range(L), [str(layer) for layer in range(L)])
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(np.arange(-0.5, H), minor=True)
+        ax.set_yticks(np.arange(-0.5, L), minor=True)
+        ax.grid(which="minor", color="white", linewidth=1)
+        ax.tick_params(which="minor", length=0)
+        ax.set_title(f"heads over {self.n_sentences} sentences of {self.corpus or 'a corpus'}")
+        ax.legend(handles=[Patch(color=c, label=k) for k, c in zip(kinds, colours)],
+                  loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+        return ax.figure
+
+    # ------------------------------------------------------------------ helpers
+    def _like(self, **changes) -> "HeadMask":
+        args = dict(relations=self.relations, skipped=self.skipped, model=self.model,
+                    corpus=self.corpus, n_sentences=self.n_sentences, xi_pos=self.xi_pos,
+                    xi_synt=self.xi_synt)
+        args.update(changes)
+        return HeadMask(self.positional, self.syntactic, self.queries, self.arcs, self.baseline,
+                        **args)
+
+
+def random_head_mask(head_mask, seed: int = 0) -> np.ndarray:
+    """A 0/1 float32 mask shaped like ``head_mask`` (a HeadMask or an array) with as many
+    ones as it has non-zero entries, placed by ``numpy.random.default_rng(seed)``: the
+    paper's Random baseline (the reference code's "random" mask was all ones)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    mask = np.asarray(getattr(head_mask, "array", head_mask))
+    keep = np.random.default_rng(seed).permutation(mask.size) < np.count_nonzero(mask)
+    return keep.reshape(mask.shape).astype(np.float32)
+
+
+def _counter(x, name: str, ndim: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    a = np.asarray(x)
+    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+        raise TypeError(f"{name} must hold integer counts, got dtype {a.dtype}")
+    if a.ndim != ndim or (shape is not None and a.shape != shape):
+        want = shape if shape is not None else f"{ndim} dimensions"
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+    if (a < 0).any():
+        raise ValueError(f"{name} holds negative counts")
+    return np.array(a, dtype=np.int64)  # a copy: counters are never shared between masks
+
+
+def _threshold(x, name: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {type(x).__name__}")
+    if not np.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {x}")
+    return float(x)
+
+
+def _widen(a: np.ndarray, width: int) -> np.ndarray:
+    """Pad the centred offset axis (last) of ``a`` symmetrically to ``width``."""
+    pad = (width - a.shape[-1]) // 2
+    return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(pad, pad)])

@@ -1,0 +1,284 @@
+"""Attribution methods (DESIGN.md §3.2, §4) from as few engine calls as possible.
+
+>>> out = masklrp.explain_all(model, texts, ("mask-lrp", "attnlrp", "gae"), head_mask=mask)
+>>> out["mask-lrp"][0]            # an Explanation per sequence and method
+
+:func:`explain_all` works out which backward streams (AttnLRP, CP-LRP, true gradient,
+masked AttnLRP) and which taps (attention maps, hidden states) the methods need together,
+runs them in engine calls of at most ``MAX_STREAMS`` streams each (one call for up to four),
+and computes every method from the shared results. :class:`MaskLRP` is the Captum-style
+single-method explainer, like :class:`masklrp.explain.AttnLRP`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import rollout
+from .explain import Explanation, as_inputs, explanations, needs_logits, seed_for
+from .headmask import random_head_mask
+from .model import Inputs, Model, Stream
+
+MAX_STREAMS = 4  # the engine's limit per call
+
+
+class _Sequence:
+    """One sequence's real tokens of an engine result, in float64: what methods read.
+
+    ``stream`` arguments are roles: ``"attnlrp"``, ``"cp"``, ``"masked"``
+    (the given head mask) and ``"random"`` (a random mask of as many ones). ``query``: the
+    rows that explain the output (:func:`rollout.query_weights`); ``normalize_rows``: the
+    LRP rollouts' option.
+    """
+
+    def __init__(self, out: dict, keys: dict[str, str], b: int, real: np.ndarray, query: np.ndarray,
+                 normalize_rows: bool):
+        self._out, self._keys, self._b, self._real = out, keys, b, real
+        self.query, self.normalize_rows = query, normalize_rows
+
+    @property
+    def attentions(self) -> np.ndarray:
+        """(L,H,n,n) attention probabilities."""
+        return self._square(self._out["attentions"])
+
+    @property
+    def grad(self) -> np.ndarray:
+        """(L,H,n,n) ∇A: the true gradient of the explained logit w.r.t. A."""
+        return self._square(self._stream("gradient")["attention_grad"])
+
+    def relevance(self, stream: str) -> np.ndarray:
+        """(L,H,n,n) R_A = A ⊙ g of ``stream``."""
+        return self._square(self._stream(stream)["attention_relevance"])
+
+    @property
+    def hidden(self) -> np.ndarray:
+        """(L,n,C) the input of each block."""
+        return self._blocks(self._out["hidden"])
+
+    @property
+    def hidden_grad(self) -> np.ndarray:
+        """(L,n,C) the true gradient at each block's input."""
+        return self._blocks(self._stream("gradient")["hidden_grad"])
+
+    def _stream(self, role: str) -> dict:
+        return self._out[self._keys[role]]
+
+    def _square(self, taps: np.ndarray) -> np.ndarray:
+        r = self._real
+        return np.asarray(taps[self._b][:, :, r][:, :, :, r], dtype=np.float64)
+
+    def _blocks(self, taps: np.ndarray) -> np.ndarray:
+        # taps (B, L+1, T, C): entry l < L is block l's input, entry L the last block's output
+        return np.asarray(taps[self._b, :-1][:, self._real], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _Method:
+    """The stream roles and taps a method reads, and how it scores one sequence
+    (``score`` None: the input relevance of its one stream, with its extras)."""
+
+    streams: tuple[str, ...] = ()
+    attentions: bool = False
+    hidden: bool = False
+    score: Callable[[_Sequence], np.ndarray] | None = None
+
+
+def _lrp_rollout(role: str) -> _Method:
+    """Mask-LRP's rollout on the relevance of stream ``role`` (unmasked: Chefer CVPR'21)."""
+    return _Method(("gradient", role), attentions=True, score=lambda s: rollout.mask_lrp(
+        s.query, s.grad, s.relevance(role), s.normalize_rows))
+
+
+METHODS: dict[str, _Method] = {
+    "attnlrp": _Method(("attnlrp",)),
+    "cp-lrp": _Method(("cp",)),
+    "mask-lrp": _lrp_rollout("masked"),
+    "random-mask": _lrp_rollout("random"),
+    "rel-rollout": _lrp_rollout("attnlrp"),
+    "rawatt": _Method(attentions=True, score=lambda s: rollout.raw_attention(s.query, s.attentions)),
+    "rollout": _Method(attentions=True, score=lambda s: rollout.attention_rollout(s.query, s.attentions)),
+    "partial-lrp": _Method(("attnlrp",), attentions=True,
+                           score=lambda s: rollout.partial_lrp(s.query, s.relevance("attnlrp"))),
+    "gae": _Method(("gradient",), attentions=True, score=lambda s: rollout.gae(s.query, s.grad, s.attentions)),
+    "cam": _Method(("gradient",), attentions=True, score=lambda s: rollout.cam(s.grad)),
+    "gradcam": _Method(("gradient",), attentions=True,
+                       score=lambda s: rollout.gradcam(s.query, s.grad, s.attentions)),
+    "attcat": _Method(("gradient",), attentions=True, hidden=True,
+                      score=lambda s: rollout.attcat(s.hidden, s.hidden_grad, s.attentions)),
+}
+# Other names for the same method: the paper's "LRP" is the relevance sweep, AttnLRP rules here.
+ALIASES = {"lrp": "attnlrp"}
+MASKED = ("masked", "random")  # roles that are masked AttnLRP streams
+
+
+def explain_all(model: Model, inputs, methods: str | Sequence[str] = ("mask-lrp",), target=None,
+                head_mask=None, *, seed: int = 0, renormalize: bool = True, normalize_rows: bool = False,
+                contrastive: bool = False, threads: int | None = None) -> dict[str, list[Explanation]]:
+    """Explain ``inputs`` (text(s), Inputs, token ids) with every method in ``methods``.
+
+    ``target`` as in :func:`masklrp.attnlrp` (default: each row's argmax). ``head_mask``
+    (a HeadMask or an (L, H) array) is needed by "mask-lrp" and "random-mask"; the latter
+    draws, with ``seed``, a 0/1 mask with as many non-zero entries (:func:`random_head_mask`).
+    ``renormalize`` (paper Eq. 9; False reproduces the reference code) applies to both;
+    ``normalize_rows`` (rows of each rollout factor sum to 1) to the LRP rollouts ("mask-lrp",
+    "random-mask", "rel-rollout"). Returns ``{name: [Explanation per sequence]}`` in the
+    order asked; scores cover the real tokens of each sequence.
+    """
+    names = _method_names(methods)
+    _check_options(seed=seed, renormalize=renormalize, normalize_rows=normalize_rows, contrastive=contrastive)
+    canonical = {name: ALIASES.get(name, name) for name in names}
+    chosen = {method: METHODS[method] for method in dict.fromkeys(canonical.values())}
+    masks = _masks(model, chosen, head_mask, seed)
+    inputs = as_inputs(model, inputs)
+    keys, items, taps = _plan(chosen, masks, renormalize)
+    out, seed_g, targets = _run(model, inputs, items, taps, chosen, target, contrastive, threads)
+    scored = _score(model, inputs, out, keys, seed_g, chosen, normalize_rows)
+    results = {method: explanations(model, inputs, out, out[keys[m.streams[0]]] if m.score is None
+                                    else {"tokens": scored[method]}, seed_g, targets, method)
+               for method, m in chosen.items()}
+    return {name: results[method] for name, method in canonical.items()}
+
+
+class MaskLRP:
+    """Mask-LRP (DESIGN.md §3.2) token attributions, Captum-style.
+
+    >>> explainer = MaskLRP(model, head_mask)          # a HeadMask or an (L, H) array
+    >>> [e] = explainer.attribute("a gripping, funny film", target=1)
+    """
+
+    def __init__(self, model: Model, head_mask, renormalize: bool = True, normalize_rows: bool = False):
+        self.model = model
+        self.head_mask = as_head_mask(model, head_mask)
+        self.renormalize = renormalize
+        self.normalize_rows = normalize_rows
+
+    def attribute(self, inputs, target=None, *, contrastive: bool = False,
+                  threads: int | None = None) -> list[Explanation]:
+        """Explain each sequence of ``inputs`` (text, list of texts, Inputs, or token ids)."""
+        return explain_all(self.model, inputs, ("mask-lrp",), target, self.head_mask,
+                           renormalize=self.renormalize, normalize_rows=self.normalize_rows,
+                           contrastive=contrastive, threads=threads)["mask-lrp"]
+
+
+def as_head_mask(model: Model, head_mask) -> np.ndarray:
+    """A HeadMask (its ``.array``) or an array-like as a finite float32 (L, H) array."""
+    array = np.asarray(getattr(head_mask, "array", head_mask))
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"head_mask must be a HeadMask or a (layers, heads) array of numbers, "
+                        f"got {type(head_mask).__name__} of dtype {array.dtype}")
+    shape = (model.spec.n_layers, model.spec.n_heads)
+    if array.shape != shape:
+        raise ValueError(f"head_mask must have shape (layers, heads) {shape}, got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError("head_mask must be finite")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _method_names(methods) -> list[str]:
+    if isinstance(methods, str):
+        methods = (methods,)
+    if not isinstance(methods, Sequence) or not all(isinstance(m, str) for m in methods):
+        raise TypeError(f"methods must be a method name or a sequence of names, got {methods!r}")
+    names = list(dict.fromkeys(m.lower() for m in methods))
+    known = tuple(METHODS) + tuple(ALIASES)
+    unknown = [m for m in names if m not in known]
+    if unknown or not names:
+        raise ValueError(f"methods: unknown {unknown or 'none given'}; choose from {known}")
+    return names
+
+
+def _check_options(seed, **flags) -> None:
+    for name, flag in flags.items():
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+
+
+def _masks(model: Model, chosen: dict[str, _Method], head_mask, seed: int) -> dict[str, np.ndarray]:
+    """The head mask of each masked role the methods use: role -> float32 (L, H)."""
+    users = [name for name, m in chosen.items() if set(m.streams) & set(MASKED)]
+    if not users:
+        return {}
+    if head_mask is None:
+        raise ValueError(f"head_mask: methods {users} need a head mask (HeadMask or (layers, heads) array)")
+    mask = as_head_mask(model, head_mask)
+    return {"masked": mask, "random": random_head_mask(mask, seed)}
+
+
+@dataclass
+class _Taps:
+    attentions: bool = False
+    hidden: bool = False
+
+
+def _plan(chosen: dict[str, _Method], masks: dict[str, np.ndarray],
+          renormalize: bool) -> tuple[dict[str, str], dict[str, object], dict[str, _Taps]]:
+    """Engine streams for the methods' stream roles: role -> engine key, key -> stream item
+    (a rule name or a masked :class:`Stream`), key -> the taps it must carry.
+
+    A mask of all ones gives bitwise the unmasked stream (the engine's contract), so such a
+    role shares the plain "attnlrp" stream instead of costing a stream of its own.
+    """
+    keys, items, taps = {}, {}, {}
+    for role in sorted({role for m in chosen.values() for role in m.streams}):
+        key = role
+        if role in MASKED and np.all(masks[role] == 1):
+            key = "attnlrp"
+        keys[role] = key
+        items[key] = (Stream(key, "attnlrp", masks[role], renormalize) if key in MASKED else key)
+        taps.setdefault(key, _Taps())
+    for m in chosen.values():
+        for role in m.streams:
+            taps[keys[role]].attentions |= m.attentions
+            taps[keys[role]].hidden |= m.hidden
+    return keys, items, taps
+
+
+def _run(model: Model, inputs: Inputs, items: dict, taps: dict[str, _Taps], chosen: dict[str, _Method],
+         target, contrastive: bool, threads) -> tuple[dict, np.ndarray, list]:
+    """Run the planned streams in as few engine calls as the engine allows; merge the results.
+
+    Streams that need taps go together (taps are per call); forward-only taps (A, hidden
+    states) ride on the first call. With a default target on a pooled model the first call
+    lets the engine seed each row's argmax itself, saving a forward pass.
+    """
+    order = sorted(items, key=lambda k: (not taps[k].hidden, not taps[k].attentions, k))
+    groups = [order[i:i + MAX_STREAMS] for i in range(0, len(order), MAX_STREAMS)] or [[]]
+    calls = [[[items[k] for k in group], any(taps[k].attentions for k in group),
+              any(taps[k].hidden for k in group)] for group in groups]
+    calls[0][1] |= any(m.attentions for m in chosen.values())
+    calls[0][2] |= any(m.hidden for m in chosen.values())
+
+    engine_seeds = not groups[0] or (target is None and model.spec.pool != "none" and not contrastive)
+    seed = None
+    if not engine_seeds:
+        logits = model.forward(inputs, threads=threads)["logits"] if needs_logits(model, target) else None
+        seed, targets = seed_for(model, logits, model.logits_shape(inputs), target,
+                                 contrastive=contrastive, mask=inputs.attention_mask)
+    out: dict = {}
+    for streams, attentions, hidden in calls:
+        result = model.run(inputs, seed, streams, attentions=attentions, hidden=hidden, threads=threads)
+        if seed is None:  # the first call resolved the target: the others use its seed
+            seed, targets = seed_for(model, result["logits"], result["logits"].shape, target,
+                                     contrastive=contrastive, mask=inputs.attention_mask)
+        for k, v in result.items():
+            out.setdefault(k, v)
+    return out, seed, targets
+
+
+def _score(model: Model, inputs: Inputs, out: dict, keys: dict[str, str], seed: np.ndarray,
+           chosen: dict[str, _Method], normalize_rows: bool) -> dict[str, np.ndarray]:
+    """(B, T) float32 scores of every map-based method; padding gets 0 (and is cut later)."""
+    B, T = inputs.input_ids.shape
+    scored = {name: np.zeros((B, T), np.float32) for name, m in chosen.items() if m.score is not None}
+    for b in range(B):
+        real = np.flatnonzero(inputs.attention_mask[b])
+        query = rollout.query_weights(model.spec.pool, len(real),
+                                      seed[b, real] if model.spec.pool == "none" else None)
+        sequence = _Sequence(out, keys, b, real, query, normalize_rows)
+        for name in scored:
+            scored[name][b, real] = chosen[name].score(sequence)
+    return scored
