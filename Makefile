@@ -49,6 +49,7 @@ pytest: build
 asan: $(STAMP)
 	rm -rf build/asan && mkdir -p build/asan
 	cp -r setup.py pyproject.toml README.md csrc masklrp tests examples build/asan/
+	[ ! -d ../shared ] || ln -sfn "$(abspath ../shared)" build/shared # the data, as ../shared from the copy
 	rm -f build/asan/masklrp/_core*.so
 	cd build/asan && MASKLRP_SANITIZE=1 ../../$(PY) setup.py -q build_ext --inplace
 	cd build/asan && $(SANITIZE_FLAGS) \
