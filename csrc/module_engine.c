@@ -306,9 +306,16 @@ static void tokens_release(Tokens *t) {
     for (int i = 0; i < 4; i++) Py_CLEAR(t->arrays[i]);
 }
 
-static int tokens_check(const Model *m, PyObject *ids_obj, PyObject *mask_obj, PyObject *pos_obj,
-                        PyObject *types_obj, int threads, Tokens *t, EngineCall *call) {
+// Starts a call of an initialised engine: checks the token arrays and threads into *t
+// and *call (the rest of *call zeroed). -1 with an error.
+static int call_begin(EngineObject *self, PyObject *ids_obj, PyObject *mask_obj, PyObject *pos_obj,
+                      PyObject *types_obj, int threads, Tokens *t, EngineCall *call) {
     *t = (Tokens){0};
+    const Model *m = &self->model;
+    if (self->layers == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine was not initialised");
+        return -1;
+    }
     char range[96];
     snprintf(range, sizeof range, "token ids must be in [0, %d) (the vocabulary)", m->V);
     if ((t->arrays[0] = index_array(ids_obj, "input_ids", &t->B, &t->T, 0, m->V, range)) == NULL) return -1;
@@ -345,7 +352,8 @@ static int tokens_check(const Model *m, PyObject *ids_obj, PyObject *mask_obj, P
         return -1;
     }
     *call = (EngineCall){.B = B, .T = T, .ids = I64(t->arrays[0]), .mask = mask, .positions = I64(t->arrays[2]),
-                         .types = t->arrays[3] != NULL ? I64(t->arrays[3]) : NULL, .threads = threads};
+                         .types = t->arrays[3] != NULL ? I64(t->arrays[3]) : NULL, .threads = threads,
+                         .pool = self->pool};
     return 0;
 }
 
@@ -396,17 +404,12 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
                                      &seed_obj, &streams_obj, &want_att, &want_hidden, &threads))
         return NULL;
     const Model *m = &self->model;
-    if (self->layers == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Engine was not initialised");
-        return NULL;
-    }
     Tokens tok;
     EngineCall call;
     PyArrayObject *seed = NULL, *masks[ENGINE_MAX_STREAMS] = {NULL};
     PyObject *result = NULL, *streams = NULL, *keys[ENGINE_MAX_STREAMS] = {NULL};
-    if (tokens_check(m, ids_obj, mask_obj, pos_obj, types_obj, threads, &tok, &call) < 0) goto fail;
+    if (call_begin(self, ids_obj, mask_obj, pos_obj, types_obj, threads, &tok, &call) < 0) goto fail;
     const npy_intp B = tok.B, T = tok.T;
-    call.pool = self->pool;
     // streams: up to ENGINE_MAX_STREAMS, distinct keys
     if (streams_obj != NULL && streams_obj != Py_None) {
         streams = PySequence_Fast(streams_obj, "streams must be a sequence");
@@ -499,17 +502,12 @@ static PyObject *engine_head_stats(EngineObject *self, PyObject *args, PyObject 
                                      &types_obj, &queries, &keys, &arcs, &R, &threads))
         return NULL;
     const Model *m = &self->model;
-    if (self->layers == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Engine was not initialised");
-        return NULL;
-    }
     Tokens tok;
     EngineCall call;
     HeadStats hs;
     PyArrayObject *held[3] = {NULL, NULL, NULL};
     PyObject *result = NULL;
-    if (tokens_check(m, ids_obj, mask_obj, pos_obj, types_obj, threads, &tok, &call) < 0) goto fail;
-    call.pool = self->pool;
+    if (call_begin(self, ids_obj, mask_obj, pos_obj, types_obj, threads, &tok, &call) < 0) goto fail;
     const npy_intp logit_dims[3] = {tok.B, m->pool == POOL_NONE ? tok.T : m->NO, m->NO};
     if ((result = PyDict_New()) == NULL ||
         head_stats_args(queries, keys, arcs, R, tok.B, tok.T, m->L, m->H, &hs, result, held) < 0 ||

@@ -191,12 +191,12 @@ class Tokenizer:
             attention[b, :k] = 1
             type_ids[b, :k] = e.type_ids
             special[b, :k] = np.asarray(e.special_tokens_mask, dtype=bool)
-            if self.special_ids:
-                special[b, :k] |= np.isin(input_ids[b, :k], list(self.special_ids))
             tokens.append(list(e.tokens) + [self.pad_token] * pad)
             offsets.append([tuple(o) for o in e.offsets] + [(0, 0)] * pad)
             word_ids.append(list(e.word_ids) + [None] * pad)
             sequence_ids.append(list(e.sequence_ids) + [None] * pad)
+        if self.special_ids:  # padding is special already, so the whole batch in one call
+            special |= np.isin(input_ids, list(self.special_ids))
         return Batch(input_ids=input_ids, attention_mask=attention, token_type_ids=type_ids,
                      special_tokens_mask=special, tokens=tokens, offsets=offsets,
                      word_ids=word_ids, sequence_ids=sequence_ids, texts=list(texts),

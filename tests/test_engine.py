@@ -61,20 +61,24 @@ def argmax_seed(model, logits: np.ndarray, mask: np.ndarray | None = None) -> np
     return seed
 
 
-def check_relevance(ours: np.ndarray, ref: np.ndarray, keep: np.ndarray, what: str) -> None:
-    """Per sequence, over the entries where ``keep`` (broadcast to ours' shape) is true:
-    cosine ≥ 0.99999 and max error ≤ 1e-4 max|ref| (see the module docstring)."""
+def check_relevance(ours: np.ndarray, ref: np.ndarray, keep: np.ndarray, what: str,
+                    slack: np.ndarray | None = None) -> None:
+    """Per sequence b, over the entries where ``keep`` (broadcast to ours' shape) is true:
+    cosine ≥ 1 − 1e-5 s_b and max error ≤ 1e-4 s_b max|ref| (see the module docstring);
+    s_b = ``slack[b]``, 1 by default (test_mask_lrp.py widens it where Eq. 9 amplifies rounding)."""
     keep = np.broadcast_to(keep, np.shape(ours)).astype(bool)
     for b in range(len(ref)):
+        s = 1.0 if slack is None else float(slack[b])
         o = np.asarray(ours[b], np.float64)[keep[b]]
         r = np.asarray(ref[b], np.float64)[keep[b]]
         scale = np.abs(r).max()
         assert scale > 0, f"{what}[{b}]: the oracle's relevance is all zero"
         err = np.abs(o - r)
         cos = o @ r / (np.linalg.norm(o) * np.linalg.norm(r))
-        assert cos >= 0.99999 and err.max() <= 1e-4 * scale, (
+        worst = np.argmax(err)
+        assert cos >= 1 - 1e-5 * s and err.max() <= 1e-4 * s * scale, (
             f"{what}[{b}]: cosine {cos:.8f}, max error {err.max():.3e} = {err.max() / scale:.2e} of "
-            f"max|R| at {np.argmax(err)} (ours {o[np.argmax(err)]:.6g}, oracle {r[np.argmax(err)]:.6g})")
+            f"max|R| (slack {s:.3g}) at {worst} (ours {o[worst]:.6g}, oracle {r[worst]:.6g})")
 
 
 @pytest.mark.parametrize("seed", SEEDS)
