@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["HeadMask"]
+__all__ = ["HeadMask", "random_head_mask"]
 
 FORMAT = "masklrp.HeadMask"
 FORMAT_VERSION = 1
