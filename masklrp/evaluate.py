@@ -1,0 +1,515 @@
+"""Faithfulness of attribution methods over a data set (DESIGN.md §5): :func:`evaluate`.
+
+>>> result = masklrp.evaluate(model, "sst2-dev", ("mask-lrp", "gae", "random-mask"), head_mask=mask)
+>>> print(result.table())            # mean AOPC, LOdds, ... per method; random mask: mean ± std
+>>> result.to_csv("eval.csv"); result.to_json("eval.json"); result.plot("curves.png")
+
+For a classifier, each batch of sentences is explained by every method (engine methods in
+one :func:`masklrp.explain_all` call, Captum methods through
+:mod:`masklrp.captum_adapter`), then perturbed in score order and run through the engine
+(:func:`masklrp.metrics.perturbation_curves`). Every method explains, and every metric
+scores, the same class per sentence: the model's prediction (``target="predicted"``) or
+the gold label (``"gold"``). For a question-answering model the metric is Precision@20 of
+the explanation of the predicted span (``target="both"``) against the gold answer's tokens.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import data as datasets
+from .headmask import HeadMask
+from .methods import ALIASES, METHODS, MASKED, explain_all
+from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, perturbation_curves,
+                      precision_at, resolve_replacement, sufficiency)
+from .model import Model, load
+
+__all__ = ["DATASETS", "DEFAULT_METHODS", "METRICS", "Evaluation", "evaluate"]
+
+# The paper's table (Mask-LRP, GAE, random mask, AttCAT, RawAtt, LRP), AttnLRP standing in for LRP.
+DEFAULT_METHODS = ("mask-lrp", "gae", "random-mask", "attcat", "rawatt", "attnlrp")
+METRICS = ("aopc", "lodds", "comprehensiveness", "sufficiency", "abpc")
+QA_METRICS = ("p@20",)
+DATASETS = {"sst2-dev": lambda: datasets.sst2("dev"), "sst2-train": lambda: datasets.sst2("train"),
+            "squad": datasets.squad}
+TARGETS = ("predicted", "gold")
+LABELS = {"aopc": "AOPC", "lodds": "LOdds", "comprehensiveness": "Comp", "sufficiency": "Suff",
+          "abpc": "ABPC", "p@20": "P@20"}
+LOWER_IS_BETTER = ("lodds", "sufficiency")
+# the perturbation order each metric reads
+MODES = {"aopc": ("most",), "lodds": ("most",), "comprehensiveness": ("most",), "sufficiency": ("keep",),
+         "abpc": ("most", "least")}
+QA_K = 20
+
+
+@dataclass(repr=False)
+class Evaluation:
+    """What :func:`evaluate` measured on ``N`` sequences.
+
+    ``probs[method]``: one dict per run (random-mask: one per seed) mapping a perturbation
+    mode (``"most"``, ``"least"``, ``"keep"``) to ``(N, G)`` probabilities of the explained
+    class at the fractions ``grid``; ``p_full`` / ``target`` ``(N,)`` the unperturbed
+    probability and the explained class. For QA, ``precision[method]`` holds ``(N,)``
+    Precision@20 per run instead. ``info``: the settings and the data.
+    """
+
+    methods: tuple[str, ...]
+    metrics: tuple[str, ...]
+    ks: tuple[float, ...]
+    eraser_bins: tuple[float, ...]
+    grid: tuple[float, ...]
+    p_full: np.ndarray
+    target: np.ndarray
+    probs: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
+    precision: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def curves(self, method: str, metric: str) -> list[Curve]:
+        """The metric's :class:`~masklrp.metrics.Curve` of each run of ``method``."""
+        if method not in self.methods or metric not in self.metrics:
+            raise ValueError(f"method/metric: have {self.methods} and {self.metrics}, got {method!r}, {metric!r}")
+        if metric == "p@20":
+            return [Curve(np.array([p.mean()]), float(p.mean())) for p in self.precision[method]]
+        columns = self._columns(self._metric_ks(metric))
+        return [self._curve(run, metric, columns) for run in self.probs[method]]
+
+    def _curve(self, run: dict[str, np.ndarray], metric: str, columns: list[int]) -> Curve:
+        if metric == "abpc":
+            return abpc(run["least"][:, columns], run["most"][:, columns])
+        if metric == "sufficiency":
+            return sufficiency(self.p_full, run["keep"][:, columns])
+        removed = {"aopc": aopc, "lodds": lodds, "comprehensiveness": comprehensiveness}[metric]
+        return removed(self.p_full, run["most"][:, columns])
+
+    def summary(self) -> dict:
+        """``{method: {metric: {mean, std, per_k, per_k_std, runs}}}``; ``std`` is the sample
+        standard deviation over runs (None with one run), ``runs`` each run's mean."""
+        out = {}
+        for method in self.methods:
+            out[method] = {}
+            for metric in self.metrics:
+                curves = self.curves(method, metric)
+                means = np.array([c.mean for c in curves])
+                per_k = np.array([c.per_k for c in curves])
+                many = len(curves) > 1
+                out[method][metric] = {
+                    "mean": float(means.mean()), "std": float(means.std(ddof=1)) if many else None,
+                    "per_k": [] if metric == "p@20" else per_k.mean(axis=0).tolist(),
+                    "per_k_std": per_k.std(axis=0, ddof=1).tolist() if many and metric != "p@20" else None,
+                    "runs": means.tolist()}
+        return out
+
+    def table(self) -> str:
+        """The paper-style table: mean of each metric per method (mean ± std over seeds)."""
+        summary = self.summary()
+        cells = [["method"] + [LABELS[m] for m in self.metrics]]
+        for method in self.methods:
+            row = [method]
+            for metric in self.metrics:
+                s = summary[method][metric]
+                row.append(f"{s['mean']:.3f}" + ("" if s["std"] is None else f" ± {s['std']:.3f}"))
+            cells.append(row)
+        widths = [max(len(r[j]) for r in cells) for j in range(len(cells[0]))]
+        lines = ["  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))
+                 for r in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join([self._caption(), *lines, self._legend()])
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return (f"Evaluation({len(self.methods)} methods, metrics {self.metrics}, "
+                f"{self.info.get('n', len(self.target))} sequences of {self.info.get('data', 'data')})")
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """One row per method, metric and ``k`` (``k`` empty: the mean over ``k``)."""
+        path = Path(path)
+        summary = self.summary()
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["method", "metric", "k", "mean", "std", "runs"])
+            for method, by_metric in summary.items():
+                for metric, s in by_metric.items():
+                    runs = len(s["runs"])
+                    w.writerow([method, metric, "", _num(s["mean"]), _num(s["std"]), runs])
+                    for j, k in enumerate(self._metric_ks(metric)):
+                        std = None if s["per_k_std"] is None else s["per_k_std"][j]
+                        w.writerow([method, metric, k, _num(s["per_k"][j]), _num(std), runs])
+        return path
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        """Settings, the ``k`` grids and :meth:`summary` as JSON."""
+        path = Path(path)
+        doc = {"info": self.info, "ks": list(self.ks), "eraser_bins": list(self.eraser_bins),
+               "metrics": list(self.metrics), "results": self.summary()}
+        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def plot(self, path: str | os.PathLike | None = None):
+        """Per-``k`` curves, one panel per metric (a band of ± std over seeds); saved to
+        ``path`` when given. Returns the matplotlib Figure (needs the ``viz`` extra)."""
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as e:
+            raise ImportError(f"plotting needs matplotlib: pip install 'masklrp[viz]' ({e})") from e
+        panels = [m for m in self.metrics if m != "p@20"]
+        if not panels:
+            raise ValueError("plot: no per-k curves to draw (question answering has P@20 only)")
+        summary = self.summary()
+        fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
+        for ax, metric in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+            x = 100 * np.array(self._metric_ks(metric))
+            for method in self.methods:
+                s = summary[method][metric]
+                y = np.array(s["per_k"])
+                (line,) = ax.plot(x, y, marker="o", markersize=3, label=method)
+                if s["per_k_std"] is not None:
+                    std = np.array(s["per_k_std"])
+                    ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2)
+            better = "lower" if metric in LOWER_IS_BETTER else "higher"
+            ax.set(title=f"{LABELS[metric]} ({better} is better)", xlabel="tokens replaced (%)")
+            ax.grid(alpha=0.3)
+        fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="small")
+        fig.suptitle(self._caption(), fontsize="small")
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
+    def _columns(self, ks) -> list[int]:
+        return [self.grid.index(k) for k in ks]
+
+    def _metric_ks(self, metric: str) -> tuple[float, ...]:
+        if metric == "p@20":
+            return ()
+        return self.eraser_bins if metric in ("comprehensiveness", "sufficiency") else self.ks
+
+    def _caption(self) -> str:
+        i = self.info
+        text = f"{i.get('data', 'data')}: {i.get('n', len(self.target))} sequences, model {i.get('model', '?')}"
+        if "accuracy" in i:
+            text += f" (accuracy {i['accuracy']:.3f})"
+        if i.get("task") == "question-answering":
+            return text + ", explaining the predicted span"
+        return (text + f"; target {i.get('target')}, replacement {i.get('replacement_token')!r} "
+                       f"(id {i.get('replacement')}), rounding {i.get('rounding')}")
+
+    def _legend(self) -> str:
+        higher = [LABELS[m] for m in self.metrics if m not in LOWER_IS_BETTER]
+        lower = [LABELS[m] for m in self.metrics if m in LOWER_IS_BETTER]
+        text = f"higher is better: {', '.join(higher)}"
+        if lower:
+            text += f"; lower is better: {', '.join(lower)}"
+        for grid in (self.ks, self.eraser_bins):
+            over = [LABELS[m] for m in self.metrics if m != "p@20" and self._metric_ks(m) is grid]
+            if over:
+                text += f"; {'/'.join(over)} over k = {_percent(grid)}"
+        return text
+
+
+def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=None, *,
+             ks: Sequence[float] = KS, eraser_bins: Sequence[float] = ERASER_BINS,
+             metrics: Sequence[str] | None = None, target: str = "predicted", replacement: int | str | None = None,
+             random_seeds: int = 5, batch_size: int = 32, rounding: str = "ceil", limit: int | None = None,
+             progress: bool = True, captum: Sequence[str] = (), captum_model=None,
+             captum_options: dict | None = None, threads: int | None = None) -> Evaluation:
+    """Explain ``data`` with every method and score the explanations (see the module docstring).
+
+    ``model``: a :class:`Model` or a folder for :func:`masklrp.load`. ``data``: a name in
+    :data:`DATASETS`, texts, ``(text, label)`` pairs (e.g. :func:`masklrp.data.sst2`) or, for a
+    QA model, :class:`~masklrp.data.QAExample` s; ``limit`` keeps the first ``limit``.
+    ``methods``: engine method names (:data:`masklrp.METHODS`) and Captum names
+    (``"captum-ig"``, ...; or list those in ``captum``); default :data:`DEFAULT_METHODS`, less
+    the masked ones without a ``head_mask`` (a HeadMask, an (L, H) array or a saved ``.npz``).
+    "random-mask" runs ``random_seeds`` times (seeds 0, 1, …). ``metrics``: default all of
+    :data:`METRICS` (Precision@20 for QA). ``ks`` (AOPC, LOdds, ABPC) and ``eraser_bins``
+    (comprehensiveness, sufficiency) are fractions of the real non-special tokens, counted
+    with ``rounding`` (:func:`masklrp.metrics.n_replaced`); ``replacement``: a token id or
+    string (default the pad id). ``batch_size`` sentences are explained together;
+    ``captum_model`` (default: loaded from the model's folder) and ``captum_options``
+    (``n_steps``, ...) go to the Captum adapter.
+    """
+    model = model if isinstance(model, Model) else load(model)
+    qa = model.spec.pool == "none"
+    examples, data_name = _examples(data, limit, qa)
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if qa and target != "predicted":
+        raise ValueError("target: question answering explains the predicted span only")
+    labels = None if qa else _labels(examples, target)
+    mask = _head_mask(head_mask)
+    names, engine, captum_names = _methods(methods, captum, mask)
+    if qa and captum_names:
+        raise ValueError("captum: the Captum adapter explains sequence classifiers, not QA")
+    metrics = _metrics(metrics, qa)
+    random_seeds = _positive_int(random_seeds, "random_seeds")
+    batch_size = _positive_int(batch_size, "batch_size")
+    if captum_names:
+        captum_model = _torch_model(model, captum_model)
+    ks, bins = _fractions(ks, "ks"), _fractions(eraser_bins, "eraser_bins")
+    grid = tuple(sorted(set(ks) | (set(bins) if {"comprehensiveness", "sufficiency"} & set(metrics) else set())))
+    runner = _Runner(model, engine, captum_names, mask, {name: random_seeds if name == "random-mask" else 1
+                                                          for name in names},
+                     captum_model, captum_options or {}, threads)
+
+    N = len(examples)
+    start = time.perf_counter()
+    bar = _progress(N, progress)
+    if qa:
+        precision = {name: [np.full(N, np.nan) for _ in range(runner.runs[name])] for name in names}
+        for rows in _chunks(examples, batch_size, qa):
+            for name, values in runner.qa_batch([examples[i] for i in rows]).items():
+                for r, v in enumerate(values):
+                    precision[name][r][rows] = v
+            bar.update(len(rows))
+        bar.close()
+        kept = ~np.isnan(precision[names[0]][0])  # NaN: the answer did not survive truncation
+        info = {"target": "both (predicted span)", "k": QA_K, "skipped_truncated": int(N - kept.sum())}
+        return Evaluation(names, metrics, (), (), (), np.zeros(0), np.zeros(0, dtype=np.int64),
+                          precision={name: [p[kept] for p in ps] for name, ps in precision.items()},
+                          info=_info(model, data_name, int(kept.sum()), names, runner, head_mask, mask, start, info))
+
+    replacement_id = resolve_replacement(model, replacement)
+    modes = tuple(m for m in ("most", "least", "keep") if any(m in MODES[x] for x in metrics))
+    p_full, targets, predicted = np.zeros(N), np.zeros(N, dtype=np.int64), np.zeros(N, dtype=np.int64)
+    probs = {name: [{m: np.zeros((N, len(grid))) for m in modes} for _ in range(runner.runs[name])]
+             for name in names}
+    for rows in _chunks(examples, batch_size, qa):
+        inputs = model.encode([examples[i][0] for i in rows])
+        predicted[rows] = model.forward(inputs, threads=threads)["logits"].argmax(axis=1)
+        targets[rows] = predicted[rows] if labels is None else labels[rows]
+        for name, explanations in runner.explain(inputs, targets[rows]).items():
+            for r, run in enumerate(explanations):
+                c = perturbation_curves(model, inputs, run, grid, modes=modes, target=targets[rows],
+                                        replacement=replacement_id, rounding=rounding, threads=threads)
+                p_full[rows] = c.p_full
+                for m in modes:
+                    probs[name][r][m][rows] = c.probs[m]
+        bar.update(len(rows))
+    bar.close()
+    token = model.tokenizer.backend.id_to_token(replacement_id) if model.tokenizer is not None else None
+    info = {"target": target, "replacement": replacement_id, "replacement_token": token, "rounding": rounding}
+    if _has_labels(examples):
+        info["accuracy"] = float((predicted == np.array([e[1] for e in examples])).mean())
+    return Evaluation(names, metrics, ks, bins, grid, p_full, targets, probs=probs,
+                      info=_info(model, data_name, N, names, runner, head_mask, mask, start, info))
+
+
+class _Runner:
+    """Explains one batch with every method: engine methods in one explain_all call, the
+    random mask once more per further seed, Captum methods through the adapter."""
+
+    def __init__(self, model: Model, engine, captum, mask, runs: dict[str, int], torch_model, options, threads):
+        self.model, self.engine, self.captum, self.mask = model, engine, captum, mask
+        self.runs, self.torch_model, self.options, self.threads = runs, torch_model, options, threads
+
+    def explain(self, inputs, target) -> dict[str, list[list]]:
+        """method -> one list of Explanations per run."""
+        target = [int(t) for t in target] if not isinstance(target, str) else target
+        out: dict[str, list] = {}
+        if self.engine:
+            first = explain_all(self.model, inputs, self.engine, target, self.mask, seed=0, threads=self.threads)
+            out = {name: [first[name]] for name in self.engine}
+        for seed in range(1, self.runs.get("random-mask", 1)):
+            out["random-mask"].append(explain_all(self.model, inputs, ("random-mask",), target, self.mask,
+                                                  seed=seed, threads=self.threads)["random-mask"])
+        if self.captum:
+            from .captum_adapter import captum_explain
+
+            found = captum_explain(self.torch_model, inputs, self.captum, target, **self.options)
+            out.update({name: [found[name]] for name in self.captum})
+        return {name: out[name] for name in self.runs}
+
+    def qa_batch(self, examples) -> dict[str, list[np.ndarray]]:
+        """method -> per run, (B,) Precision@20 of the predicted span's explanation (NaN where
+        truncation cut the gold answer off)."""
+        inputs, gold = _qa_inputs(self.model, examples)
+        out = {}
+        for name, runs in self.explain(inputs, "both").items():
+            out[name] = []
+            for explanations in runs:
+                values = np.full(len(examples), np.nan)
+                for b, e in enumerate(explanations):
+                    real = inputs.attention_mask[b].astype(bool)
+                    if gold[b].any():
+                        values[b] = precision_at(e.scores, gold[b, real], QA_K,
+                                                 candidates=~inputs.special_tokens_mask[b, real])
+                out[name].append(values)
+        return out
+
+
+def _info(model, data_name, n, names, runner, given_mask, mask, start, extra) -> dict:
+    return {"model": model.source, "data": data_name, "n": n, "task": model.spec.task, "methods": list(names),
+            "random_seeds": runner.runs.get("random-mask", 0), "head_mask": _describe_mask(given_mask, mask),
+            "seconds": round(time.perf_counter() - start, 2), **extra}
+
+
+# ---------------------------------------------------------------------------- helpers
+def _examples(data, limit, qa: bool) -> tuple[list, str]:
+    name = "data"
+    if isinstance(data, str):
+        if data not in DATASETS:
+            raise ValueError(f"data: unknown data set {data!r}; choose from {tuple(DATASETS)} or pass examples")
+        name, data = data, DATASETS[data]()
+    if isinstance(data, (bytes, dict)) or not isinstance(data, Sequence):
+        raise TypeError(f"data must be a data set name or a sequence of examples, got {type(data).__name__}")
+    if limit is not None:
+        data = data[:_positive_int(limit, "limit")]
+        name += f"[:{limit}]"
+    if not data:
+        raise ValueError("data: no examples")
+    if qa:
+        if not all(isinstance(e, datasets.QAExample) for e in data):
+            raise TypeError("data: a question-answering model takes masklrp.data.QAExample s (e.g. 'squad')")
+        return list(data), name
+    examples = []
+    for e in data:
+        if isinstance(e, str):
+            examples.append((e, None))
+        elif isinstance(e, Sequence) and len(e) == 2 and isinstance(e[0], str):
+            examples.append((e[0], None if e[1] is None else int(e[1])))
+        else:
+            raise TypeError(f"data: expected texts or (text, label) pairs, got {e!r}")
+    return examples, name
+
+
+def _has_labels(examples) -> bool:
+    return all(len(e) == 2 and e[1] is not None for e in examples)
+
+
+def _labels(examples, target: str) -> np.ndarray | None:
+    if target == "predicted":
+        return None
+    if not _has_labels(examples):
+        raise ValueError("target='gold' needs labels: give (text, label) examples")
+    return np.array([e[1] for e in examples], dtype=np.int64)
+
+
+def _head_mask(head_mask):
+    if isinstance(head_mask, (str, os.PathLike)):
+        return HeadMask.load(head_mask)
+    return head_mask
+
+
+def _describe_mask(given, mask) -> str | None:
+    if mask is None:
+        return None
+    if isinstance(given, (str, os.PathLike)):
+        return str(given)
+    array = np.asarray(getattr(mask, "array", mask))
+    return f"{int((array != 0).sum())} of {array.size} heads kept"
+
+
+def _methods(methods, captum, mask) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(all methods, engine methods, Captum methods), validated, in the order given."""
+    if methods is None:
+        methods = DEFAULT_METHODS if mask is not None else tuple(
+            m for m in DEFAULT_METHODS if not set(METHODS[m].streams) & set(MASKED))
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    captum = [captum] if isinstance(captum, str) else list(captum)
+    names = methods + [c if c.lower().startswith("captum-") else f"captum-{c}" for c in captum]
+    if not all(isinstance(m, str) for m in names):
+        raise TypeError(f"methods must be method names, got {names!r}")
+    engine, external, ordered = [], [], []
+    for name in names:
+        key = name.lower()
+        if key.startswith("captum-"):
+            from .captum_adapter import canonical_name
+
+            key = canonical_name(key)
+            external.append(key)
+        elif key in METHODS or key in ALIASES:
+            engine.append(key)
+        else:
+            raise ValueError(f"methods: unknown {name!r}; choose from {tuple(METHODS) + tuple(ALIASES)} "
+                             f"or captum-ig, captum-lig, captum-saliency, captum-ixg")
+        ordered.append(key)
+    if not names:
+        raise ValueError("methods: none given")
+    masked = [m for m in engine if set(METHODS[ALIASES.get(m, m)].streams) & set(MASKED)]
+    if masked and mask is None:
+        raise ValueError(f"head_mask: methods {masked} need a head mask (HeadMask, (layers, heads) array "
+                         f"or .npz path)")
+    return tuple(dict.fromkeys(ordered)), tuple(dict.fromkeys(engine)), tuple(dict.fromkeys(external))
+
+
+def _metrics(metrics, qa: bool) -> tuple[str, ...]:
+    allowed = QA_METRICS if qa else METRICS
+    if metrics is None:
+        return allowed
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    wrong = [m for m in metrics if m not in allowed]
+    if wrong or not metrics:
+        raise ValueError(f"metrics: {wrong or 'none given'} not available; choose from {allowed}")
+    return tuple(dict.fromkeys(metrics))
+
+
+def _fractions(ks, name: str) -> tuple[float, ...]:
+    values = tuple(float(k) for k in np.atleast_1d(np.asarray(ks, dtype=np.float64)))
+    if not values or not all(0 < k <= 1 for k in values):
+        raise ValueError(f"{name} must be fractions in (0, 1], got {ks!r}")
+    return tuple(dict.fromkeys(values))
+
+
+def _positive_int(x, name: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
+        raise ValueError(f"{name} must be a positive int, got {x!r}")
+    return int(x)
+
+
+def _chunks(examples, batch_size: int, qa: bool):
+    """Row indices in batches of similar length (less padding per engine call)."""
+    length = (lambda e: len(e.question) + len(e.context)) if qa else (lambda e: len(e[0]))
+    order = sorted(range(len(examples)), key=lambda i: length(examples[i]))
+    for lo in range(0, len(order), batch_size):
+        yield np.array(order[lo:lo + batch_size])
+
+
+def _torch_model(model: Model, given):
+    """The transformers torch model for Captum: ``given``, or loaded from the model's folder."""
+    from .captum_adapter import load_torch_model
+
+    if given is None:
+        if not Path(model.source).is_dir():
+            raise ValueError("captum_model: give the transformers torch model (this Model was not "
+                             "loaded from a folder)")
+        given = model.source
+    return load_torch_model(given) if isinstance(given, (str, os.PathLike)) else given
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="seq", disable=not enabled)
+
+
+def _qa_inputs(model: Model, examples) -> tuple:
+    """Engine inputs of (question, context) pairs and the (B, T) gold-answer token mask
+    (context tokens overlapping the first gold answer's characters)."""
+    if model.tokenizer is None:
+        raise ValueError("model: question answering needs the model's tokenizer")
+    batch = model.tokenizer.encode([e.question for e in examples], [e.context for e in examples],
+                                   max_length=model.spec.max_positions)
+    inputs = model.prepare(batch.input_ids, batch.attention_mask, token_type_ids=batch.token_type_ids)
+    inputs.tokens, inputs.special_tokens_mask = batch.tokens, batch.special_tokens_mask
+    gold = np.zeros(batch.input_ids.shape, dtype=bool)
+    for b, e in enumerate(examples):
+        lo, hi = e.answer_start, e.answer_start + len(e.answer)
+        for t, ((s, end), seq) in enumerate(zip(batch.offsets[b], batch.sequence_ids[b])):
+            gold[b, t] = seq == 1 and s < hi and end > lo
+    return inputs, gold
+
+
+def _num(x) -> str:
+    return "" if x is None else f"{x:.6g}"
+
+
+def _percent(ks) -> str:
+    return ", ".join(f"{100 * k:g}" for k in ks) + "%"
