@@ -8,9 +8,10 @@ The numerical work happens in the C core ``masklrp._core`` (see ``csrc/``); this
 package is the thin Python layer around it.
 """
 from ._core import blas_info, get_num_threads, set_num_threads
-from . import corpus, data, kernels
+from . import corpus, data, kernels, metrics
 from .corpus import Sentence, from_arrays, from_spacy, read_conllu
 from .default_model import default_model_dir, load_default
+from .evaluate import Evaluation, evaluate
 from .explain import AttnLRP, Explanation, attnlrp
 from .headmask import HeadMask, random_head_mask
 from .headstats import head_statistics
@@ -20,7 +21,7 @@ from .spec import ModelSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["AttnLRP", "Explanation", "HeadMask", "Inputs", "METHODS", "MaskLRP", "Model", "ModelSpec",
+__all__ = ["AttnLRP", "Evaluation", "Explanation", "HeadMask", "Inputs", "METHODS", "MaskLRP", "Model", "ModelSpec",
            "Sentence", "Stream", "attnlrp", "blas_info", "corpus", "data", "default_model_dir",
-           "explain_all", "from_arrays", "from_spacy", "get_num_threads", "head_statistics", "kernels",
-           "load", "load_default", "random_head_mask", "read_conllu", "set_num_threads", "__version__"]
+           "evaluate", "explain_all", "from_arrays", "from_spacy", "get_num_threads", "head_statistics", "kernels",
+           "load", "load_default", "metrics", "random_head_mask", "read_conllu", "set_num_threads", "__version__"]
