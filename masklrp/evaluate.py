@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from . import data as datasets
+from ._checks import positive_int
 from .headmask import HeadMask
 from .methods import ALIASES, METHODS, MASKED, explain_all
 from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, perturbation_curves,
@@ -249,8 +250,8 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
     if qa and captum_names:
         raise ValueError("captum: the Captum adapter explains sequence classifiers, not QA")
     metrics = _metrics(metrics, qa)
-    random_seeds = _positive_int(random_seeds, "random_seeds")
-    batch_size = _positive_int(batch_size, "batch_size")
+    random_seeds = positive_int(random_seeds, "random_seeds")
+    batch_size = positive_int(batch_size, "batch_size")
     if captum_names:
         captum_model = _torch_model(model, captum_model)
     ks, bins = _fractions(ks, "ks"), _fractions(eraser_bins, "eraser_bins")
@@ -361,7 +362,7 @@ def _examples(data, limit, qa: bool) -> tuple[list, str]:
     if isinstance(data, (bytes, dict)) or not isinstance(data, Sequence):
         raise TypeError(f"data must be a data set name or a sequence of examples, got {type(data).__name__}")
     if limit is not None:
-        data = data[:_positive_int(limit, "limit")]
+        data = data[:positive_int(limit, "limit")]
         name += f"[:{limit}]"
     if not data:
         raise ValueError("data: no examples")
@@ -456,12 +457,6 @@ def _fractions(ks, name: str) -> tuple[float, ...]:
     if not values or not all(0 < k <= 1 for k in values):
         raise ValueError(f"{name} must be fractions in (0, 1], got {ks!r}")
     return tuple(dict.fromkeys(values))
-
-
-def _positive_int(x, name: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
-        raise ValueError(f"{name} must be a positive int, got {x!r}")
-    return int(x)
 
 
 def _chunks(examples, batch_size: int, qa: bool):

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ._checks import positive_int
 from .corpus import (ALIASES, RELATIONS, SKIP_REASONS, ConlluFile, Sentence, from_spacy,
                      read_conllu, token_spans)
 from .headmask import XI_POS, XI_SYNT, HeadMask
@@ -47,10 +48,10 @@ def head_statistics(model, corpus, relations: Sequence[str] = RELATIONS, *, batc
     if model.tokenizer is None:
         raise ValueError("model: loaded without a tokenizer; load(model, tokenizer=...)")
     relations = _relations(relations)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     limit = model.spec.max_positions
     if max_length is not None:
-        limit = min(_positive_int(max_length, "max_length"), limit)
+        limit = min(positive_int(max_length, "max_length"), limit)
     if isinstance(corpus, (str, os.PathLike)):
         corpus = read_conllu(corpus)
     if corpus_name is None:
@@ -226,14 +227,6 @@ def _relations(relations) -> tuple[str, ...]:
     if not out or not all(isinstance(r, str) and r for r in out) or len(set(out)) != len(out):
         raise ValueError(f"relations must be distinct non-empty names, got {out!r}")
     return tuple(r.lower() for r in out)
-
-
-def _positive_int(x, name: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    if x < 1:
-        raise ValueError(f"{name} must be at least 1, got {x}")
-    return int(x)
 
 
 def _model_name(model) -> str:

@@ -27,6 +27,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from ._checks import positive_int
 from .model import Inputs, Model
 
 __all__ = ["ERASER_BINS", "KS", "MODES", "Curve", "PerturbationCurves", "abpc", "aopc",
@@ -219,7 +220,7 @@ def perturbation_curves(model: Model, inputs: Inputs, scores, ks: Sequence[float
     if model.spec.pool == "none":
         raise ValueError("model: perturbation metrics need a pooled classifier (one distribution per "
                          "sequence); for question answering use precision_at")
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     replacement = resolve_replacement(model, replacement)
     special = special_tokens(model, inputs, special_tokens_mask)
     ranked = _rankings(inputs, scores, special)
@@ -355,9 +356,3 @@ def _targets(target, probs: np.ndarray) -> np.ndarray:
     if t.min() < 0 or t.max() >= n:
         raise ValueError(f"target: classes must be in [0, {n}), got {t.min()}..{t.max()}")
     return t
-
-
-def _positive_int(x, name: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
-        raise ValueError(f"{name} must be a positive int, got {x!r}")
-    return int(x)
