@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .explain import Explanation
+from .explain import Explanation, special_flags, token_fields
 from .model import Inputs
 
 __all__ = ["CAPTUM_METHODS", "CaptumExplainer", "captum_explain", "load_torch_model"]
@@ -125,13 +125,15 @@ class CaptumExplainer:
         base = self._baseline_ids(inputs) if self.method in BASELINE_METHODS else None
         scores = self._scores(ids, base, extra, targets).detach().numpy().astype(np.float32)
         out = []
+        special = special_flags(inputs)
         for b, c in enumerate(targets):
             real = inputs.attention_mask[b].astype(bool)
             tokens = (list(np.asarray(inputs.tokens[b], dtype=object)[real]) if inputs.tokens is not None
                       else [str(int(i)) for i in inputs.input_ids[b, real]])
             out.append(Explanation(tokens=tokens, scores=scores[b, real], target=c,
                                    logit=float(logits[b, c]), method=self.method,
-                                   input_ids=inputs.input_ids[b, real]))
+                                   input_ids=inputs.input_ids[b, real],
+                                   **token_fields(inputs, special, b, real)))
         return out
 
     def _forward_args(self, inputs: Inputs) -> tuple:

@@ -7,6 +7,7 @@ relevance sweep in the C engine and return an :class:`Explanation` per sequence.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,7 +25,12 @@ class Explanation:
 
     ``scores[t]`` is the relevance at token ``t``'s word embedding, ``Σ_d e_td g_td``
     (DESIGN.md §2); position and token-type embeddings take their own shares, kept in
-    ``extras`` (``"positions"``, ``"types"``). Padding is dropped.
+    ``extras`` (``"positions"``, ``"types"``). Padding is dropped. ``special`` flags special
+    tokens ([CLS], [SEP], <s>: bool per token) and ``word_ids`` gives each token's word
+    (None for specials), when the inputs came from a tokenizer.
+
+    In a notebook an Explanation shows as a token heatmap; :meth:`plot` and :meth:`save`
+    draw it (see :mod:`masklrp.heatmap`, which also puts several side by side).
     """
 
     tokens: list[str]
@@ -34,12 +40,42 @@ class Explanation:
     method: str
     input_ids: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    special: np.ndarray | None = None
+    word_ids: list | None = None
 
     def __repr__(self) -> str:
         top = np.argsort(-self.scores)[:3]
         best = ", ".join(f"{self.tokens[i]!r}: {self.scores[i]:+.3g}" for i in top)
         return (f"Explanation({self.method}, target={self.target!r}, logit={self.logit:.4g}, "
                 f"{len(self.tokens)} tokens; top {best})")
+
+    # Heatmaps live in masklrp.heatmap, imported on use: it sits above this module.
+    def words(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Word pieces merged into words: ``(words, summed scores, special flags)``."""
+        from . import heatmap
+        return heatmap.words(self)
+
+    def to_html(self, **kw) -> str:
+        """The heatmap as an HTML fragment (keywords of :func:`masklrp.heatmap.to_html`)."""
+        from . import heatmap
+        return heatmap.to_html(self, **kw)
+
+    def _repr_html_(self) -> str | None:
+        from . import heatmap
+        try:
+            return heatmap.to_html(self, title=f"{self.method}: target {self.target!r}, logit {self.logit:.4g}")
+        except (TypeError, ValueError):  # e.g. non-finite scores: the notebook shows __repr__ instead
+            return None
+
+    def plot(self, **kw):
+        """The heatmap as a matplotlib Figure (keywords of :func:`masklrp.heatmap.plot`)."""
+        from . import heatmap
+        return heatmap.plot(self, **kw)
+
+    def save(self, path, **kw) -> Path:
+        """Write the heatmap to ``path`` (.html, .png, .pdf, .svg; :func:`masklrp.heatmap.save`)."""
+        from . import heatmap
+        return heatmap.save(self, path, **kw)
 
 
 def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], target=None, *,
@@ -172,6 +208,7 @@ def explanations(model: Model, inputs: Inputs, out: dict, stream: dict, seed: np
     """Cut one engine result into per-sequence Explanations (real tokens only)."""
     result = []
     logits = out["logits"]
+    special = special_flags(inputs, model.tokenizer)
     for b, tgt in enumerate(targets):
         real = inputs.attention_mask[b].astype(bool)
         ids = inputs.input_ids[b, real]
@@ -180,8 +217,25 @@ def explanations(model: Model, inputs: Inputs, out: dict, stream: dict, seed: np
         extras = {k: stream[k][b, real] for k in ("positions", "types") if k in stream}
         result.append(Explanation(tokens=tokens, scores=stream["tokens"][b, real].copy(), target=tgt,
                                   logit=float(np.sum(seed[b] * logits[b])), method=method,
-                                  input_ids=ids, extras=extras))
+                                  input_ids=ids, extras=extras, **token_fields(inputs, special, b, real)))
     return result
+
+
+def special_flags(inputs: Inputs, tokenizer=None) -> np.ndarray | None:
+    """(B, T) bool special-token flags: the tokenizer batch's mask, else the tokenizer's
+    special ids (for inputs given as token ids), else None (unknown)."""
+    if inputs.special_tokens_mask is not None:
+        return np.asarray(inputs.special_tokens_mask, dtype=bool)
+    if tokenizer is not None and tokenizer.special_ids:
+        return np.isin(inputs.input_ids, list(tokenizer.special_ids))
+    return None
+
+
+def token_fields(inputs: Inputs, special: np.ndarray | None, b: int, real: np.ndarray) -> dict:
+    """An Explanation's ``special`` and ``word_ids`` for row ``b``'s real tokens (bool mask ``real``)."""
+    return {"special": None if special is None else special[b, real].copy(),
+            "word_ids": None if inputs.word_ids is None else
+            [inputs.word_ids[b][t] for t in np.flatnonzero(real)]}
 
 
 def _token_strings(model: Model, ids: np.ndarray) -> list[str]:

@@ -46,6 +46,7 @@ class Inputs:
     token_type_ids: np.ndarray | None
     tokens: list[list[str]] | None = None      # when made by the tokenizer
     special_tokens_mask: np.ndarray | None = None
+    word_ids: list[list[int | None]] | None = None  # [b][t]: the word of each token, None for specials
 
 
 class Model:
@@ -74,6 +75,7 @@ class Model:
                               token_type_ids=batch.token_type_ids)
         inputs.tokens = batch.tokens
         inputs.special_tokens_mask = batch.special_tokens_mask
+        inputs.word_ids = batch.word_ids
         return inputs
 
     def prepare(self, input_ids, attention_mask=None, *, token_type_ids=None,
