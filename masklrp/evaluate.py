@@ -26,8 +26,7 @@ import numpy as np
 
 from . import data as datasets
 from ._checks import positive_int
-from .headmask import HeadMask
-from .methods import ALIASES, METHODS, MASKED, explain_all
+from .methods import ALIASES, MASKED_METHODS, METHODS, explain_all, load_head_mask
 from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, perturbation_curves,
                       precision_at, resolve_replacement, sufficiency)
 from .model import Model, load
@@ -245,7 +244,7 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
     if qa and target != "predicted":
         raise ValueError("target: question answering explains the predicted span only")
     labels = None if qa else _labels(examples, target)
-    mask = _head_mask(head_mask)
+    mask = load_head_mask(head_mask)
     names, engine, captum_names = _methods(methods, captum, mask)
     if qa and captum_names:
         raise ValueError("captum: the Captum adapter explains sequence classifiers, not QA")
@@ -393,12 +392,6 @@ def _labels(examples, target: str) -> np.ndarray | None:
     return np.array([e[1] for e in examples], dtype=np.int64)
 
 
-def _head_mask(head_mask):
-    if isinstance(head_mask, (str, os.PathLike)):
-        return HeadMask.load(head_mask)
-    return head_mask
-
-
 def _describe_mask(given, mask) -> str | None:
     if mask is None:
         return None
@@ -412,7 +405,7 @@ def _methods(methods, captum, mask) -> tuple[tuple[str, ...], tuple[str, ...], t
     """(all methods, engine methods, Captum methods), validated, in the order given."""
     if methods is None:
         methods = DEFAULT_METHODS if mask is not None else tuple(
-            m for m in DEFAULT_METHODS if not set(METHODS[m].streams) & set(MASKED))
+            m for m in DEFAULT_METHODS if m not in MASKED_METHODS)
     methods = [methods] if isinstance(methods, str) else list(methods)
     captum = [captum] if isinstance(captum, str) else list(captum)
     names = methods + [c if c.lower().startswith("captum-") else f"captum-{c}" for c in captum]
@@ -434,7 +427,7 @@ def _methods(methods, captum, mask) -> tuple[tuple[str, ...], tuple[str, ...], t
         ordered.append(key)
     if not names:
         raise ValueError("methods: none given")
-    masked = [m for m in engine if set(METHODS[ALIASES.get(m, m)].streams) & set(MASKED)]
+    masked = [m for m in engine if ALIASES.get(m, m) in MASKED_METHODS]
     if masked and mask is None:
         raise ValueError(f"head_mask: methods {masked} need a head mask (HeadMask, (layers, heads) array "
                          f"or .npz path)")

@@ -11,6 +11,7 @@ single-method explainer, like :class:`masklrp.explain.AttnLRP`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import rollout
 from .explain import Explanation, as_inputs, explanations, needs_logits, seed_for
-from .headmask import random_head_mask
+from .headmask import HeadMask, random_head_mask
 from .model import Inputs, Model, Stream
 
 MAX_STREAMS = 4  # the engine's limit per call
@@ -111,6 +112,8 @@ METHODS: dict[str, _Method] = {
 # Other names for the same method: the paper's "LRP" is the relevance sweep, AttnLRP rules here.
 ALIASES = {"lrp": "attnlrp"}
 MASKED = ("masked", "random")  # roles that are masked AttnLRP streams
+# The methods that need a head mask.
+MASKED_METHODS = tuple(name for name, m in METHODS.items() if set(m.streams) & set(MASKED))
 
 
 def explain_all(model: Model, inputs, methods: str | Sequence[str] = ("mask-lrp",), target=None,
@@ -162,8 +165,17 @@ class MaskLRP:
                            contrastive=contrastive, threads=threads)["mask-lrp"]
 
 
+def load_head_mask(head_mask):
+    """A saved HeadMask file (str or path) loaded; anything else as it is."""
+    if isinstance(head_mask, (str, os.PathLike)):
+        return HeadMask.load(head_mask)
+    return head_mask
+
+
 def as_head_mask(model: Model, head_mask) -> np.ndarray:
-    """A HeadMask (its ``.array``) or an array-like as a finite float32 (L, H) array."""
+    """A HeadMask (its ``.array``), its saved ``.npz`` or an array-like as a finite float32
+    (L, H) array."""
+    head_mask = load_head_mask(head_mask)
     array = np.asarray(getattr(head_mask, "array", head_mask))
     if array.dtype.kind not in "biuf":
         raise TypeError(f"head_mask must be a HeadMask or a (layers, heads) array of numbers, "

@@ -33,6 +33,14 @@ def minilm_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory, minilm_dir) -> Path:
+    """all-MiniLM-L6-v2 with a seeded random two-class head (``random_head.with_random_head``)."""
+    from random_head import with_random_head
+
+    return with_random_head(minilm_dir, tmp_path_factory.mktemp("cls") / "model", "BertForSequenceClassification")
+
+
+@pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct as a transformers LlamaForCausalLM (float32, eval)."""
     if SMOLLM2 is None:

@@ -106,7 +106,7 @@ def test_torch_logits_match_the_engine_for_other_encoders(name):
 
 def test_captum_methods_in_evaluate(minilm_dir, tmp_path):
     """On real MiniLM weights with a seeded random head (a pipeline test, not a result)."""
-    from test_evaluate import with_random_head
+    from random_head import with_random_head
 
     folder = with_random_head(minilm_dir, tmp_path / "model", "BertForSequenceClassification")
     texts = [("a gripping , funny film", 1), ("dull and far too long", 0), ("not bad at all", 1)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from masklrp import data
+from masklrp.corpus import read_conllu
 from masklrp.data import QAExample, SentimentExample, data_dir, squad, sst2
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -98,4 +99,22 @@ def test_squad_rejects_a_misplaced_answer(tmp_path):
 
 
 def test_module_exports():
-    assert set(data.__all__) == {"QAExample", "SentimentExample", "data_dir", "squad", "sst2"}
+    assert set(data.__all__) == {"QAExample", "SentimentExample", "data_dir", "squad", "sst2", "ud_ewt"}
+
+
+@needs_data
+def test_ud_ewt_dev_path():
+    path = data.ud_ewt("dev")
+    assert path.name == "en_ewt-ud-dev.conllu" and path.parent.parent == data_dir()
+    assert sum(1 for _ in read_conllu(path)) == 2001  # SOURCES.md
+
+
+def test_ud_ewt_unknown_split():
+    with pytest.raises(ValueError, match="split"):
+        data.ud_ewt("train")
+
+
+def test_ud_ewt_missing_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("MASKLRP_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="UD EWT"):
+        data.ud_ewt("dev")

@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,28 +16,8 @@ import masklrp
 from masklrp import metrics as M
 from masklrp.evaluate import METRICS, evaluate
 
-REPO = Path(__file__).resolve().parents[1]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-
-
-def with_random_head(base: Path, out: Path, architecture: str, seed: int = 0) -> Path:
-    """``base`` (a BertModel folder) plus a seeded random 2-output head, saved as ``architecture``."""
-    safetensors = pytest.importorskip("safetensors.numpy", reason="reading safetensors needs the hf extra")
-    weights = safetensors.load_file(str(base / "model.safetensors"))
-    head = "qa_outputs" if architecture == "BertForQuestionAnswering" else "classifier"
-    rng = np.random.default_rng(seed)
-    hidden = weights["embeddings.word_embeddings.weight"].shape[1]
-    weights[f"{head}.weight"] = (0.2 * rng.standard_normal((2, hidden))).astype(np.float32)
-    weights[f"{head}.bias"] = np.zeros(2, np.float32)
-    out.mkdir(parents=True)
-    safetensors.save_file(weights, str(out / "model.safetensors"))
-    config = json.loads((base / "config.json").read_text())
-    config.update(architectures=[architecture], id2label={"0": "negative", "1": "positive"},
-                  label2id={"negative": 0, "positive": 1})
-    (out / "config.json").write_text(json.dumps(config))
-    for name in TOKENIZER_FILES:
-        shutil.copy(base / name, out / name)
-    return out
+from command_line import run_masklrp
+from random_head import with_random_head
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +27,6 @@ def sst2_slice():
     except FileNotFoundError as e:
         pytest.skip(f"SST-2 is not shipped beside the project: {e}")
 
-
-@pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory, minilm_dir):
-    return with_random_head(minilm_dir, tmp_path_factory.mktemp("cls") / "model", "BertForSequenceClassification")
 
 
 @pytest.fixture(scope="module")
@@ -182,20 +153,17 @@ def test_question_answering_precision_at_20_pipeline(tmp_path, minilm_dir):
     except FileNotFoundError as e:
         pytest.skip(f"SQuAD is not shipped beside the project: {e}")
     model = masklrp.load(with_random_head(minilm_dir, tmp_path / "qa", "BertForQuestionAnswering"))
-    r = evaluate(model, examples, ("attnlrp", "rawatt"), progress=False)
+    mask = np.zeros((6, 12), np.float32)
+    mask[:3] = 1  # the reference code never passed its mask to QA runs (DESIGN.md §3.3); we do
+    r = evaluate(model, examples, ("attnlrp", "rawatt", "mask-lrp", "rel-rollout"), mask, progress=False)
     assert r.metrics == ("p@20",) and r.info["n"] == 4
+    assert r.info["head_mask"] == "36 of 72 heads kept"
     for method in r.methods:
         values = r.precision[method][0]
         assert values.shape == (4,) and np.all((values >= 0) & (values <= 1))
     assert "P@20" in r.table()
     with pytest.raises(ValueError, match="P@20 only"):
         r.plot()
-
-
-def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "masklrp", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env=env)
 
 
 def test_cli_evaluate_end_to_end(tmp_path, classifier_dir, classifier, sst2_slice):
@@ -208,7 +176,7 @@ def test_cli_evaluate_end_to_end(tmp_path, classifier_dir, classifier, sst2_slic
     np.testing.assert_array_equal(masklrp.HeadMask.load(tmp_path / "heads.npz").mask, mask)
 
     out = tmp_path / "eval"
-    done = _cli("evaluate", "--model", str(classifier_dir), "--data", "sst2-dev", "--limit", "8",
+    done = run_masklrp("evaluate", "--model", str(classifier_dir), "--data", "sst2-dev", "--limit", "8",
                 "--methods", "mask-lrp,random-mask,attnlrp", "--head-mask", str(tmp_path / "heads.npz"),
                 "--random-seeds", "2", "--metrics", "aopc,lodds", "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -223,7 +191,7 @@ def test_cli_evaluate_end_to_end(tmp_path, classifier_dir, classifier, sst2_slic
     if _has_matplotlib():
         assert (out / "curves.png").stat().st_size > 0
 
-    failed = _cli("evaluate", "--model", str(classifier_dir), "--limit", "2", "--methods", "mask-lrp",
+    failed = run_masklrp("evaluate", "--model", str(classifier_dir), "--limit", "2", "--methods", "mask-lrp",
                   "--no-progress", "--out", str(out), cwd=tmp_path)
     assert failed.returncode == 2 and "head_mask" in failed.stderr
 

@@ -1,0 +1,124 @@
+"""``python -m masklrp explain`` and ``heads`` end to end, in a subprocess as a user runs them.
+
+``evaluate`` is tested with the evaluation (tests/test_evaluate.py). Models: real MiniLM
+weights with a seeded random head (pipeline tests), and the default fine-tuned model for the
+README's demo command (built on first use, about 2 minutes).
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import masklrp
+from masklrp.__main__ import DEMO_TEXT
+
+from command_line import run_masklrp
+
+SAMPLE = Path(__file__).parent / "data" / "dependency_sample.conllu"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_explain_writes_one_row_per_method(tmp_path, classifier_dir):
+    out = tmp_path / "heat.html"
+    done = run_masklrp("explain", "a gripping <b>funny</b> film", "--model", str(classifier_dir),
+                       "--method", "attnlrp,rawatt", "--target", "1", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("'a gripping <b>funny</b> film' -> target 1 (positive), logit ")
+    assert [line.split(":")[0].strip() for line in done.stdout.splitlines()[1:3]] == ["attnlrp", "rawatt"]
+    page = out.read_text(encoding="utf-8")
+    assert page.lstrip().lower().startswith("<!doctype html>")
+    assert "<b>" not in page and html.escape("<") in page, "tokens are escaped"
+    assert page.count("attnlrp") >= 1 and page.count("rawatt") >= 1
+    assert f"wrote {out}" in done.stdout
+
+
+def test_explain_png_with_a_head_mask_file(tmp_path, classifier_dir):
+    pytest.importorskip("matplotlib", reason="PNG heatmaps need the viz extra (matplotlib)")
+    mask = np.zeros((6, 12), np.float32)
+    mask[:, :3] = 1
+    np.savez(tmp_path / "unused.npz", mask=mask)  # a plain array file is not a HeadMask
+    heads = masklrp.HeadMask(np.zeros((6, 12, 3), np.int64), np.zeros((6, 12, 1), np.int64), 10,
+                             np.ones(1, np.int64), np.zeros((1, 3), np.int64), relations=("nsubj",))
+    heads.positional[mask == 1, 2] = 10
+    heads.save(tmp_path / "heads.npz")
+    out = tmp_path / "heat.png"
+    done = run_masklrp("explain", "dull and far too long", "--model", str(classifier_dir), "--method",
+                       "mask-lrp,attnlrp", "--head-mask", str(tmp_path / "heads.npz"), "--out", str(out),
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 5000
+
+    bad = run_masklrp("explain", "dull", "--model", str(classifier_dir), "--head-mask",
+                      str(tmp_path / "unused.npz"), "--method", "mask-lrp", "--out", str(out), cwd=tmp_path)
+    assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+def test_explain_mask_lrp_needs_a_head_mask_for_a_given_model(tmp_path, classifier_dir):
+    done = run_masklrp("explain", "dull", "--model", str(classifier_dir), "--method", "mask-lrp",
+                       "--out", str(tmp_path / "x.html"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--head-mask" in done.stderr and "python -m masklrp heads" in done.stderr
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_explain_unknown_method_is_an_error(tmp_path, classifier_dir):
+    done = run_masklrp("explain", "dull", "--model", str(classifier_dir), "--method", "nonsense",
+                       "--out", str(tmp_path / "x.html"), cwd=tmp_path)
+    assert done.returncode != 0 and "nonsense" in done.stderr
+
+
+def test_heads_counts_a_treebank_and_saves_the_mask(tmp_path, minilm_dir):
+    out = tmp_path / "heads.npz"
+    done = run_masklrp("heads", "--model", str(minilm_dir), "--corpus", str(SAMPLE), "--out", str(out),
+                       "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = masklrp.HeadMask.load(out)
+    direct = masklrp.head_statistics(masklrp.load(str(minilm_dir)), SAMPLE, progress=False)
+    assert saved.n_sentences == 4 and saved.corpus == SAMPLE.name
+    for counter in ("positional", "syntactic", "arcs", "baseline"):
+        np.testing.assert_array_equal(getattr(saved, counter), getattr(direct, counter))
+    assert "layer 0:" in done.stdout and f"wrote {out}" in done.stdout
+
+    done = run_masklrp("heads", "--model", str(minilm_dir), "--corpus", str(SAMPLE), "--limit", "2",
+                       "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert masklrp.HeadMask.load(out).n_sentences == 2
+
+
+def test_heads_plot(tmp_path, minilm_dir):
+    pytest.importorskip("matplotlib", reason="the mask figure needs the viz extra (matplotlib)")
+    done = run_masklrp("heads", "--model", str(minilm_dir), "--corpus", str(SAMPLE), "--out",
+                       str(tmp_path / "h.npz"), "--plot", str(tmp_path / "h.png"), "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "h.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--corpus", "missing.conllu"), "--corpus"),
+    (("--corpus", str(SAMPLE), "--limit", "0"), "--limit"),
+])
+def test_heads_bad_arguments(tmp_path, minilm_dir, args, message):
+    done = run_masklrp("heads", "--model", str(minilm_dir), *args, "--out", str(tmp_path / "h.npz"),
+                       "--no-progress", cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "h.npz").exists()
+
+
+def test_readme_demo_command(tmp_path):
+    """The README's first command (``make demo``) on the real default model, built if missing."""
+    pytest.importorskip("matplotlib", reason="the demo's PNG needs the viz extra (matplotlib)")
+    pytest.importorskip("torch", reason="building the default model fine-tunes it with torch")
+    try:
+        masklrp.data.ud_ewt("dev")
+    except FileNotFoundError as e:
+        pytest.skip(f"the default head mask counts over UD EWT dev, not shipped here: {e}")
+    out = tmp_path / "heatmap.png"
+    done = run_masklrp("explain", "--method", "attnlrp,mask-lrp", "--out", str(out), cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{DEMO_TEXT!r} -> target 1 (positive)"), "the default model calls it positive"
+    attnlrp = done.stdout.splitlines()[1]
+    assert "'charming'" in attnlrp, f"the most relevant words should include 'charming': {attnlrp}"
+    assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 10000
