@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,10 +168,12 @@ class Evaluation:
         fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
         for ax, metric in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
             x = 100 * np.array(self._metric_ks(metric))
-            for method in self.methods:
+            for i, method in enumerate(self.methods):
                 s = summary[method][metric]
                 y = np.array(s["per_k"])
-                (line,) = ax.plot(x, y, marker="o", markersize=3, label=method)
+                # ten colours, then the same colours dashed: every method stays distinguishable
+                (line,) = ax.plot(x, y, marker="os"[i // 10 % 2], markersize=3, color=f"C{i % 10}",
+                                  linestyle="-" if i < 10 else "--", label=method)
                 if s["per_k_std"] is not None:
                     std = np.array(s["per_k_std"])
                     ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2)
@@ -178,7 +181,7 @@ class Evaluation:
             ax.set(title=f"{LABELS[metric]} ({better} is better)", xlabel="tokens replaced (%)")
             ax.grid(alpha=0.3)
         fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="small")
-        fig.suptitle(self._caption(), fontsize="small")
+        fig.suptitle(textwrap.fill(self._caption(), int(36 * len(panels))), fontsize="small")
         if path is not None:
             fig.savefig(path, dpi=120)
         return fig
