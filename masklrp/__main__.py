@@ -18,7 +18,8 @@ printing the paper-style table and writing ``results.csv``, ``results.json`` and
         --head-mask heads.npz --out eval/
 
 Without ``--model`` every command uses the default fine-tuned MiniLM
-(:mod:`masklrp.default_model`; ``explain`` builds it when missing, the others need it built). Each command is one ``_<name>`` function registered in :func:`parser`.
+(:mod:`masklrp.default_model`; ``explain`` builds it when missing, the others need it built).
+Each command is one ``_<name>`` function registered in :func:`parser`.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Sequence
 
 from ._checks import positive_int
-from .corpus import read_conllu
 
 # The demo's sentence: SST-2 dev, a positive review the default model gets right.
 DEMO_TEXT = "it 's a charming and often affecting journey ."
@@ -145,21 +145,18 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _heads(args: argparse.Namespace) -> int:
+    from .corpus import read_conllu
     from .data import ud_ewt
     from .headstats import head_statistics
     from .model import load
 
-    if args.model is None:
-        from .default_model import default_model_dir
-
-        args.model = default_model_dir(build=False)
     corpus = ud_ewt("dev") if args.corpus == "ud-ewt-dev" else Path(args.corpus)
     if not corpus.is_file():
         raise FileNotFoundError(f"--corpus: no CoNLL-U file at {corpus}")
     sentences = read_conllu(corpus)
     if args.limit is not None:
         sentences = list(islice(sentences, positive_int(args.limit, "--limit")))
-    stats = head_statistics(load(str(args.model)), sentences, batch_size=args.batch_size,
+    stats = head_statistics(load(_built_model(args.model)), sentences, batch_size=args.batch_size,
                             progress=not args.no_progress, corpus_name=corpus.name)
     print(stats.summary())
     stats.save(args.out)
@@ -174,12 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .metrics import KS
 
-    model = args.model
-    if model is None:
-        from .default_model import default_model_dir
-
-        model = default_model_dir(build=False)
-    result = evaluate(str(model), args.data, args.methods, args.head_mask, metrics=args.metrics,
+    result = evaluate(_built_model(args.model), args.data, args.methods, args.head_mask, metrics=args.metrics,
                       ks=args.ks or KS, target=args.target, replacement=args.replacement,
                       random_seeds=args.random_seeds, batch_size=args.batch_size, rounding=args.rounding,
                       limit=args.limit, progress=not args.no_progress,
@@ -196,6 +188,15 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"no plot: {e}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _built_model(given) -> str:
+    """``--model``, else the default model's folder, which must be built already."""
+    if given is not None:
+        return str(given)
+    from .default_model import default_model_dir
+
+    return str(default_model_dir(build=False))
 
 
 def _names(text: str) -> list[str]:
