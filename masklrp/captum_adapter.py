@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._checks import positive_int
 from .explain import Explanation, special_flags, token_fields
 from .model import Inputs
 
@@ -95,11 +96,9 @@ class CaptumExplainer:
         self.torch, self.attr = _imports()
         if not isinstance(torch_model, self.torch.nn.Module):
             raise TypeError(f"torch_model must be a transformers torch model, got {type(torch_model).__name__}")
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
         self.model = torch_model.eval()
         self.method = canonical_name(method)
-        self.n_steps = n_steps
+        self.n_steps = positive_int(n_steps, "n_steps")
         pad = getattr(torch_model.config, "pad_token_id", None)
         self.baseline = int(baseline if baseline is not None else (pad if pad is not None else 0))
         self.internal_batch_size = internal_batch_size

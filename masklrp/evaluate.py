@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from . import data as datasets
-from ._checks import positive_int
+from ._checks import fractions, positive_int
 from .methods import ALIASES, MASKED_METHODS, METHODS, explain_all, load_head_mask
 from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, perturbation_curves,
                       precision_at, resolve_replacement, sufficiency)
@@ -256,7 +256,7 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
     batch_size = positive_int(batch_size, "batch_size")
     if captum_names:
         captum_model = _torch_model(model, captum_model)
-    ks, bins = _fractions(ks, "ks"), _fractions(eraser_bins, "eraser_bins")
+    ks, bins = (tuple(dict.fromkeys(fractions(x, name))) for x, name in ((ks, "ks"), (eraser_bins, "eraser_bins")))
     grid = tuple(sorted(set(ks) | (set(bins) if {"comprehensiveness", "sufficiency"} & set(metrics) else set())))
     runner = _Runner(model, engine, captum_names, mask, {name: random_seeds if name == "random-mask" else 1
                                                           for name in names},
@@ -286,12 +286,14 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
              for name in names}
     for rows in _chunks(examples, batch_size, qa):
         inputs = model.encode([examples[i][0] for i in rows])
-        predicted[rows] = model.forward(inputs, threads=threads)["logits"].argmax(axis=1)
+        logits = model.forward(inputs, threads=threads)["logits"]  # shared by every method's curves
+        predicted[rows] = logits.argmax(axis=1)
         targets[rows] = predicted[rows] if labels is None else labels[rows]
         for name, explanations in runner.explain(inputs, targets[rows]).items():
             for r, run in enumerate(explanations):
                 c = perturbation_curves(model, inputs, run, grid, modes=modes, target=targets[rows],
-                                        replacement=replacement_id, rounding=rounding, threads=threads)
+                                        replacement=replacement_id, rounding=rounding, logits=logits,
+                                        threads=threads)
                 p_full[rows] = c.p_full
                 for m in modes:
                     probs[name][r][m][rows] = c.probs[m]
@@ -446,13 +448,6 @@ def _metrics(metrics, qa: bool) -> tuple[str, ...]:
     if wrong or not metrics:
         raise ValueError(f"metrics: {wrong or 'none given'} not available; choose from {allowed}")
     return tuple(dict.fromkeys(metrics))
-
-
-def _fractions(ks, name: str) -> tuple[float, ...]:
-    values = tuple(float(k) for k in np.atleast_1d(np.asarray(ks, dtype=np.float64)))
-    if not values or not all(0 < k <= 1 for k in values):
-        raise ValueError(f"{name} must be fractions in (0, 1], got {ks!r}")
-    return tuple(dict.fromkeys(values))
 
 
 def _chunks(examples, batch_size: int, qa: bool):

@@ -27,7 +27,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from ._checks import positive_int
+from ._checks import fractions, positive_int
+from .explain import special_flags
 from .model import Inputs, Model
 
 __all__ = ["ERASER_BINS", "KS", "MODES", "Curve", "PerturbationCurves", "abpc", "aopc",
@@ -99,8 +100,7 @@ def precision_at(scores, gold_mask, k: int = 20, candidates=None) -> float:
     if scores.ndim != 1 or gold.shape != scores.shape or cand.shape != scores.shape:
         raise ValueError(f"scores, gold_mask and candidates must be (n,) of one length, got "
                          f"{scores.shape}, {gold.shape}, {cand.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = positive_int(k, "k")
     index = np.flatnonzero(cand)
     if len(index) == 0:
         raise ValueError("candidates: no token to rank")
@@ -156,10 +156,10 @@ def special_tokens(model: Model, inputs: Inputs, special_tokens_mask=None) -> np
         if special.shape != inputs.input_ids.shape:
             raise ValueError(f"special_tokens_mask must have the shape of input_ids "
                              f"{inputs.input_ids.shape}, got {special.shape}")
-    elif model.tokenizer is not None and model.tokenizer.special_ids:
-        special = np.isin(inputs.input_ids, list(model.tokenizer.special_ids))
     else:
-        special = np.zeros(inputs.input_ids.shape, dtype=bool)
+        special = special_flags(inputs, model.tokenizer)
+        if special is None:
+            special = np.zeros(inputs.input_ids.shape, dtype=bool)
     return special | (inputs.attention_mask == 0)
 
 
@@ -205,13 +205,15 @@ class PerturbationCurves:
 
 def perturbation_curves(model: Model, inputs: Inputs, scores, ks: Sequence[float] = KS, *,
                         modes: Sequence[str] = ("most",), target=None, replacement: int | str | None = None,
-                        special_tokens_mask=None, rounding: str = "ceil", batch_size: int = 256,
+                        special_tokens_mask=None, rounding: str = "ceil", logits=None, batch_size: int = 256,
                         threads: int | None = None) -> PerturbationCurves:
     """Probabilities of the explained class as the tokens are replaced in score order.
 
     ``scores`` as in :func:`perturb`; ``target``: None (each sequence's predicted class),
     an int, or (B,) ints (e.g. the gold labels); ``replacement``: a token id or token string
-    (default: the pad id, 0 for BERT); special tokens as in :func:`special_tokens`.
+    (default: the pad id, 0 for BERT); special tokens as in :func:`special_tokens`;
+    ``logits``: the unperturbed inputs' ``(B, outputs)`` logits when the caller has them
+    already (one forward fewer; :func:`masklrp.evaluate` shares them between methods).
     Every distinct perturbed sequence runs once, ``batch_size`` rows per engine forward:
     "keep the top m" is "replace the lowest n − m", and small fractions of short sequences
     often replace the same number of tokens.
@@ -225,9 +227,10 @@ def perturbation_curves(model: Model, inputs: Inputs, scores, ks: Sequence[float
     special = special_tokens(model, inputs, special_tokens_mask)
     ranked = _rankings(inputs, scores, special)
 
-    full = _softmax(_forward(model, inputs, batch_size, threads))
-    target = _targets(target, full)
     B = len(ranked)
+    full = _softmax(_forward(model, inputs, batch_size, threads) if logits is None
+                    else _given_logits(logits, (B, model.spec.n_outputs)))
+    target = _targets(target, full)
     # (sequence, order, count) -> its row among the perturbed inputs, each distinct one once
     rows: dict[tuple[int, str, int], int] = {}
     where = {mode: np.zeros((B, len(ks)), dtype=np.int64) for mode in modes}
@@ -266,9 +269,7 @@ def resolve_replacement(model: Model, replacement: int | str | None) -> int:
 
 
 def _check_plan(ks, modes, rounding):
-    ks_ = tuple(float(k) for k in np.atleast_1d(np.asarray(ks, dtype=np.float64)))
-    if not ks_ or not all(0 < k <= 1 for k in ks_):
-        raise ValueError(f"ks must be fractions in (0, 1], got {ks!r}")
+    ks_ = fractions(ks, "ks")
     modes = (modes,) if isinstance(modes, str) else tuple(modes)
     if not modes or any(m not in MODES for m in modes):
         raise ValueError(f"modes must be among {MODES}, got {modes!r}")
@@ -335,6 +336,15 @@ def _forward(model: Model, inputs: Inputs, batch_size: int, threads) -> np.ndarr
                       None if inputs.token_type_ids is None else inputs.token_type_ids[rows, :T])
         out[rows] = model.forward(part, threads=threads)["logits"]
     return out
+
+
+def _given_logits(logits, shape: tuple[int, int]) -> np.ndarray:
+    a = np.asarray(logits, dtype=np.float64)
+    if a.shape != shape:
+        raise ValueError(f"logits must be (batch, outputs) = {shape}, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("logits must be finite")
+    return a
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -192,6 +192,25 @@ def test_curves_default_target_is_the_prediction(tiny):
         M.perturbation_curves(model, inputs, scores, batch_size=0)
 
 
+def test_given_logits_stand_in_for_the_unperturbed_forward(tiny):
+    """evaluate() shares one forward's logits between methods: the curves must not change."""
+    _, model, inputs, special = tiny
+    scores = [np.cos(np.arange(int(n))) for n in inputs.attention_mask.sum(axis=1)]
+    own = M.perturbation_curves(model, inputs, scores, (0.2, 0.6), modes=M.MODES, special_tokens_mask=special)
+    logits = model.forward(inputs)["logits"]
+    given = M.perturbation_curves(model, inputs, scores, (0.2, 0.6), modes=M.MODES, special_tokens_mask=special,
+                                  logits=logits)
+    np.testing.assert_array_equal(given.target, own.target)
+    # one engine forward of the same rows, padded differently: float32 rounding apart at most
+    np.testing.assert_allclose(given.p_full, own.p_full, rtol=1e-6)
+    for mode in M.MODES:
+        np.testing.assert_array_equal(given.probs[mode], own.probs[mode])
+    with pytest.raises(ValueError, match=r"logits must be \(batch, outputs\)"):
+        M.perturbation_curves(model, inputs, scores, logits=logits[:, :2])
+    with pytest.raises(ValueError, match="logits must be finite"):
+        M.perturbation_curves(model, inputs, scores, logits=np.full_like(logits, np.nan))
+
+
 def test_the_influential_token_first_beats_the_reversed_ranking(tiny):
     """Only the trigger token can move this model; ranking it first must win at every k."""
     module, _, inputs, special = tiny
