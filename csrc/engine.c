@@ -598,8 +598,10 @@ typedef struct {
     const Model *m;
     const EngineCall *call;
     ptrdiff_t chunk;         // sequences per chunk
+    int members;             // threads of each worker's team, the worker included
     atomic_ptrdiff_t next;   // first sequence of the next chunk to take
     atomic_bool out_of_memory;
+    pthread_mutex_t stats_lock; // guards call->head_stats
 } Job;
 
 static float *at(float *base, ptrdiff_t b, ptrdiff_t per) { return base != NULL ? base + b * per : NULL; }
@@ -618,24 +620,25 @@ static const float *argmax_seed(const Model *m, Workspace *w, const float *logit
     return w->seed;
 }
 
-// Head statistics of the chunk's sequences from its attention cache. Workers
-// share the call's counters, so they take turns adding to them.
-static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void count_heads(const Model *m, const EngineCall *call, Workspace *w, ptrdiff_t b0) {
+// Head statistics of the chunk's sequences from its attention cache. A call's
+// workers share its counters, so they take turns (job->stats_lock) adding to them.
+static void count_heads(const Model *m, const EngineCall *call, Workspace *w, ptrdiff_t b0,
+                        pthread_mutex_t *lock) {
     const HeadStats *hs = call->head_stats;
-    pthread_mutex_lock(&stats_lock);
+    pthread_mutex_lock(lock);
     for (ptrdiff_t seq = 0; seq < w->S; seq++) {
         const int64_t *arcs;
         const ptrdiff_t n_arcs = arcs_of(hs, b0 + seq, &arcs);
         head_counts(hs, seq_att(m, w, 0, seq), w->S * m->H * w->T * w->T, m->L, m->H, w->T, b0 + seq, arcs,
                     n_arcs, w->kstar);
     }
-    pthread_mutex_unlock(&stats_lock);
+    pthread_mutex_unlock(lock);
 }
 
 // Forward and backward sweeps for sequences [b0, b0 + w->S) of the call.
-static void run_chunk(const Model *m, const EngineCall *call, Workspace *w, ptrdiff_t b0) {
+static void run_chunk(Job *job, Workspace *w, ptrdiff_t b0) {
+    const Model *m = job->m;
+    const EngineCall *call = job->call;
     const ptrdiff_t S = w->S, T = call->T, C = m->C, L = m->L, H = m->H;
     const ptrdiff_t n_logits = (m->pool == POOL_NONE ? T : 1) * m->NO;
     const ptrdiff_t att_per_seq = L * H * T * T, hid_per_seq = (L + 1) * T * C;
@@ -669,7 +672,7 @@ static void run_chunk(const Model *m, const EngineCall *call, Workspace *w, ptrd
         }
     }
 
-    if (call->head_stats != NULL) count_heads(m, call, w, b0);
+    if (call->head_stats != NULL) count_heads(m, call, w, b0, &job->stats_lock);
     if (call->n_streams == 0) return;
 
     const float *seed = call->seed != NULL ? call->seed + b0 * n_logits : argmax_seed(m, w, call->logits + b0 * n_logits);
@@ -698,6 +701,8 @@ static void run_chunk(const Model *m, const EngineCall *call, Workspace *w, ptrd
 static void *worker(void *arg) {
     Job *job = arg;
     const ptrdiff_t B = job->call->B;
+    Team *team = job->members > 1 ? team_new(job->members) : NULL; // NULL: GEMMs run on this thread alone
+    team_set_current(team);
     Workspace *full = NULL, *tail = NULL; // the last chunk may be shorter
     for (ptrdiff_t b0; (b0 = atomic_fetch_add(&job->next, job->chunk)) < B;) {
         const ptrdiff_t S = B - b0 < job->chunk ? B - b0 : job->chunk;
@@ -706,51 +711,39 @@ static void *worker(void *arg) {
             atomic_store(&job->out_of_memory, true); // chunk b0 is lost: the call fails
             break;
         }
-        run_chunk(job->m, job->call, *w, b0);
+        run_chunk(job, *w, b0);
     }
+    team_set_current(NULL);
+    team_free(team);
     workspace_give(job->call->pool, full);
     workspace_give(job->call->pool, tail);
     return NULL;
 }
 
-// One model_run at a time, process-wide. OpenBLAS has one global thread count and a
-// multi-threaded sgemm rounds differently from a single-threaded one, so a call that
-// sets it to 1 for its workers would change the bits of another call running beside
-// it. Serialised, every call gives exactly what it gives alone; each already uses all
-// the threads it is given.
-static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;
-
+// The call's threads go first to workers that take chunks of the batch (no
+// synchronisation at all), then, when there are fewer chunks than threads, to
+// each worker's team. Every worker gets the same team size, so a chunk's bits
+// do not depend on which worker ran it: a call gives the same result for the
+// same inputs and thread count, whatever runs beside it.
 int model_run(const Model *m, const EngineCall *call) {
-    const ptrdiff_t B = call->B;
-    ptrdiff_t workers = call->threads < B ? call->threads : B;
-    if (workers < 1) workers = 1;
+    const ptrdiff_t B = call->B, threads = call->threads < 1 ? 1 : call->threads;
+    ptrdiff_t workers = threads < B ? threads : B;
     ptrdiff_t chunk = (CHUNK_ROWS + call->T - 1) / call->T, fair = (B + workers - 1) / workers;
     if (chunk > fair) chunk = fair;
     if (chunk < 1) chunk = 1;
     workers = (B + chunk - 1) / chunk < workers ? (B + chunk - 1) / chunk : workers;
-    Job job = {.m = m, .call = call, .chunk = chunk};
+    Job job = {.m = m, .call = call, .chunk = chunk, .members = (int)(threads / workers)};
     atomic_init(&job.next, 0);
     atomic_init(&job.out_of_memory, false);
-    pthread_mutex_lock(&run_lock);
-    if (workers == 1) {
-        worker(&job);
-    } else {
-        pthread_t *threads = calloc((size_t)workers, sizeof *threads);
-        if (threads == NULL) {
-            pthread_mutex_unlock(&run_lock);
-            return -1;
-        }
-        // Workers call BLAS concurrently: each GEMM runs on its worker's thread.
-        const int blas_threads = blas_get_num_threads();
-        blas_set_num_threads(1);
-        ptrdiff_t started = 0;
-        for (; started < workers; started++)
-            if (pthread_create(&threads[started], NULL, worker, &job) != 0) break;
-        if (started == 0) worker(&job); // no thread could start: do the work here
-        for (ptrdiff_t i = 0; i < started; i++) pthread_join(threads[i], NULL);
-        blas_set_num_threads(blas_threads);
-        free(threads);
-    }
-    pthread_mutex_unlock(&run_lock);
+    pthread_mutex_init(&job.stats_lock, NULL);
+    blas_pin_single_thread();
+    pthread_t *helpers = workers > 1 ? calloc((size_t)workers - 1, sizeof *helpers) : NULL;
+    ptrdiff_t started = 0;
+    while (helpers != NULL && started < workers - 1 && pthread_create(&helpers[started], NULL, worker, &job) == 0)
+        started++;
+    worker(&job); // the calling thread is a worker too
+    for (ptrdiff_t i = 0; i < started; i++) pthread_join(helpers[i], NULL);
+    free(helpers);
+    pthread_mutex_destroy(&job.stats_lock);
     return atomic_load(&job.out_of_memory) ? -1 : 0;
 }

@@ -16,15 +16,35 @@
 // ----------------------------------------------------------------------------
 // linalg.c: the only place that calls BLAS
 
+// Most threads one call may use.
+#define MLRP_MAX_THREADS 1024
+
 // Largest dimension one sgemm call accepts (OpenBLAS takes 32-bit ints).
 #define MLRP_BLAS_MAX_DIM 2147483647
 
 // C (M,N) = alpha * op(A) op(B) + beta * C, row-major; op transposes when t*.
 void gemm(bool ta, bool tb, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, float alpha,
           const float *A, const float *B, float beta, float *C);
-void blas_set_num_threads(int n);
-int blas_get_num_threads(void);
-const char *blas_config(void);
+// OpenBLAS's own thread count, process-wide, held at 1 (team.c says why); a call
+// re-pins it in case another library in the process (threadpoolctl) changed it.
+void blas_pin_single_thread(void);
+const char *blas_config(void);  // openblas_get_config: version, build options
+const char *blas_core(void);    // the kernel family OpenBLAS chose for this CPU
+
+// ----------------------------------------------------------------------------
+// team.c: a call's own threads (the only parallelism: BLAS runs on one thread)
+
+typedef struct Team Team;
+typedef void (*TeamTask)(void *ctx, ptrdiff_t i);
+// A leader (the calling thread) and members - 1 helper threads; NULL if out of memory.
+Team *team_new(int members);
+void team_free(Team *t);
+int team_members(const Team *t); // 1 for NULL
+// task(ctx, i) for every i in [0, count), spread over the team; returns when all are done.
+void team_for(Team *t, ptrdiff_t count, TeamTask task, void *ctx);
+// The calling thread's team (NULL: none); gemm() splits its work over it.
+Team *team_current(void);
+void team_set_current(Team *t);
 
 // ----------------------------------------------------------------------------
 // rules.c: one forward/backward pair per row of DESIGN.md §2
@@ -190,13 +210,13 @@ typedef struct {
     int n_streams;
     Stream streams[ENGINE_MAX_STREAMS];
     HeadStats *head_stats;    // counted after the forward, or NULL
-    int threads;              // sequences of the batch run in parallel on this many threads
+    int threads;              // threads of this call (chunks of the batch, then teams)
     WorkspacePool *pool;      // where workspaces are reused from, or NULL
 } EngineCall;
 
 // Forward (and the requested backward streams) for every sequence of the batch.
-// Inputs are trusted (module_engine.c validates them). Calls are serialised process-
-// wide, so concurrent calls give bit for bit what they give alone (see engine.c).
+// Inputs are trusted (module_engine.c validates them). Calls share no state, so
+// concurrent calls run in parallel and give bit for bit what they give alone.
 // 0 on success, -1 when out of memory.
 int model_run(const Model *m, const EngineCall *call);
 

@@ -7,8 +7,12 @@
 #include "module.h"
 
 #include <math.h>
+#include <sched.h> // sched_getaffinity (Python.h defines _GNU_SOURCE)
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 // ----------------------------------------------------------------------------
 // Argument checking
@@ -240,17 +244,19 @@ static PyArrayObject *new_with_last_dim(PyArrayObject *a, npy_intp last, int zer
 }
 
 PyDoc_STRVAR(linear_forward_doc,
-             "linear_forward(x, weight, bias=None, *, weight_layout='out_in') -> z\n\n"
+             "linear_forward(x, weight, bias=None, *, weight_layout='out_in', threads=1) -> z\n\n"
              "z (..., OUT) = x Wᵀ + b for x (..., IN), weight (OUT, IN) or (IN, OUT) with\n"
-             "weight_layout='in_out' (GPT-2 Conv1D). One sgemm. See masklrp.kernels.");
+             "weight_layout='in_out' (GPT-2 Conv1D). One sgemm, split over `threads` threads\n"
+             "as the engine's teams split theirs. See masklrp.kernels.");
 
 static PyObject *py_linear_forward(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"x", "weight", "bias", "weight_layout", NULL};
+    static char *kwlist[] = {"x", "weight", "bias", "weight_layout", "threads", NULL};
     PyObject *xo, *wo, *bo = NULL, *layout = NULL, *result = NULL;
     PyArrayObject *x = NULL, *w = NULL, *b = NULL, *z = NULL;
-    int in_out = 0;
+    int in_out = 0, threads = 1;
     npy_intp in, out;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O$O", kwlist, &xo, &wo, &bo, &layout)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O$Oi", kwlist, &xo, &wo, &bo, &layout, &threads)) return NULL;
+    if (!valid_threads(threads)) goto fail;
     if (layout != NULL && !choice(layout, "weight_layout", WEIGHT_LAYOUT_NAMES, 2, &in_out)) goto fail;
     if (!(x = float_array(xo, "x", 1, -1, FINITE))) goto fail;
     if (!(w = float_array(wo, "weight", 2, 2, FINITE))) goto fail;
@@ -259,7 +265,11 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args, PyObject *kw)
     if (b != NULL && !has_shape(b, "bias", 1, &out, "have shape (out_features,)")) goto fail;
     if (!(z = new_with_last_dim(x, out, 0))) goto fail;
     Py_BEGIN_ALLOW_THREADS
+    Team *team = threads > 1 ? team_new(threads) : NULL;
+    team_set_current(team);
     linear_forward(F(z), F(x), F(w), OPT(b), PyArray_SIZE(x) / in, in, out, in_out);
+    team_set_current(NULL);
+    team_free(team);
     Py_END_ALLOW_THREADS
     result = (PyObject *)z;
     z = NULL;
@@ -800,12 +810,31 @@ static PyObject *py_relevance(PyObject *self, PyObject *args, PyObject *kw) {
 }
 
 // ----------------------------------------------------------------------------
-// BLAS threads
+// Threads: a default for calls that name none, and what the BLAS is
+
+// The threads a call uses when it names none (masklrp.set_num_threads). Calls
+// read it once when they start, and nothing else ever writes it.
+static atomic_int default_threads;
+
+int valid_threads(long n) {
+    if (n >= 1 && n <= MLRP_MAX_THREADS) return 1;
+    PyErr_Format(PyExc_ValueError, "threads must be in [1, %d], got %ld", MLRP_MAX_THREADS, n);
+    return 0;
+}
+
+// The CPUs this process may run on (its affinity mask, as os.sched_getaffinity).
+static int available_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)(online < MLRP_MAX_THREADS ? online : MLRP_MAX_THREADS) : 1;
+}
 
 PyDoc_STRVAR(set_num_threads_doc,
              "set_num_threads(n)\n\n"
-             "Number of OpenBLAS threads masklrp's GEMMs use (n >= 1). This is the\n"
-             "OpenBLAS masklrp links to, not the copy vendored inside NumPy's wheel.");
+             "Threads of every later masklrp call that does not name its own (n >= 1). A\n"
+             "call's threads are its own: OpenBLAS itself always runs single-threaded, so\n"
+             "this touches no library state and never changes a call already running.");
 
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     if (PyBool_Check(arg) || !PyLong_Check(arg)) {
@@ -814,26 +843,35 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     }
     const long n = PyLong_AsLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (n < 1 || n > 4096) {
-        PyErr_Format(PyExc_ValueError, "n must be between 1 and 4096, got %ld", n);
+    if (n < 1 || n > MLRP_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "n must be between 1 and %d, got %ld", MLRP_MAX_THREADS, n);
         return NULL;
     }
-    blas_set_num_threads((int)n);
+    atomic_store(&default_threads, (int)n);
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(get_num_threads_doc, "get_num_threads() -> int: OpenBLAS threads masklrp uses.");
+PyDoc_STRVAR(get_num_threads_doc,
+             "get_num_threads() -> int: threads of a call that names none (at import: the CPUs\n"
+             "this process may use).");
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) {
-    return PyLong_FromLong(blas_get_num_threads());
+    return PyLong_FromLong(atomic_load(&default_threads));
 }
 
 PyDoc_STRVAR(blas_info_doc,
-             "blas_info() -> dict with 'library', 'config' (openblas_get_config) and 'num_threads'.");
+             "blas_info() -> dict: 'library' ('scipy-openblas32'), 'version', 'core' (the kernel\n"
+             "family OpenBLAS chose for this CPU), 'config' (openblas_get_config), 'blas_threads'\n"
+             "(always 1: see set_num_threads) and 'num_threads' (get_num_threads()).");
 
 static PyObject *py_blas_info(PyObject *self, PyObject *unused) {
-    return Py_BuildValue("{s:s,s:s,s:i}", "library", "openblas", "config", blas_config(),
-                         "num_threads", blas_get_num_threads());
+    // openblas_get_config() starts "OpenBLAS <version> ..."
+    const char *config = blas_config();
+    char version[32] = "unknown";
+    sscanf(config, "OpenBLAS %31s", version);
+    return Py_BuildValue("{s:s,s:s,s:s,s:s,s:i,s:i}", "library", "scipy-openblas32", "version", version, "core",
+                         blas_core(), "config", config, "blas_threads", 1, "num_threads",
+                         atomic_load(&default_threads));
 }
 
 // ----------------------------------------------------------------------------
@@ -894,6 +932,8 @@ static int add_names(PyObject *module, const char *attr, const char *const *name
 
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
+    blas_pin_single_thread();
+    atomic_store(&default_threads, available_cpus());
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL) return NULL;
     if (engine_type_add(m) < 0 || add_names(m, "ACTIVATIONS", ACTIVATION_NAMES, 5) < 0 ||

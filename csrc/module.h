@@ -24,6 +24,8 @@ void shape_error(PyArrayObject *a, const char *name, const char *what);
 // A new reference to an aligned, C-contiguous float32 copy or view of obj with
 // ndim in [min_ndim, max_ndim], non-empty and finite; NULL with an error naming `name`.
 PyArrayObject *float_array(PyObject *obj, const char *name, int min_ndim, int max_ndim, Finiteness finiteness);
+// 1 if n is a valid thread count, else 0 with a ValueError naming `threads`.
+int valid_threads(long n);
 // Looks up a str option among `names`; TypeError / ValueError naming `arg`.
 int choice(PyObject *obj, const char *arg, const char *const *names, int n, int *out);
 

@@ -347,10 +347,7 @@ static int call_begin(EngineObject *self, PyObject *ids_obj, PyObject *mask_obj,
         PyErr_Format(PyExc_ValueError, "input_ids: length %zd is too long for the attention cache", (Py_ssize_t)T);
         return -1;
     }
-    if (threads < 1 || threads > 1024) {
-        PyErr_Format(PyExc_ValueError, "threads must be in [1, 1024], got %d", threads);
-        return -1;
-    }
+    if (!valid_threads(threads)) return -1;
     *call = (EngineCall){.B = B, .T = T, .ids = I64(t->arrays[0]), .mask = mask, .positions = I64(t->arrays[2]),
                          .types = t->arrays[3] != NULL ? I64(t->arrays[3]) : NULL, .threads = threads,
                          .pool = self->pool};

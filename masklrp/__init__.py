@@ -8,6 +8,7 @@
 The numerical work happens in the C core ``masklrp._core`` (see ``csrc/``); this
 package is the thin Python layer around it.
 """
+from . import _openblas  # noqa: F401  (first: the library _core links to)
 from ._core import blas_info, get_num_threads, set_num_threads
 from . import corpus, data, heatmap, kernels, metrics
 from .corpus import Sentence, from_arrays, from_spacy, read_conllu

@@ -39,10 +39,12 @@ Residual adds and dropout are the identity in both streams: they need no kernel.
 
 Functions (shapes: ``...`` is any number of leading dimensions)
 ----------------------------------------------------------------
-linear_forward(x, weight, bias=None, *, weight_layout="out_in") -> z
+linear_forward(x, weight, bias=None, *, weight_layout="out_in", threads=1) -> z
     x (..., IN); weight (OUT, IN) as nn.Linear stores it, or (IN, OUT) with
     ``weight_layout="in_out"`` (GPT-2 Conv1D); bias (OUT,) or None.
-    z (..., OUT) = x Wᵀ + b, one cblas_sgemm.
+    z (..., OUT) = x Wᵀ + b, one cblas_sgemm, cut into one piece per thread
+    when ``threads`` > 1, as the engine cuts its GEMMs (the other kernels run
+    on the calling thread: masklrp's OpenBLAS is always single-threaded).
 linear_backward(g, weight, *, weight_layout="out_in") -> g_x
     g (..., OUT) -> g_x (..., IN) = g W. True gradient; the bias absorbs b ⊙ g.
 

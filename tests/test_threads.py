@@ -1,14 +1,18 @@
-"""Threads: the OpenBLAS thread count, blas_info, a released GIL and reentrant kernels.
+"""Threads: per-call thread counts, the BLAS masklrp links, a released GIL and reentrant calls.
 
-``masklrp.set_num_threads(n)`` controls the OpenBLAS that masklrp links to
-(csrc/linalg.c), not NumPy's vendored copy. Kernels release the GIL around the
-C call (csrc/module.c), so Python threads can run them concurrently; they keep
-no global state, so concurrent calls give bitwise the serial results.
+masklrp's OpenBLAS (the scipy-openblas32 wheel, csrc/linalg.c) always runs one thread;
+a call's parallelism is its own (csrc/team.c): ``threads=`` of the call, else the
+default ``masklrp.set_num_threads(n)`` sets. Kernels and engine calls release the GIL
+around the C work and keep no shared state, so concurrent calls give bitwise what the
+same call gives alone.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +21,7 @@ import numpy as np
 import pytest
 
 import masklrp
-from masklrp import kernels
+from masklrp import _openblas, kernels
 
 
 @pytest.fixture
@@ -61,16 +65,70 @@ def test_set_num_threads_rejects_bad_values_and_keeps_the_old_one(restore_thread
     assert masklrp.get_num_threads() == 1
 
 
+def _openblas_threads() -> int:
+    """OpenBLAS's own thread count in masklrp's copy of the library."""
+    return ctypes.CDLL(_openblas.LIBRARY).scipy_openblas_get_num_threads()
+
+
 def test_blas_info(restore_threads):
     info = masklrp.blas_info()
     assert isinstance(info, dict), type(info)
-    assert {"library", "config", "num_threads"} <= set(info), info
-    assert info["library"] == "openblas", info
-    assert isinstance(info["config"], str) and info["config"].strip(), info
+    assert {"library", "version", "core", "config", "blas_threads", "num_threads"} <= set(info), info
+    assert info["library"] == "scipy-openblas32", info
+    major_minor_patch = tuple(int(p) for p in info["version"].split(".")[:3])
+    assert major_minor_patch >= (0, 3, 34), info
+    assert info["config"].startswith(f"OpenBLAS {info['version']}"), info
+    assert isinstance(info["core"], str) and info["core"].strip(), info
+    assert info["blas_threads"] == 1 == _openblas_threads(), info
     for n in (1, 2):
         masklrp.set_num_threads(n)
         assert masklrp.blas_info()["num_threads"] == n == masklrp.get_num_threads()
+        assert _openblas_threads() == 1, "set_num_threads must leave OpenBLAS on one thread"
     assert masklrp.blas_info() is not masklrp.blas_info(), "blas_info must return a fresh dict"
+
+
+# OpenBLAS's kernel families for CPUs with AVX2 (x86-64 corenames of its DYNAMIC_ARCH builds).
+AVX2_CORES = {"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif("avx2" not in _cpu_flags(), reason="this CPU has no AVX2 (or /proc/cpuinfo is unreadable): "
+                                                       "a generic OpenBLAS kernel is then the right one")
+def test_blas_core_is_not_a_generic_fallback_on_an_avx2_cpu():
+    """Debian's OpenBLAS 0.3.21 fell back to Prescott on current Intel CPUs (issue H)."""
+    core = masklrp.blas_info()["core"]
+    assert core.lower() in AVX2_CORES, f"OpenBLAS chose the {core!r} kernels on a CPU with AVX2"
+
+
+ORDERS = {
+    "numpy, masklrp": "import numpy; import masklrp",
+    "masklrp, numpy": "import masklrp; import numpy",
+    "wheel's own loader first": "import scipy_openblas32; scipy_openblas32.get_openblas_config(); import masklrp",
+    "masklrp, wheel's own loader": "import masklrp, scipy_openblas32; scipy_openblas32.get_openblas_config()",
+    "scipy, masklrp": "import importlib.util as u; u.find_spec('scipy') and __import__('scipy.linalg'); "
+                      "import masklrp",
+}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_openblas_is_loaded_once_whichever_imports_first(order):
+    code = ORDERS[order] + textwrap.dedent("""
+        import masklrp._openblas as o, os
+        maps = [line.split()[-1] for line in open('/proc/self/maps') if line.rstrip().endswith('.so')]
+        ours = {os.path.realpath(p) for p in maps if os.path.basename(p) == 'libscipy_openblas.so'}
+        print(len(ours), ours == {os.path.realpath(o.LIBRARY)})
+        masklrp.kernels.linear_forward(__import__('numpy').ones((4, 4), 'float32'), __import__('numpy').ones((4, 4), 'float32'))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["1", "True"], f"{order}: {run.stdout!r}"
 
 
 # ----------------------------------------------------------------------------
@@ -193,8 +251,7 @@ def test_ticker_sees_a_held_gil():
 
 
 @pytest.mark.parametrize("name", WORKLOADS)
-def test_gil_is_released_during_the_kernel(restore_threads, name):
-    masklrp.set_num_threads(1)  # one core for the kernel, one for the ticker
+def test_gil_is_released_during_the_kernel(name):
     share, solo = _frozen_share(_long_call(name))
     assert share <= 0.4, (f"{name}: no other Python thread could run for most of {share:.0%} of the "
                           f"{solo * 1e3:.1f} ms calls; the GIL looks held around the C kernel")
@@ -204,10 +261,8 @@ def test_gil_is_released_during_the_kernel(restore_threads, name):
 # kernels are reentrant: concurrent calls give the serial results bitwise
 
 
-@pytest.mark.parametrize("blas_threads", [1, 2])
 @pytest.mark.parametrize("mix", [*WORKLOADS, "all_three"])
-def test_concurrent_calls_equal_serial_calls_bitwise(restore_threads, mix, blas_threads):
-    masklrp.set_num_threads(blas_threads)
+def test_concurrent_calls_equal_serial_calls_bitwise(mix):
     names = WORKLOADS if mix == "all_three" else (mix,)
     n_threads, per_thread, repeats = 4, 6, 3
     # each task has its own inputs, so a kernel that mixed up two calls' data is caught
@@ -229,4 +284,109 @@ def test_concurrent_calls_equal_serial_calls_bitwise(restore_threads, mix, blas_
 
     assert len(results) == len(tasks) * repeats
     for task, got in results:
-        _assert_bitwise(got, serial[task], f"{task} from {n_threads} threads, {blas_threads} BLAS threads")
+        _assert_bitwise(got, serial[task], f"{task} from {n_threads} threads")
+
+
+def test_linear_forward_splits_over_threads():
+    """A team cuts one GEMM into pieces: each piece rounds as a GEMM of its own shape, so the
+    result equals the one-thread GEMM to float32 rounding of a K = 384 dot product (K·2^-24 of
+    Σ|x w|), and is bitwise repeatable for the same thread count."""
+    rng = np.random.default_rng(5)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((300, 384), (1152, 384), (1152,)))
+    one = kernels.linear_forward(x, w, b)
+    bound = 384 * 2.0**-24 * (np.abs(x) @ np.abs(w).T + np.abs(b)) * 4
+    for threads in (2, 3, 4):
+        got = kernels.linear_forward(x, w, b, threads=threads)
+        assert np.all(np.abs(got - one) <= bound), f"threads={threads}"
+        np.testing.assert_array_equal(kernels.linear_forward(x, w, b, threads=threads), got)
+    with pytest.raises(ValueError, match="threads must be in"):
+        kernels.linear_forward(x, w, b, threads=0)
+
+
+# ----------------------------------------------------------------------------
+# engine calls: each with its own threads, none waiting for another
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return masklrp.load(minilm_dir)
+
+
+def _random_inputs(model, batch: int, length: int, seed: int):
+    ids = np.random.default_rng(seed).integers(1000, 20000, size=(batch, length))
+    return model.prepare(ids)
+
+
+# (batch, length): several chunks, one chunk, and one sequence (a team splits its GEMMs)
+SHAPES = ((8, 24), (3, 40), (1, 96))
+
+
+def _explain(model, inputs, **kw):
+    out = model.run(inputs, None, ("attnlrp",), **kw)
+    return out["logits"], out["attnlrp"]["tokens"]
+
+
+def test_concurrent_engine_calls_with_default_arguments_equal_their_solo_results(minilm, restore_threads):
+    """The README's claim, with default arguments (issue G.7): four Python threads explaining at
+    once get bitwise what each call gets alone. A call reads the default thread count once."""
+    masklrp.set_num_threads(2)
+    tasks = [(shape, seed) for shape in SHAPES for seed in (0, 1)]
+    inputs = {task: _random_inputs(minilm, *task[0], seed=task[1]) for task in tasks}
+    solo = {task: _explain(minilm, inputs[task]) for task in tasks}
+    start = threading.Barrier(4)
+
+    def worker(my_tasks):
+        start.wait()
+        return [(task, _explain(minilm, inputs[task])) for _ in range(2) for task in my_tasks]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = [r for part in pool.map(worker, [tasks[i::4] for i in range(4)]) for r in part]
+    assert len(results) == 2 * len(tasks)
+    for task, got in results:
+        for name, g, want in zip(("logits", "tokens"), got, solo[task]):
+            np.testing.assert_array_equal(g, want, err_msg=f"{name} of {task} differ from the solo call")
+
+
+def test_one_sequence_on_a_team_equals_one_thread_to_rounding(minilm):
+    """B = 1: the threads go to a team that cuts the GEMMs. Each team size is bitwise repeatable
+    and equal to one thread up to float32 rounding (1e-5 of the largest relevance, as for the
+    chunked batches of test_engine.py)."""
+    inputs = _random_inputs(minilm, 1, 96, seed=3)
+    logits1, tokens1 = _explain(minilm, inputs, threads=1)
+    for threads in (2, 3, 4):
+        logits, tokens = _explain(minilm, inputs, threads=threads)
+        np.testing.assert_allclose(logits, logits1, rtol=1e-5, atol=1e-5 * np.abs(logits1).max())
+        np.testing.assert_allclose(tokens, tokens1, rtol=1e-5, atol=1e-5 * np.abs(tokens1).max())
+        again = _explain(minilm, inputs, threads=threads)
+        np.testing.assert_array_equal(again[1], tokens, err_msg=f"threads={threads} is not repeatable")
+
+
+def test_set_num_threads_during_a_call_is_kept(minilm, restore_threads):
+    """Nothing a call does touches the default: a change made while it runs stays."""
+    masklrp.set_num_threads(2)
+    inputs = _random_inputs(minilm, 8, 128, seed=4)
+    started = threading.Event()
+
+    def long_call():
+        started.set()
+        _explain(minilm, inputs)
+
+    worker = threading.Thread(target=long_call)
+    worker.start()
+    started.wait()
+    masklrp.set_num_threads(1)
+    worker.join()
+    assert masklrp.get_num_threads() == 1
+    assert _openblas_threads() == 1
+
+
+def test_engine_re_pins_openblas_to_one_thread(minilm):
+    """Another library (threadpoolctl, say) may set masklrp's OpenBLAS to many threads; the next
+    call pins it back to one and gives the same bits as before."""
+    inputs = _random_inputs(minilm, 3, 40, seed=6)
+    before = _explain(minilm, inputs, threads=2)
+    ctypes.CDLL(_openblas.LIBRARY).scipy_openblas_set_num_threads(2)
+    after = _explain(minilm, inputs, threads=2)
+    assert _openblas_threads() == 1
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
