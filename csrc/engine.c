@@ -40,7 +40,7 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         {&w->pooled, S * C}, {&w->dense, S * C}, {&w->activated, S * C}, {&w->cos, m->rope ? N * D : 0},
         {&w->sin, m->rope ? N * D : 0}, {&w->key_bias, N}, {&w->a, N * wide}, {&w->b, N * wide},
         {&w->qkv, N * QKV}, {&w->hm, T * HD}, {&w->hm2, T * HD}, {&w->kv_raw, T * KV * D},
-        {&w->scores, T * T}, {&w->hidden, N * F}, {&w->gx, N * C}, {&w->g1, N * C},
+        {&w->hidden, N * F}, {&w->gx, N * C}, {&w->g1, N * C},
         {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
         {&w->gq_rot, T * HD}, {&w->gk_rot, T * KV * D}, {&w->gctx, N * HD}, {&w->gctx_hm, T * HD},
         {&w->gatt, T * T}, {&w->gscores, T * T}, {&w->gfc, N * FU}, {&w->ghid, N * F},
@@ -335,10 +335,33 @@ void residual_rows_backward(const Model *m, const Workspace *w, int l, float *gx
     }
 }
 
+// Query rows [q0, q0 + nq) of one sequence's heads; a team runs them one head per task.
+typedef struct {
+    const Model *m;
+    const Workspace *w;
+    ptrdiff_t seq, q0, nq;
+    const float *q, *k, *v; // (H,T,D), (KV,T,D) x2
+    float *att;             // (H,T,T) the sequence's attention cache
+    float *out;             // (H,nq,D) A·V
+} HeadsForward;
+
+// Head h: its scores, masked and normalised in place in the attention cache, then A·V.
+static void attention_head_forward(void *ctx, ptrdiff_t h) {
+    const HeadsForward *j = ctx;
+    const Model *m = j->m;
+    const ptrdiff_t T = j->w->T, D = m->D, g = h / (m->H / m->KV), nq = j->nq;
+    float *a = j->att + (h * T + j->q0) * T;
+    matmul_forward(a, j->q + (h * T + j->q0) * D, j->k + g * T * D, 1, nq, D, T, true, m->attn_scale);
+    // The mask is a constant added to the scores, never a relevance receiver (DESIGN.md §2).
+    mask_scores(m, j->w, j->seq, j->q0, nq, a);
+    softmax_forward(a, a, nq, T);
+    matmul_forward(j->out + h * nq * D, a, j->v + g * T * D, 1, nq, T, D, false, 1.0f);
+}
+
 // x (N,C) -> out (rows,C)
 void attention_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
     const ptrdiff_t T = w->T, N = w->N, H = m->H, KV = m->KV, D = m->D, C = m->C, QKV = qkv_width(m);
-    const ptrdiff_t group = H / KV, rows = layer_rows(m, w, l);
+    const ptrdiff_t rows = layer_rows(m, w, l);
     const LayerWeights *lw = &m->layers[l];
     float *ctx = w->ctx + l * N * H * D;
     linear_forward(w->qkv, x, lw->qkv.w, lw->qkv.b, N, C, QKV, false);
@@ -357,17 +380,10 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
             to_heads(q, qkv, T, H, D, QKV, 0);
             to_heads(k, qkv, T, KV, D, QKV, H * D);
         }
-        ptrdiff_t q0, nq;
-        query_rows(m, w, l, seq, &q0, &nq);
-        for (ptrdiff_t h = 0; h < H; h++) {
-            const ptrdiff_t g = h / group;
-            float *a = att + (h * T + q0) * T;
-            matmul_forward(w->scores, q + (h * T + q0) * D, k + g * T * D, 1, nq, D, T, true, m->attn_scale);
-            // The mask is a constant added to the scores, never a relevance receiver (DESIGN.md §2).
-            mask_scores(m, w, seq, q0, nq, w->scores);
-            softmax_forward(a, w->scores, nq, T);
-            matmul_forward(w->hm2 + h * nq * D, a, v + g * T * D, 1, nq, T, D, false, 1.0f);
-        }
+        HeadsForward heads = {.m = m, .w = w, .seq = seq, .q = q, .k = k, .v = v, .att = att, .out = w->hm2};
+        query_rows(m, w, l, seq, &heads.q0, &heads.nq);
+        const ptrdiff_t nq = heads.nq;
+        team_for(team_current(), H, attention_head_forward, &heads);
         from_heads(ctx + seq * nq * H * D, w->hm2, nq, H, D, H * D, 0);
     }
     linear_forward(out, ctx, lw->out.w, lw->out.b, rows, H * D, C, false);

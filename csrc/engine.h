@@ -44,7 +44,6 @@ typedef struct {
     float *qkv;               // (N,QKV)
     float *hm, *hm2;          // (H,T,D) head-major q / context of one sequence
     float *kv_raw;            // (KV,T,D) k before RoPE
-    float *scores;            // (T,T)
     float *hidden;            // (N,F) MLP inner activation
     // backward scratch
     float *gx, *g1, *g2;      // (N,C)

@@ -76,6 +76,11 @@ void team_free(Team *t) {
     free(t);
 }
 
+// The team of the calling thread: the kernels it calls split their GEMMs over it.
+// Thread-local, so the rule kernels keep their plain signatures and a thread
+// with no team (a Python caller of masklrp.kernels) runs them serially.
+static _Thread_local Team *current;
+
 int team_members(const Team *t) { return t == NULL ? 1 : t->members; }
 
 void team_for(Team *t, ptrdiff_t count, TeamTask task, void *ctx) {
@@ -92,16 +97,14 @@ void team_for(Team *t, ptrdiff_t count, TeamTask task, void *ctx) {
     t->generation++;
     pthread_cond_broadcast(&t->wake);
     pthread_mutex_unlock(&t->lock);
-    take_tasks(t); // the leader works too
+    current = NULL; // a task's own GEMMs run on the thread that took it
+    take_tasks(t);  // the leader works too
+    current = t;
     pthread_mutex_lock(&t->lock);
     while (t->busy > 0) pthread_cond_wait(&t->done, &t->lock);
     pthread_mutex_unlock(&t->lock);
 }
 
-// The team of the calling thread: the kernels it calls split their GEMMs over it.
-// Thread-local, so the rule kernels keep their plain signatures and a thread
-// with no team (a Python caller of masklrp.kernels) runs them serially.
-static _Thread_local Team *current;
 
 Team *team_current(void) { return current; }
 
