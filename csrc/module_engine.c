@@ -145,15 +145,8 @@ static int affine(PyObject *weights, const char *name, bool required, npy_intp o
     return weight(weights, b, false, out_dim, 0, &a->b, NULL);
 }
 
-static int engine_init(EngineObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"spec", "weights", NULL};
-    PyObject *spec, *weights;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!:Engine", kwlist, &PyDict_Type, &spec, &PyDict_Type, &weights))
-        return -1;
-    if (self->layers != NULL) { // a run may hold pointers into the current weights
-        PyErr_SetString(PyExc_RuntimeError, "Engine is already initialised; make a new one");
-        return -1;
-    }
+// Reads the spec and points a Model into the arrays of `weights` (the engine's own dict).
+static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     Model m = {0};
     int family, norm, act, pool;
     if (!spec_choice(spec, "family", FAMILY_NAMES, 2, &family) || !spec_choice(spec, "norm", NORM_NAMES, 2, &norm) ||
@@ -174,6 +167,10 @@ static int engine_init(EngineObject *self, PyObject *args, PyObject *kw) {
     m.act = (Activation)act;
     m.pool = (Pool)pool;
     m.rope = PyUnicode_Check(positions) && PyUnicode_CompareWithASCIIString(positions, "rope") == 0;
+    if (!(m.eps > 0.0f)) { // a norm divides by sqrt(var + eps)
+        PyErr_Format(PyExc_ValueError, "spec[norm_eps] must be > 0, got %g", (double)m.eps);
+        return -1;
+    }
     if (m.H % m.KV != 0) {
         PyErr_Format(PyExc_ValueError, "spec: n_heads (%d) must be a multiple of n_kv_heads (%d)", m.H, m.KV);
         return -1;
@@ -230,10 +227,30 @@ static int engine_init(EngineObject *self, PyObject *args, PyObject *kw) {
         PyErr_NoMemory();
         return -1;
     }
-    self->weights = Py_NewRef(weights);
     self->layers = layers;
     m.layers = layers;
     self->model = m;
+    return 0;
+}
+
+static int engine_init(EngineObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"spec", "weights", NULL};
+    PyObject *spec, *given;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!:Engine", kwlist, &PyDict_Type, &spec, &PyDict_Type, &given))
+        return -1;
+    if (self->layers != NULL) { // a run may hold pointers into the current weights
+        PyErr_SetString(PyExc_RuntimeError, "Engine is already initialised; make a new one");
+        return -1;
+    }
+    // The engine points into these arrays for its whole life, so it keeps its own copy of the
+    // mapping: replacing or deleting an entry of the caller's dict frees nothing it reads.
+    PyObject *weights = PyDict_Copy(given);
+    if (weights == NULL) return -1;
+    if (engine_setup(self, spec, weights) < 0) {
+        Py_DECREF(weights);
+        return -1;
+    }
+    self->weights = weights;
     return 0;
 }
 
@@ -383,7 +400,10 @@ static int stream_check(const Model *m, PyObject *item, PyObject **key, Stream *
     return 0;
 }
 
-static int run_unlocked(const Model *m, const EngineCall *call) {
+// The forward's outputs in the result dict; no stream may use these keys.
+static const char *const OUTPUT_NAMES[] = {"logits", "attentions", "hidden"};
+
+static int run_without_gil(const Model *m, const EngineCall *call) {
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = model_run(m, call);
@@ -419,6 +439,15 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
         for (Py_ssize_t i = 0; i < n; i++) {
             if (stream_check(m, PySequence_Fast_GET_ITEM(streams, i), &keys[i], &call.streams[i], &masks[i]) < 0)
                 goto fail;
+            // A stream's outputs live under its key beside the forward's: a shared key would
+            // replace (and free) an array the engine is about to write.
+            for (size_t r = 0; r < sizeof OUTPUT_NAMES / sizeof OUTPUT_NAMES[0]; r++) {
+                if (PyUnicode_CompareWithASCIIString(keys[i], OUTPUT_NAMES[r]) == 0) {
+                    PyErr_Format(PyExc_ValueError, "streams: key %R is taken by the forward's output %R; "
+                                 "name the stream otherwise", keys[i], keys[i]);
+                    goto fail;
+                }
+            }
             for (Py_ssize_t j = 0; j < i; j++) {
                 if (PyUnicode_Compare(keys[i], keys[j]) == 0) {
                     PyErr_Format(PyExc_ValueError, "streams must not repeat a key (%R)", keys[i]);
@@ -478,7 +507,7 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
                              (s->hidden_relevance = add_output(out, "hidden_relevance", 4, hid)) == NULL)))
             goto fail;
     }
-    if (run_unlocked(m, &call) < 0) goto fail;
+    if (run_without_gil(m, &call) < 0) goto fail;
     goto done;
 fail:
     Py_CLEAR(result);
@@ -511,7 +540,7 @@ static PyObject *engine_head_stats(EngineObject *self, PyObject *args, PyObject 
         (call.logits = add_output(result, "logits", m->pool == POOL_NONE ? 3 : 2, logit_dims)) == NULL)
         goto fail;
     call.head_stats = &hs;
-    if (run_unlocked(m, &call) < 0) goto fail;
+    if (run_without_gil(m, &call) < 0) goto fail;
     goto done;
 fail:
     Py_CLEAR(result);

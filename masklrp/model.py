@@ -9,7 +9,8 @@ would otherwise crash) and runs the engine: :meth:`Model.forward` for logits and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from .export import export
 from .spec import ModelSpec
 
 STREAMS = ("attnlrp", "cp", "gradient")
+# The forward's outputs in Model.run's result: no stream may be found under these keys.
+OUTPUTS = ("logits", "attentions", "hidden")
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,14 @@ class Model:
 
     def __init__(self, spec: ModelSpec, weights: dict[str, np.ndarray], tokenizer=None, source: str = ""):
         self.spec = spec
-        self.weights = weights
         self.tokenizer = tokenizer
         self.source = source
         self._engine = _core.Engine(spec.to_dict(), weights)
+        # The engine reads these arrays in place for its whole life: a read-only view of them,
+        # so a change (which the engine would never see, or would see half-way) is an error.
+        for array in weights.values():
+            array.flags.writeable = False
+        self.weights: Mapping[str, np.ndarray] = MappingProxyType(dict(weights))
 
     def __repr__(self) -> str:
         s = self.spec
@@ -168,6 +175,9 @@ class Model:
             return stream
         if not isinstance(stream, Stream):
             raise TypeError(f"streams: expected a rule name or a masklrp.model.Stream, got {type(stream).__name__}")
+        if stream.key in OUTPUTS:
+            raise ValueError(f"Stream {stream.key!r}: the key is taken by the forward's output of that name; "
+                             f"name the stream otherwise (not one of {OUTPUTS})")
         if stream.rules not in STREAMS:
             raise ValueError(f"Stream {stream.key!r}: unknown rules {stream.rules!r}; expected one of {STREAMS}")
         mask = None

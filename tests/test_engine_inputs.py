@@ -140,6 +140,10 @@ def engine_args(model, **change):
      "head_mask must be finite"),
     (dict(streams=(("m", "attnlrp", np.ones((2, 4)), True),)), TypeError, "head_mask must have dtype float32"),
     (dict(threads=0), ValueError, "threads must be in"),
+    # a stream under a forward output's key would replace (and free) an array being written
+    (dict(streams=(("logits", "cp", None, True),)), ValueError, "taken by the forward's output"),
+    (dict(streams=("attnlrp", ("hidden", "attnlrp", None, True)), hidden=True), ValueError,
+     "taken by the forward's output"),
 ])
 def test_engine_rechecks_its_inputs(bert, change, error, match):
     with pytest.raises(error, match=match):
@@ -172,6 +176,9 @@ def test_engine_refuses_bad_weights(bert):
             masklrp._core.Engine(spec, bad)
     with pytest.raises(ValueError, match="must be one of"):
         masklrp._core.Engine({**spec, "family": "rnn"}, weights)
+    for eps in (0.0, -1.0):
+        with pytest.raises(ValueError, match=r"spec\[norm_eps\] must be > 0"):
+            masklrp._core.Engine({**spec, "norm_eps": eps}, weights)
     with pytest.raises(KeyError, match="spec is missing n_layers"):
         masklrp._core.Engine({k: v for k, v in spec.items() if k != "n_layers"}, weights)
     engine = masklrp._core.Engine(spec, weights)
@@ -226,3 +233,36 @@ def test_head_counts_rejects_bad_attentions(bert):
                               (np.full((2, 2, 2, 6, 6), np.nan, np.float32), ValueError, "finite")]:
         with pytest.raises(error, match=match):
             masklrp.kernels.head_counts(bad, args["queries"], args["keys"], args["arcs"], 2)
+
+
+# ----------------------------------------------------------------------------- ownership (issue G.1, G.2)
+@pytest.mark.parametrize("key", ["hidden", "attentions", "logits"])
+def test_a_stream_never_takes_an_output_key(bert, key):
+    """Stream("hidden") beside hidden=True once freed the array the engine was writing."""
+    inputs = bert.prepare(ids_for(bert))
+    with pytest.raises(ValueError, match="taken by the forward's output"):
+        bert.run(inputs, None, [masklrp.Stream(key), masklrp.Stream("attentions2", "cp")], attentions=True,
+                 hidden=True)
+
+
+def test_changing_the_weights_never_reaches_the_engine():
+    """The engine keeps its own mapping and the model shows a read-only one: replacing or deleting
+    an entry of the dict given to Engine changes nothing it computes."""
+    model = masklrp.load(build("bert-cls", seed=0))
+    inputs = model.prepare(ids_for(model))
+    before = model.run(inputs, None, ("attnlrp",), threads=1)
+    with pytest.raises(TypeError):
+        model.weights["embed.word"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(ValueError, match="read-only"):
+        model.weights["embed.word"][0, 0] = 1.0
+    given = dict(model.weights)
+    engine = masklrp._core.Engine(model.spec.to_dict(), given)
+    given["embed.word"] = np.zeros((3, 3), np.float32)
+    for key in [k for k in given if k.startswith("layers.")]:
+        del given[key]
+    import gc
+    gc.collect()
+    after = engine.run(inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.token_type_ids,
+                       None, ("attnlrp",))
+    np.testing.assert_array_equal(after["logits"], before["logits"])
+    np.testing.assert_array_equal(after["attnlrp"]["tokens"], before["attnlrp"]["tokens"])
