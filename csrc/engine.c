@@ -261,6 +261,15 @@ static void mask_scores(const Model *m, const Workspace *w, ptrdiff_t seq, ptrdi
     }
 }
 
+// scores (nq,T) of head h, queries [q0, q0 + nq) += the bias of each key's offset j - i
+static void relative_bias_add(const Model *m, ptrdiff_t h, ptrdiff_t q0, ptrdiff_t nq, ptrdiff_t T, float *scores) {
+    const float *bias = m->rel_bias + h * (2 * (ptrdiff_t)m->rel_span - 1) + m->rel_span - 1; // offset 0
+    for (ptrdiff_t i = q0; i < q0 + nq; i++) {
+        float *row = scores + (i - q0) * T;
+        for (ptrdiff_t j = 0; j < T; j++) row[j] += bias[j - i];
+    }
+}
+
 // (T, row) token-major columns [off, off + n·D) <-> (n,T,D) head-major
 static void to_heads(float *hm, const float *tm, ptrdiff_t T, ptrdiff_t n, ptrdiff_t D, ptrdiff_t row,
                      ptrdiff_t off) {
@@ -352,7 +361,9 @@ static void attention_head_forward(void *ctx, ptrdiff_t h) {
     const ptrdiff_t T = j->w->T, D = m->D, g = h / (m->H / m->KV), nq = j->nq;
     float *a = j->att + (h * T + j->q0) * T;
     matmul_forward(a, j->q + (h * T + j->q0) * D, j->k + g * T * D, 1, nq, D, T, true, m->attn_scale);
-    // The mask is a constant added to the scores, never a relevance receiver (DESIGN.md §2).
+    // The mask and MPNet's relative position bias are constants added to the scores, never
+    // relevance receivers (DESIGN.md §2): the softmax's backward needs only its output.
+    if (m->rel_bias != NULL) relative_bias_add(m, h, j->q0, nq, T, a);
     mask_scores(m, j->w, j->seq, j->q0, nq, a);
     softmax_forward(a, a, nq, T);
     matmul_forward(j->out + h * nq * D, a, j->v + g * T * D, 1, nq, T, D, false, 1.0f);

@@ -145,6 +145,10 @@ typedef struct {
     Pool pool;
     Activation head_act;       // after head_dense, when head_dense.w != NULL
     const float *wte, *wpe, *wtt, *inv_freq; // wpe, wtt, inv_freq may be NULL
+    // MPNet's relative position bias, shared by every layer: (H, 2R-1), head h's score of
+    // query i and key j gets rel_bias[h][j - i + R - 1] (R = rel_span >= T); NULL: none.
+    const float *rel_bias;
+    int rel_span;
     Affine emb_norm, final_norm, head_dense, head_out; // any .w may be NULL (absent)
     const LayerWeights *layers; // L
 } Model;

@@ -145,6 +145,22 @@ static int affine(PyObject *weights, const char *name, bool required, npy_intp o
     return weight(weights, b, false, out_dim, 0, &a->b, NULL);
 }
 
+// weights["attn.relative_bias"], optional: (H, 2R-1) for sequences up to R tokens.
+static int relative_bias(PyObject *weights, Model *m) {
+    PyObject *obj = PyDict_GetItemString(weights, "attn.relative_bias");
+    if (obj == NULL) return 1;
+    const npy_intp width = PyArray_Check(obj) && PyArray_NDIM((PyArrayObject *)obj) == 2
+                               ? PyArray_DIM((PyArrayObject *)obj, 1) : 0;
+    if (width < 1 || width % 2 == 0 || width > 2 * 65536) {
+        PyErr_SetString(PyExc_ValueError, "weights[attn.relative_bias] must have shape (n_heads, 2R - 1): "
+                        "one column per offset key - query in [1 - R, R - 1]");
+        return 0;
+    }
+    if (!weight(weights, "attn.relative_bias", true, m->H, width, &m->rel_bias, NULL)) return 0;
+    m->rel_span = (int)((width + 1) / 2);
+    return 1;
+}
+
 // Reads the spec and points a Model into the arrays of `weights` (the engine's own dict).
 static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     Model m = {0};
@@ -190,7 +206,8 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         !affine(weights, "head.dense", false, C, C, &m.head_dense) ||
         !weight(weights, "head.out.weight", m.pool == POOL_NONE, ANY, C, &m.head_out.w, &NO) ||
         !weight(weights, "head.out.bias", false, NO > 0 ? NO : 1, 0, &m.head_out.b, NULL) ||
-        !weight(weights, "rope.inv_freq", m.rope, m.D / 2 > 0 ? m.D / 2 : 1, 0, &m.inv_freq, NULL))
+        !weight(weights, "rope.inv_freq", m.rope, m.D / 2 > 0 ? m.D / 2 : 1, 0, &m.inv_freq, NULL) ||
+        !relative_bias(weights, &m))
         return -1;
     if (m.wtt == NULL) m.TT = 0;
     m.P = (int)P;
@@ -351,6 +368,11 @@ static int call_begin(EngineObject *self, PyObject *ids_obj, PyObject *mask_obj,
             return -1;
     }
     const npy_intp B = t->B, T = t->T;
+    if (m->rel_bias != NULL && T > m->rel_span) {
+        PyErr_Format(PyExc_ValueError, "input_ids: length %zd is longer than the relative position bias "
+                     "covers (%d tokens)", (Py_ssize_t)T, m->rel_span);
+        return -1;
+    }
     const int64_t *mask = I64(t->arrays[1]);
     for (npy_intp b = 0; b < B; b++) {
         int64_t real = 0;
