@@ -400,15 +400,25 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
     linear_forward(out, ctx, lw->out.w, lw->out.b, rows, H * D, C, false);
 }
 
+// Mask-LRP's factor for head h of layer l: M[l,h] times Eq. 9's scale.
+static float head_factor(const Model *m, const ChunkStream *s, int l, ptrdiff_t h, double scale) {
+    return (float)((s->head_mask != NULL ? s->head_mask[(ptrdiff_t)l * m->H + h] : 1.0) * scale);
+}
+
 // Mask-LRP at the heads of layer l, sequence seq (DESIGN.md §3.2): g_h, the
-// gradient at head h's output (gctx_hm, (H,nq,D)), receives relevance
-// R_h = Σ ctx_h ⊙ g_h. A masked head passes nothing; with renormalize the kept
-// heads are scaled by Σ_h R_h / Σ_h M_h R_h so that they receive what all heads
-// received before masking (paper Eq. 9). A kept sum of 0 leaves them unscaled.
-static void mask_heads(const Model *m, Workspace *w, int l, ptrdiff_t seq, ptrdiff_t nq, const ChunkStream *s) {
+// gradient at head h's output (gctx_hm, (H,nq,D)), carries relevance
+// R_h = Σ ctx_h ⊙ g_h, and the head passes down factor_h · g_h (head_factor): a
+// masked head passes nothing; with renormalize, scale = Σ_h R_h / Σ_h M_h R_h so
+// the kept heads pass on what all heads received before masking (paper Eq. 9; a
+// kept sum of 0 leaves them unscaled). Strict semantics applies the factors to
+// g_h here, so the layer's own taps read the masked g; reference semantics leaves
+// g_h as it arrived and attention_backward scales what each head passes down.
+// Returns scale.
+static double mask_heads(const Model *m, Workspace *w, int l, ptrdiff_t seq, ptrdiff_t nq, const ChunkStream *s) {
     const ptrdiff_t H = m->H, D = m->D, HD = H * D;
     const float *ctx = w->ctx + l * w->N * HD + seq * nq * HD; // (nq,HD) token-major
     const float *mask = s->head_mask != NULL ? s->head_mask + (ptrdiff_t)l * H : NULL;
+    const bool strict = s->semantics == MASK_STRICT;
     double total = 0.0, kept = 0.0;
     for (ptrdiff_t h = 0; h < H; h++) {
         const float *g = w->gctx_hm + h * nq * D;
@@ -421,7 +431,7 @@ static void mask_heads(const Model *m, Workspace *w, int l, ptrdiff_t seq, ptrdi
     }
     const double scale = mask != NULL && s->renormalize && kept != 0.0 ? total / kept : 1.0;
     for (ptrdiff_t h = 0; h < H; h++) {
-        const float factor = (float)((mask != NULL ? mask[h] : 1.0) * scale);
+        const float factor = strict ? head_factor(m, s, l, h, scale) : 1.0f;
         if (factor != 1.0f) {
             float *g = w->gctx_hm + h * nq * D;
             for (ptrdiff_t i = 0; i < nq * D; i++) g[i] *= factor;
@@ -429,6 +439,7 @@ static void mask_heads(const Model *m, Workspace *w, int l, ptrdiff_t seq, ptrdi
         if (s->head_relevance != NULL)
             s->head_relevance[(seq * m->L + l) * H + h] = (float)(factor * w->head_sums[h]);
     }
+    return scale;
 }
 
 // g (rows,C) at the branch output -> gx (N,C) +=
@@ -436,6 +447,8 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
     const ptrdiff_t T = w->T, N = w->N, H = m->H, KV = m->KV, D = m->D, C = m->C, QKV = qkv_width(m);
     const ptrdiff_t group = H / KV, TT = T * T, taps = (ptrdiff_t)m->L * H * TT, rows = layer_rows(m, w, l);
     const LayerWeights *lw = &m->layers[l];
+    const bool strict = s->semantics == MASK_STRICT;
+    const bool tapped = s->attention_grad != NULL || s->attention_relevance != NULL;
     float share_a, share_b;
     product_shares(s->rules.attention, &share_a, &share_b);
     zero(w->gctx, rows * H * D);
@@ -446,26 +459,32 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
         ptrdiff_t q0, nq;
         query_rows(m, w, l, seq, &q0, &nq);
         to_heads(w->gctx_hm, w->gctx + seq * nq * H * D, nq, H, D, H * D, 0);
-        if (s->head_mask != NULL || s->head_relevance != NULL) mask_heads(m, w, l, seq, nq, s);
+        const double scale = s->head_mask != NULL || s->head_relevance != NULL ? mask_heads(m, w, l, seq, nq, s) : 1.0;
         zero(w->gq, H * T * D);
         zero(w->gk, KV * T * D);
         zero(w->gv, KV * T * D);
         for (ptrdiff_t h = 0; h < H; h++) {
-            if (s->head_mask != NULL && s->head_mask[(ptrdiff_t)l * H + h] == 0.0f) continue; // passes nothing
+            const float factor = head_factor(m, s, l, h, scale);
+            if (factor == 0.0f && (strict || !tapped)) continue; // passes nothing, and no tap reads it
+            // What the head passes down: its A·V backward is linear in g_h, so the
+            // reference semantics' factor can wait until after the taps (strict's is in g_h).
+            const float down = strict ? 1.0f : factor;
             const ptrdiff_t kvh = h / group, n = nq * T;
-            const float *a = att + (h * T + q0) * T;
+            const float *a = att + (h * T + q0) * T, *gh = w->gctx_hm + h * nq * D, *vh = v + kvh * T * D;
             zero(w->gatt, n);
             // A·V (AttnLRP Prop. 3.3, or the stream's rule); A gets nothing under CP-LRP.
-            matmul_backward(share_a != 0.0f ? w->gatt : NULL, w->gv + kvh * T * D, w->gctx_hm + h * nq * D, a,
-                            v + kvh * T * D, 1, nq, T, D, false, 1.0f, s->rules.attention);
+            matmul_backward(share_a != 0.0f ? w->gatt : NULL, NULL, gh, a, vh, 1, nq, T, D, false, 1.0f,
+                            s->rules.attention);
+            if (down != 0.0f)
+                matmul_backward(NULL, w->gv + kvh * T * D, gh, a, vh, 1, nq, T, D, false, down, s->rules.attention);
             const ptrdiff_t tap = seq * taps + ((ptrdiff_t)l * H + h) * TT; // taps imply all rows
             if (s->attention_grad != NULL) memcpy(s->attention_grad + tap, w->gatt, (size_t)TT * sizeof(float));
             if (s->attention_relevance != NULL) relevance(s->attention_relevance + tap, a, w->gatt, TT);
-            if (share_a == 0.0f) continue;
+            if (share_a == 0.0f || down == 0.0f) continue;
             zero(w->gscores, n);
             softmax_backward(w->gscores, w->gatt, a, nq, T);
             matmul_backward(w->gq + (h * T + q0) * D, w->gk + kvh * T * D, w->gscores, q + (h * T + q0) * D,
-                            k + kvh * T * D, 1, nq, D, T, true, m->attn_scale, s->rules.attention);
+                            k + kvh * T * D, 1, nq, D, T, true, m->attn_scale * down, s->rules.attention);
         }
         const float *gq = w->gq, *gk = w->gk;
         if (m->rope) {
@@ -709,6 +728,7 @@ static void run_chunk(Job *job, Workspace *w, ptrdiff_t b0) {
             .rules = st->rules,
             .head_mask = st->head_mask,
             .renormalize = st->renormalize,
+            .semantics = st->semantics,
             .head_relevance = at(st->head_relevance, b0, L * H),
             .embed_grad = at(st->embed_grad, b0, T * C),
             .tokens = at(st->tokens, b0, T),

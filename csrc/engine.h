@@ -69,6 +69,7 @@ typedef struct {
     StreamRules rules;
     const float *head_mask;
     bool renormalize;
+    MaskSemantics semantics;
     float *head_relevance;
     float *embed_grad, *tokens, *positions, *types;
     float *attention_grad, *attention_relevance, *hidden_grad, *hidden_relevance;

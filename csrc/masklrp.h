@@ -160,6 +160,12 @@ typedef struct {
     UnaryRule unary;           // activations and norms
 } StreamRules;
 
+// Which relevance a masked stream's taps of layer l (head relevance, g at A, R_A)
+// read (DESIGN.md §3.2): the relevance arriving at l's heads, before l's own mask,
+// which then only filters what l passes down (the reference code's reading); or
+// the relevance after it (the literal reading of Eq. 10).
+typedef enum { MASK_REFERENCE, MASK_STRICT } MaskSemantics;
+
 // What one stream writes (B = batch, T = length); NULL = not requested.
 typedef struct {
     StreamRules rules;
@@ -169,7 +175,8 @@ typedef struct {
     // before masking (paper Eq. 9).
     const float *head_mask;
     bool renormalize;
-    float *head_relevance;                      // (B,L,H) relevance arriving at each head's output
+    MaskSemantics semantics;
+    float *head_relevance;                      // (B,L,H) relevance at each head's output (see semantics)
     float *embed_grad;                          // (B,T,C) g at the word embeddings
     float *tokens, *positions, *types;          // (B,T) relevance of each embedding table's rows
     float *attention_grad, *attention_relevance; // (B,L,H,T,T) g at A, A ⊙ g

@@ -32,6 +32,8 @@ static const StreamRules STREAM_RULES[] = {
     {PRODUCT_CP, PRODUCT_CP, RULE_LRP},
     {PRODUCT_GRADIENT, PRODUCT_GRADIENT, RULE_GRADIENT},
 };
+// Which relevance a masked stream's taps read (MaskSemantics, DESIGN.md §3.2).
+static const char *const SEMANTICS_NAMES[] = {"reference", "strict"};
 
 static PyObject *spec_item(PyObject *spec, const char *key) {
     PyObject *v = PyDict_GetItemString(spec, key); // borrowed
@@ -394,21 +396,23 @@ static int call_begin(EngineObject *self, PyObject *ids_obj, PyObject *mask_obj,
 }
 
 // One stream of `streams`: a rule-set name (also its key), or a tuple
-// (key, rules, head_mask or None, renormalize). `mask` gets a reference to release.
+// (key, rules, head_mask or None, renormalize[, semantics]). `mask` gets a reference to release.
 static int stream_check(const Model *m, PyObject *item, PyObject **key, Stream *st, PyArrayObject **mask) {
-    PyObject *rules = item, *mask_obj = Py_None;
-    int renormalize = 0, kind;
+    PyObject *rules = item, *mask_obj = Py_None, *semantics = NULL;
+    int renormalize = 0, kind, reading = MASK_REFERENCE;
     *key = item;
     if (PyTuple_Check(item)) {
-        if (!PyArg_ParseTuple(item, "UUOp:streams[i]", key, &rules, &mask_obj, &renormalize)) return -1;
+        if (!PyArg_ParseTuple(item, "UUOp|U:streams[i]", key, &rules, &mask_obj, &renormalize, &semantics)) return -1;
     } else if (!PyUnicode_Check(item)) {
         PyErr_Format(PyExc_TypeError, "streams[i] must be a rule name or a tuple (key, rules, head_mask, "
-                     "renormalize), got %s", Py_TYPE(item)->tp_name);
+                     "renormalize[, semantics]), got %s", Py_TYPE(item)->tp_name);
         return -1;
     }
     if (!choice(rules, "streams[i] rules", STREAM_NAMES, 3, &kind)) return -1;
+    if (semantics != NULL && !choice(semantics, "streams[i] semantics", SEMANTICS_NAMES, 2, &reading)) return -1;
     st->rules = STREAM_RULES[kind];
     st->renormalize = renormalize;
+    st->semantics = (MaskSemantics)reading;
     if (mask_obj != Py_None) {
         if ((*mask = float_array(mask_obj, "head_mask", 2, 2, FINITE)) == NULL) return -1;
         if (PyArray_DIM(*mask, 0) != m->L || PyArray_DIM(*mask, 1) != m->H) {
@@ -577,9 +581,10 @@ PyDoc_STRVAR(engine_run_doc,
              "    attentions=False, hidden=False, threads=1) -> dict\n\n"
              "One forward over the batch (int64 (B,T) arrays; the mask is 0/1) and one backward\n"
              "sweep per stream in `streams` (up to 4): a rule set 'attnlrp', 'cp' or 'gradient', or a\n"
-             "tuple (key, rules, head_mask float32 (L,H) or None, renormalize) for Mask-LRP, starting from\n"
-             "`seed` (float32, the logits' shape; None: one-hot on each row's argmax, pooled heads\n"
-             "only). Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
+             "tuple (key, rules, head_mask float32 (L,H) or None, renormalize[, semantics]) for Mask-LRP\n"
+             "(semantics 'reference', the default, or 'strict': which relevance a layer's taps read),\n"
+             "starting from `seed` (float32, the logits' shape; None: one-hot on each row's argmax,\n"
+             "pooled heads only). Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
              "['hidden' (B,L+1,T,C)], <key>: {'embed_grad', 'tokens', 'head_relevance' (B,L,H), ['positions'],\n"
              "['types'], "
              "['attention_grad', 'attention_relevance'], ['hidden_grad', 'hidden_relevance']}}.\n"

@@ -20,7 +20,7 @@ import numpy as np
 from . import rollout
 from .explain import Explanation, as_inputs, explanations, needs_logits, seed_for
 from .headmask import HeadMask, random_head_mask
-from .model import Inputs, Model, Stream
+from .model import MASK_SEMANTICS, Inputs, Model, Stream
 
 MAX_STREAMS = 4  # the engine's limit per call
 
@@ -117,25 +117,31 @@ MASKED_METHODS = tuple(name for name, m in METHODS.items() if set(m.streams) & s
 
 
 def explain_all(model: Model, inputs, methods: str | Sequence[str] = ("mask-lrp",), target=None,
-                head_mask=None, *, seed: int = 0, renormalize: bool = True, normalize_rows: bool = False,
-                contrastive: bool = False, threads: int | None = None) -> dict[str, list[Explanation]]:
+                head_mask=None, *, seed: int = 0, renormalize: bool = True, mask_semantics: str = "reference",
+                normalize_rows: bool = False, contrastive: bool = False,
+                threads: int | None = None) -> dict[str, list[Explanation]]:
     """Explain ``inputs`` (text(s), Inputs, token ids) with every method in ``methods``.
 
     ``target`` as in :func:`masklrp.attnlrp` (default: each row's argmax). ``head_mask``
     (a HeadMask or an (L, H) array) is needed by "mask-lrp" and "random-mask"; the latter
     draws, with ``seed``, a 0/1 mask with as many non-zero entries (:func:`random_head_mask`).
-    ``renormalize`` (paper Eq. 9; False reproduces the reference code) applies to both;
-    ``normalize_rows`` (rows of each rollout factor sum to 1) to the LRP rollouts ("mask-lrp",
-    "random-mask", "rel-rollout"). Returns ``{name: [Explanation per sequence]}`` in the
-    order asked; scores cover the real tokens of each sequence.
+    ``renormalize`` (paper Eq. 9; False reproduces the reference code) and ``mask_semantics``
+    (which relevance block b's R_A reads: ``"reference"`` what arrives at its heads, before its
+    own mask, as the reference code does; ``"strict"`` what is left after it, the literal
+    Eq. 10; see :class:`masklrp.model.Stream`) apply to both; ``normalize_rows`` (rows of each
+    rollout factor sum to 1) to the LRP rollouts ("mask-lrp", "random-mask", "rel-rollout").
+    Returns ``{name: [Explanation per sequence]}`` in the order asked; scores cover the real
+    tokens of each sequence.
     """
     names = _method_names(methods)
     _check_options(seed=seed, renormalize=renormalize, normalize_rows=normalize_rows, contrastive=contrastive)
+    if mask_semantics not in MASK_SEMANTICS:
+        raise ValueError(f"mask_semantics must be one of {MASK_SEMANTICS}, got {mask_semantics!r}")
     canonical = {name: ALIASES.get(name, name) for name in names}
     chosen = {method: METHODS[method] for method in dict.fromkeys(canonical.values())}
     masks = _masks(model, chosen, head_mask, seed)
     inputs = as_inputs(model, inputs)
-    keys, items, taps = _plan(chosen, masks, renormalize)
+    keys, items, taps = _plan(chosen, masks, renormalize, mask_semantics)
     out, seed_g, targets = _run(model, inputs, items, taps, chosen, target, contrastive, threads)
     scored = _score(model, inputs, out, keys, seed_g, chosen, normalize_rows)
     results = {method: explanations(model, inputs, out, out[keys[m.streams[0]]] if m.score is None
@@ -151,18 +157,21 @@ class MaskLRP:
     >>> [e] = explainer.attribute("a gripping, funny film", target=1)
     """
 
-    def __init__(self, model: Model, head_mask, renormalize: bool = True, normalize_rows: bool = False):
+    def __init__(self, model: Model, head_mask, renormalize: bool = True, normalize_rows: bool = False,
+                 mask_semantics: str = "reference"):
         self.model = model
         self.head_mask = as_head_mask(model, head_mask)
         self.renormalize = renormalize
         self.normalize_rows = normalize_rows
+        self.mask_semantics = mask_semantics
 
     def attribute(self, inputs, target=None, *, contrastive: bool = False,
                   threads: int | None = None) -> list[Explanation]:
         """Explain each sequence of ``inputs`` (text, list of texts, Inputs, or token ids)."""
         return explain_all(self.model, inputs, ("mask-lrp",), target, self.head_mask,
-                           renormalize=self.renormalize, normalize_rows=self.normalize_rows,
-                           contrastive=contrastive, threads=threads)["mask-lrp"]
+                           renormalize=self.renormalize, mask_semantics=self.mask_semantics,
+                           normalize_rows=self.normalize_rows, contrastive=contrastive,
+                           threads=threads)["mask-lrp"]
 
 
 def load_head_mask(head_mask):
@@ -226,8 +235,8 @@ class _Taps:
     hidden: bool = False
 
 
-def _plan(chosen: dict[str, _Method], masks: dict[str, np.ndarray],
-          renormalize: bool) -> tuple[dict[str, str], dict[str, object], dict[str, _Taps]]:
+def _plan(chosen: dict[str, _Method], masks: dict[str, np.ndarray], renormalize: bool,
+          mask_semantics: str) -> tuple[dict[str, str], dict[str, object], dict[str, _Taps]]:
     """Engine streams for the methods' stream roles: role -> engine key, key -> stream item
     (a rule name or a masked :class:`Stream`), key -> the taps it must carry.
 
@@ -240,7 +249,7 @@ def _plan(chosen: dict[str, _Method], masks: dict[str, np.ndarray],
         if role in MASKED and np.all(masks[role] == 1):
             key = "attnlrp"
         keys[role] = key
-        items[key] = (Stream(key, "attnlrp", masks[role], renormalize) if key in MASKED else key)
+        items[key] = (Stream(key, "attnlrp", masks[role], renormalize, mask_semantics) if key in MASKED else key)
         taps.setdefault(key, _Taps())
     for m in chosen.values():
         for role in m.streams:

@@ -19,6 +19,7 @@ from .export import export
 from .spec import ModelSpec
 
 STREAMS = ("attnlrp", "cp", "gradient")
+MASK_SEMANTICS = ("reference", "strict")
 # The forward's outputs in Model.run's result: no stream may be found under these keys.
 OUTPUTS = ("logits", "attentions", "hidden")
 
@@ -30,13 +31,19 @@ class Stream:
     ``rules`` is one of :data:`STREAMS`; ``head_mask`` (layers, heads) multiplies the
     relevance arriving at each head's output (1 keeps, 0 drops); ``renormalize``
     scales the kept heads so each block's heads pass on what they received before
-    masking (paper Eq. 9). The result is found under ``key``.
+    masking (paper Eq. 9). ``mask_semantics`` says which relevance a block's own taps
+    (``head_relevance``, ``attention_grad``, ``attention_relevance``) read:
+    ``"reference"`` what arrives at its heads, before its own mask, which then only
+    filters what the block passes down (the reference code; the default), or
+    ``"strict"`` what is left after it (the literal Eq. 10). The result is found
+    under ``key``.
     """
 
     key: str
     rules: str = "attnlrp"
     head_mask: np.ndarray | None = None
     renormalize: bool = True
+    mask_semantics: str = "reference"
 
 
 @dataclass
@@ -190,7 +197,10 @@ class Model:
             if mask.shape != shape:
                 raise ValueError(f"Stream {stream.key!r}: head_mask must have shape {shape} (layers, heads), "
                                  f"got {mask.shape}")
-        return (stream.key, stream.rules, mask, bool(stream.renormalize))
+        if stream.mask_semantics not in MASK_SEMANTICS:
+            raise ValueError(f"Stream {stream.key!r}: unknown mask_semantics {stream.mask_semantics!r}; "
+                             f"expected one of {MASK_SEMANTICS}")
+        return (stream.key, stream.rules, mask, bool(stream.renormalize), stream.mask_semantics)
 
     @staticmethod
     def _threads(threads: int | None) -> int:

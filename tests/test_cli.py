@@ -121,3 +121,17 @@ def test_readme_demo_command(tmp_path, default_model_dir):
     attnlrp = done.stdout.splitlines()[1]
     assert "'charming'" in attnlrp, f"the most relevant words should include 'charming': {attnlrp}"
     assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 10000
+
+
+def test_demo_mask_lrp_scores_are_not_negligible(default_model_dir):
+    """Mask-LRP on the demo sentence, read as the reference code reads it (DESIGN.md §3.2): the
+    words carry a visible share of the rollout, whose top is [CLS]'s identity path. Read
+    strictly, the top block's mask left them all ~1e-8 of it."""
+    try:
+        masklrp.data.ud_ewt("dev")
+    except FileNotFoundError as e:
+        pytest.skip(f"the default head mask counts over UD EWT dev, not shipped here: {e}")
+    model = masklrp.load(default_model_dir)
+    [e] = masklrp.explain_all(model, DEMO_TEXT, "mask-lrp", head_mask=masklrp.default_head_mask(model))["mask-lrp"]
+    words = np.abs(e.scores[~np.asarray(e.special, bool)])
+    assert words.max() >= 1e-6 * np.abs(e.scores).max(), f"negligible word scores: {dict(zip(e.tokens, e.scores))}"

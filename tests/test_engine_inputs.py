@@ -97,6 +97,9 @@ def test_bad_method_and_stream(bert):
         masklrp.AttnLRP(bert, method="lrp-epsilon")
     with pytest.raises(ValueError, match="unknown stream"):
         bert.run(bert.prepare(ids_for(bert)), np.zeros((2, 3), np.float32), ("relevance",))
+    with pytest.raises(ValueError, match="unknown mask_semantics 'literal'"):
+        bert.run(bert.prepare(ids_for(bert)), np.zeros((2, 3), np.float32),
+                 (masklrp.model.Stream("m", mask_semantics="literal"),))
 
 
 def test_text_without_a_tokenizer(bert):
@@ -133,6 +136,8 @@ def engine_args(model, **change):
     (dict(streams=(1,)), TypeError, "must be a rule name or a tuple"),
     (dict(streams=(("masked", "attnlrp", None),)), TypeError, "streams"),
     (dict(streams=(("masked", "lrp", None, True),)), ValueError, "rules must be one of"),
+    (dict(streams=(("masked", "attnlrp", None, True, "literal"),)), ValueError, "semantics must be one of"),
+    (dict(streams=(("masked", "attnlrp", None, True, 1),)), TypeError, "streams"),
     (dict(streams=(("attnlrp", "cp", None, True), "attnlrp")), ValueError, "must not repeat a key"),
     (dict(streams=(("m", "attnlrp", np.ones((2, 3), np.float32), True),)), ValueError,
      r"head_mask must have shape \(2, 4\) \(layers, heads\)"),

@@ -134,29 +134,34 @@ def reference_scores(method, d, rows, normalize_rows=False):
 
 
 @functools.lru_cache(maxsize=None)
-def computed(name, renormalize=True, normalize_rows=False):
+def computed(name, renormalize=True, normalize_rows=False, mask_semantics="reference"):
     """explain_all of every method on one tiny model, and the per-sequence references."""
     hf, model, batch, inputs = case(name, 0)
     target = "both" if model.spec.pool == "none" else None
-    ours = explain_all(model, inputs, ALL, target, HEAD_MASK, seed=RANDOM_SEED,
-                       renormalize=renormalize, normalize_rows=normalize_rows)
+    ours = explain_all(model, inputs, ALL, target, HEAD_MASK, seed=RANDOM_SEED, renormalize=renormalize,
+                       mask_semantics=mask_semantics, normalize_rows=normalize_rows)
     seed = seed_of(model, inputs, ours["attnlrp"])
     types = batch.get("token_type_ids")
 
-    def run_oracle(head_mask, rule="attnlrp"):
+    def run_oracle(head_mask, rule="attnlrp", semantics=mask_semantics):
         return oracle.explain(hf, model.spec.task, torch.as_tensor(batch["input_ids"]),
                               torch.as_tensor(batch["attention_mask"]),
                               token_type_ids=None if types is None else torch.as_tensor(types),
                               seed=torch.from_numpy(seed), rule=rule, head_mask=head_mask,
-                              renormalize=renormalize)
+                              renormalize=renormalize, mask_semantics=semantics)
 
     ref = hf_reference(hf, model.spec.task, batch, seed)
-    masked, random = run_oracle(HEAD_MASK), run_oracle(random_head_mask(HEAD_MASK, RANDOM_SEED))
+    random_mask = random_head_mask(HEAD_MASK, RANDOM_SEED)
+    masked, random = run_oracle(HEAD_MASK), run_oracle(random_mask)
     plain, cp = run_oracle(None), run_oracle(None, "cp")
     ref.update(R_masked=masked["attention_relevance"], R_random=random["attention_relevance"],
                R_plain=plain["attention_relevance"], attnlrp=plain["tokens"], cp=cp["tokens"])
-    kappa = {"mask-lrp": conditioning(masked["head_relevance"]),
-             "random-mask": conditioning(random["head_relevance"])} if renormalize else {}
+    kappa = {}
+    if renormalize:  # read from the heads' arriving relevance, the reference reading
+        arriving = {"mask-lrp": (masked, HEAD_MASK), "random-mask": (random, random_mask)}
+        if mask_semantics != "reference":
+            arriving = {k: (run_oracle(m, semantics="reference"), m) for k, (_, m) in arriving.items()}
+        kappa = {k: conditioning(r, m) for k, (r, m) in arriving.items()}
     references = {}
     for method in ALL:
         scores, scales = [], []
@@ -203,10 +208,12 @@ def test_method_equals_reference(name, method):
     assert all(e.method == method for e in ours[method])
 
 
-@pytest.mark.parametrize("option", [dict(renormalize=False), dict(normalize_rows=True)])
+@pytest.mark.parametrize("option", [dict(renormalize=False), dict(normalize_rows=True),
+                                    dict(mask_semantics="strict")])
 @pytest.mark.parametrize("name", ["bert-cls", "llama-lm"])
 def test_rollout_options_equal_reference(name, option):
-    """renormalize=False (the reference code's Mask-LRP) and Chefer's row normalisation."""
+    """renormalize=False (the reference code's Mask-LRP), Chefer's row normalisation and the
+    strict reading of Eq. 10 (R_A of block b after b's own mask)."""
     _, _, ours, references, kappa = computed(name, **option)
     for method in ("mask-lrp", "random-mask", "rel-rollout"):
         check_method(method, ours[method], references[method], kappa.get(method))
@@ -215,7 +222,7 @@ def test_rollout_options_equal_reference(name, option):
 def test_options_change_the_result():
     """The options are wired: each changes Mask-LRP on a model where they matter."""
     base = computed("bert-cls")[2]["mask-lrp"][0].scores
-    for option in (dict(renormalize=False), dict(normalize_rows=True)):
+    for option in (dict(renormalize=False), dict(normalize_rows=True), dict(mask_semantics="strict")):
         other = computed("bert-cls", **option)[2]["mask-lrp"][0].scores
         assert not np.allclose(base, other, rtol=1e-3), option
 
@@ -350,11 +357,15 @@ def test_aliases_and_captum_style_explainers_agree():
         array = HEAD_MASK
 
     masked = MaskLRP(model, HeadMaskLike()).attribute(inputs)
+    strict = MaskLRP(model, HEAD_MASK, mask_semantics="strict").attribute(inputs)
+    mine_strict = explain_all(model, inputs, ("mask-lrp",), head_mask=HEAD_MASK, mask_semantics="strict")
     for lrp, attn, d, m, mine in zip(out["lrp"], out["attnlrp"], direct, masked, out["mask-lrp"]):
         assert lrp is attn  # computed once
         np.testing.assert_allclose(lrp.scores, d.scores, rtol=1e-5, atol=1e-5 * np.abs(d.scores).max())
         np.testing.assert_array_equal(m.scores, mine.scores)
         assert lrp.method == "attnlrp" and m.method == "mask-lrp" and m.tokens == d.tokens
+    for m, mine in zip(strict, mine_strict["mask-lrp"]):
+        np.testing.assert_array_equal(m.scores, mine.scores)
 
 
 def test_contrastive_seed_reaches_every_method():
@@ -389,6 +400,7 @@ def test_contrastive_seed_reaches_every_method():
     (dict(seed=True), TypeError, "seed"),
     (dict(renormalize="yes"), TypeError, "renormalize"),
     (dict(normalize_rows=1), TypeError, "normalize_rows"),
+    (dict(mask_semantics="literal"), ValueError, "mask_semantics"),
     (dict(target=99), ValueError, "target"),
 ])
 def test_bad_input_names_the_argument(kwargs, error, match):

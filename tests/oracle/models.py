@@ -22,7 +22,10 @@ gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: g
 
 ``head_mask`` (Mask-LRP, DESIGN.md §3.2): an (L, H) array; :class:`HeadMask` multiplies the g
 arriving at each head's output (before ``A V``) by its entry, renormalised per sequence and
-layer (paper Eq. 9) unless ``renormalize=False``.
+layer (paper Eq. 9) unless ``renormalize=False``. ``mask_semantics="strict"`` taps each
+layer after its own mask; ``"reference"`` (the default) taps the relevance arriving at its
+heads, by definition: layer l's taps come from a run whose mask keeps every head of l (the
+layers above, which the sweep reaches first, are unchanged), the rest from the masked run.
 
 ``rule``: ``"attnlrp"`` (the table), ``"cp"`` (CP-LRP: norms and activations as AttnLRP, but
 ``A`` and the gate branch are constants, so q, k and the gate receive nothing and v, up receive
@@ -66,6 +69,9 @@ from transformers.modeling_utils import AttentionInterface
 from . import rules
 
 RULES = ("attnlrp", "cp", "gradient", None)
+MASK_SEMANTICS = ("reference", "strict")
+# the outputs mask_semantics changes: a layer's own taps
+LAYER_TAPS = ("head_relevance", "head_magnitude", "attention_grad", "attention_relevance")
 TASKS = ("base", "sequence-classification", "question-answering", "causal-lm")
 ATTENTION = "masklrp_oracle"
 
@@ -394,12 +400,13 @@ def model_inputs(model, input_ids, attention_mask=None, token_type_ids=None,
 
 def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=None,
             position_ids=None, seed=None, rule="attnlrp", head_mask=None,
-            renormalize=True) -> dict[str, np.ndarray | None]:
+            renormalize=True, mask_semantics="reference") -> dict[str, np.ndarray | None]:
     """Forward (and, unless ``rule is None``, the rule's backward) of ``model`` in float64.
 
     ``input_ids`` (B, T) int; ``attention_mask`` (B, T) 0/1 (default all ones); ``seed`` a
     tensor or array shaped like the output (default :func:`default_seed`). ``L`` layers,
-    ``H`` heads; ``head_mask`` (L,H) and ``renormalize``: Mask-LRP (:class:`HeadMask`).
+    ``H`` heads; ``head_mask`` (L,H), ``renormalize`` and ``mask_semantics``: Mask-LRP
+    (:class:`HeadMask`, module docstring).
     Returns NumPy float64 arrays:
 
     ``logits``               the output (module docstring, "task")
@@ -410,7 +417,8 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
     ``attentions``           (B,L,H,T,T) attention probabilities A
     ``attention_grad``       (B,L,H,T,T) g at A (cp: 0, A is a constant there)
     ``attention_relevance``  A ⊙ g_A
-    ``head_relevance``       (B,L,H) Σ_{t,d} ctx ⊙ g at each head's output, after the mask
+    ``head_relevance``       (B,L,H) Σ_{t,d} ctx ⊙ g at each head's output (see mask_semantics)
+    ``head_magnitude``       (B,L,H) Σ_{t,d} |ctx ⊙ g|: the size of that sum's terms
     ``hidden``               (B,L+1,T,C) the input of layer l for l < L, the output of the
                              last layer for l = L (encoders: layer 0's input is the embedding
                              LayerNorm's output; decoders: l = L is before the final norm)
@@ -422,14 +430,28 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if mask_semantics not in MASK_SEMANTICS:
+        raise ValueError(f"mask_semantics must be one of {MASK_SEMANTICS}, got {mask_semantics!r}")
     input_ids = torch.as_tensor(input_ids)
     mask = _real_mask(input_ids, None if attention_mask is None else torch.as_tensor(attention_mask))
-    work = copy.deepcopy(model).double().eval().requires_grad_(False)
     if head_mask is not None:
         head_mask = torch.as_tensor(np.asarray(head_mask), dtype=torch.float64)
-        shape = (work.config.num_hidden_layers, work.config.num_attention_heads)
+        shape = (model.config.num_hidden_layers, model.config.num_attention_heads)
         if tuple(head_mask.shape) != shape:
             raise ValueError(f"head_mask must have shape (layers, heads) {shape}, got {tuple(head_mask.shape)}")
+        if rule is not None and mask_semantics == "reference":  # by definition (module docstring)
+            strict = functools.partial(explain, model, task, input_ids, attention_mask, token_type_ids=token_type_ids,
+                                       position_ids=position_ids, seed=seed, rule=rule, renormalize=renormalize,
+                                       mask_semantics="strict")
+            result = strict(head_mask=head_mask)
+            for layer in range(shape[0]):
+                lifted = head_mask.clone()
+                lifted[layer] = 1.0
+                arriving = strict(head_mask=lifted)
+                for key in LAYER_TAPS:
+                    result[key][:, layer] = arriving[key][:, layer]
+            return result
+    work = copy.deepcopy(model).double().eval().requires_grad_(False)
     taps = _patch(work, rule, input_ids.shape[0], head_mask, renormalize)
     kwargs = model_inputs(work, input_ids, mask, token_type_ids, position_ids)
     with float64_only(), torch.set_grad_enabled(rule is not None):
@@ -456,7 +478,9 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
     attn_grads = grads[len(names):len(names) + L]
     hidden_grads = grads[len(names) + L:len(names) + 2 * L + 1]
     context_grads = grads[len(names) + 2 * L + 1:]
-    head_relevance = torch.stack([(taps.contexts[i] * context_grads[i]).sum((1, 3)) for i in range(L)], 1)
+    head_terms = [taps.contexts[i] * context_grads[i] for i in range(L)]
+    head_relevance = torch.stack([t.sum((1, 3)) for t in head_terms], 1)
+    head_magnitude = torch.stack([t.abs().sum((1, 3)) for t in head_terms], 1)
 
     def relevance(name):
         if name not in names:
@@ -476,6 +500,7 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
         attention_grad=attention_grad.numpy(),
         attention_relevance=(attentions * attention_grad).numpy(),
         head_relevance=head_relevance.detach().numpy(),
+        head_magnitude=head_magnitude.detach().numpy(),
         hidden=hidden.numpy(),
         hidden_grad=hidden_grad.numpy(),
         hidden_relevance=(hidden * hidden_grad).numpy(),
