@@ -208,8 +208,14 @@ def _rows(explanations, merge_words, show_special, scale) -> list[_Row]:
         items = [i for i in _items(e, merge_words) if show_special or not i.special]
         shown.append((label, e, items))
     peaks = [max((abs(i.score) for i in items if not i.special), default=0.0) for _, _, items in shown]
-    return [_Row(label, f"{e.method}: target {e.target!r}, logit {e.logit:.4g}", items, m)
-            for (label, e, items), m in zip(shown, _scales(scale, peaks))]
+    return [_Row(_cut(label, e), e.title, items, m) for (label, e, items), m in zip(shown, _scales(scale, peaks))]
+
+
+def _cut(label: str | None, e: Explanation) -> str | None:
+    """A truncated text's row says so: its explanation covers the first part only."""
+    if not e.truncated:
+        return label
+    return "(truncated)" if label is None else f"{label} (truncated)"
 
 
 def _labelled(explanations) -> list[tuple[str | None, Explanation]]:
