@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from . import data as datasets
-from ._checks import fractions, positive_int
+from ._checks import fractions, integer, positive_int
 from .methods import ALIASES, MASKED_METHODS, METHODS, explain_all, load_head_mask
 from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, perturbation_curves,
                       precision_at, resolve_replacement, sufficiency)
@@ -379,7 +379,9 @@ def _examples(data, limit, qa: bool) -> tuple[list, str]:
         if isinstance(e, str):
             examples.append((e, None))
         elif isinstance(e, Sequence) and len(e) == 2 and isinstance(e[0], str):
-            examples.append((e[0], None if e[1] is None else int(e[1])))
+            label = None if e[1] is None else integer(e[1], f"data[{len(examples)}] label", 0,
+                                                      integral_floats=True)
+            examples.append((e[0], label))
         else:
             raise TypeError(f"data: expected texts or (text, label) pairs, got {e!r}")
     return examples, name
