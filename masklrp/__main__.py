@@ -125,7 +125,7 @@ def _explain(args: argparse.Namespace) -> int:
         if args.model:
             raise ValueError("--head-mask: mask-lrp and random-mask need one for this model "
                              "(python -m masklrp heads --model ... --out heads.npz)")
-        mask = default_head_mask(model)
+        mask = default_head_mask()
     rows = explain_all(model, args.text, args.method, None if args.target is None else [args.target],
                        head_mask=mask)
     rows = {name: explanations[0] for name, explanations in rows.items()}
