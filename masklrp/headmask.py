@@ -25,6 +25,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ._checks import integer, positive_int
+from ._files import replacing
 
 __all__ = ["HeadMask", "random_head_mask"]
 
@@ -180,7 +181,8 @@ class HeadMask:
                 "n_sentences": self.n_sentences, "queries": self.queries,
                 "arcs": self.arcs.tolist(), "xi_pos": self.xi_pos, "xi_synt": self.xi_synt,
                 "layers": self.shape[0], "heads": self.shape[1]}
-        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        # a file object: np.savez would append ".npz" to a name
+        with replacing(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, positional=self.positional, syntactic=self.syntactic,
                      queries=np.int64(self.queries), arcs=self.arcs, baseline=self.baseline,
                      skipped=skipped, metadata=np.array(json.dumps(meta)))

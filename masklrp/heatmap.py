@@ -39,6 +39,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ._files import replacing
 from .explain import Explanation
 
 __all__ = ["BLUE", "RED", "document", "plot", "save", "to_html", "words"]
@@ -568,16 +569,17 @@ def save(explanations, path: str | os.PathLike, **kw) -> Path:
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in HTML_SUFFIXES:
-        path.write_text(document(explanations, **kw), encoding="utf-8")
-    elif suffix in IMAGE_SUFFIXES:
-        fig = plot(explanations, **kw)
-        try:
-            fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white")
-        finally:
-            if kw.get("ax") is None:  # our figure: do not leave it open in pyplot
-                _pyplot().close(fig)
-    else:
+    if suffix not in HTML_SUFFIXES + IMAGE_SUFFIXES:
         raise ValueError(f"path: unknown suffix {path.suffix!r} in {str(path)!r}; expected one of "
                          f"{HTML_SUFFIXES + IMAGE_SUFFIXES}")
+    with replacing(path) as tmp:
+        if suffix in HTML_SUFFIXES:
+            tmp.write_text(document(explanations, **kw), encoding="utf-8")
+        else:
+            fig = plot(explanations, **kw)
+            try:
+                fig.savefig(tmp, dpi=150, bbox_inches="tight", facecolor="white")
+            finally:
+                if kw.get("ax") is None:  # our figure: do not leave it open in pyplot
+                    _pyplot().close(fig)
     return path
