@@ -47,14 +47,22 @@ def positive_int(x, name: str) -> int:
     return int(x)
 
 
-def number(x, name: str, *, positive: bool = False) -> float:
+_F32 = np.finfo(np.float32)
+
+
+def number(x, name: str, *, positive: bool = False, float32: bool = False) -> float:
     """``x`` as a finite float (``> 0`` when ``positive``): TypeError naming ``name`` for a
-    non-number (bools and strings included), ValueError for NaN, infinity or a bad sign."""
+    non-number (bools and strings included), ValueError for NaN, infinity or a bad sign.
+    ``float32``: the engine computes with it in float32, where it must stay finite and, if
+    positive, not round to 0 (an epsilon of 1e-50 would be 0 there)."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(x).__name__} {x!r}")
     value = float(x)
     if not math.isfinite(value) or (positive and not value > 0):
         raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {x!r}")
+    if float32 and not (abs(value) <= _F32.max and (not positive or value >= _F32.tiny)):
+        raise ValueError(f"{name} must be representable in float32 "
+                         f"({float(_F32.tiny):.3g} to {float(_F32.max):.3g}), got {x!r}")
     return value
 
 

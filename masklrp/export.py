@@ -419,7 +419,7 @@ class _Config:
         return integer(value, f"config {key}", minimum)
 
     def epsilon(self, key: str) -> float:
-        return number(self[key], f"config {key}", positive=True)
+        return number(self[key], f"config {key}", positive=True, float32=True)
 
 
 def _convert(arch: str, raw_config: Mapping[str, Any],
@@ -722,6 +722,9 @@ def _llama(arch, model_type, task, cfg, tensors):
     mlp_bias = model_type == "llama" and bool(cfg.get("mlp_bias", False))
     window = _sliding_window(arch, model_type, cfg)
     inv_freq, rope_scaling = rope_parameters(cfg.values, D)
+    if not np.isfinite(inv_freq * np.float32(max_rope_positions(cfg.values))).all():
+        raise ValueError("config RoPE parameters give rotation angles beyond float32 "
+                         f"(largest inverse frequency {inv_freq.max():g})")
     eps = cfg.epsilon("rms_norm_eps")
     n_out, labels = _classifier_head(task, cfg, C, V)
     tensors.prefixes = ("model.", "transformer.")

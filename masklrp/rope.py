@@ -110,7 +110,11 @@ def rope_parameters(config: Mapping[str, Any], head_dim: int) -> tuple[np.ndarra
     if head_dim <= 0 or head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
     _check_numbers(params)
-    return _INIT[rope_type](params, config, head_dim)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # checked just below
+        inv_freq, scaling = _INIT[rope_type](params, config, head_dim)
+    if not np.isfinite(inv_freq).all():
+        raise ValueError(f"RoPE parameters give inverse frequencies beyond float32: {inv_freq}")
+    return inv_freq, scaling
 
 
 # Parameters that divide, scale a logarithm or an exponent: each must be a finite number > 0.
@@ -122,7 +126,10 @@ def _check_numbers(params: Mapping[str, Any]) -> None:
     """ValueError / TypeError naming the first RoPE parameter the initialisers cannot use."""
     for key in _POSITIVE:
         if params.get(key) is not None:
-            number(params[key], f"rope_parameters.{key}", positive=True)
+            number(params[key], f"rope_parameters.{key}", positive=True, float32=True)
+    if params["rope_type"] != "default" and params.get("factor") is not None and params["factor"] < 1:
+        # transformers' own validation: scaling stretches the context, never shrinks it
+        raise ValueError(f"rope_parameters.factor must be >= 1, got {params['factor']}")
     if "original_max_position_embeddings" in params:
         integer(params["original_max_position_embeddings"],
                 "rope_parameters.original_max_position_embeddings", 1)

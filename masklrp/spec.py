@@ -107,7 +107,7 @@ class ModelSpec:
         for name, minimum in _SIZES.items():
             integer(getattr(self, name), f"ModelSpec.{name}", minimum)
         for name in ("norm_eps", "attn_scale", "rope_attention_scaling"):
-            number(getattr(self, name), f"ModelSpec.{name}", positive=True)
+            number(getattr(self, name), f"ModelSpec.{name}", positive=True, float32=True)
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")
