@@ -20,10 +20,14 @@ def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
-def integer(x, name: str, minimum: int | None = None, *, integral_floats: bool = False) -> int:
-    """``x`` as an int >= ``minimum``: TypeError naming ``name`` for a non-int (bools, strings,
-    floats unless ``integral_floats`` and integral, e.g. a label read as ``1.0``), ValueError
-    for a value below ``minimum``."""
+INT32_MAX = 2**31 - 1  # the C engine's sizes are ints
+
+
+def integer(x, name: str, minimum: int | None = None, *, maximum: int | None = None,
+            integral_floats: bool = False) -> int:
+    """``x`` as an int in [``minimum``, ``maximum``]: TypeError naming ``name`` for a non-int
+    (bools, strings, floats unless ``integral_floats`` and integral, e.g. a label read as
+    ``1.0``), ValueError for a value out of range."""
     if isinstance(x, np.ndarray) and x.ndim == 0:
         x = x[()]
     if integral_floats and isinstance(x, (float, np.floating)) and not isinstance(x, bool):
@@ -34,6 +38,8 @@ def integer(x, name: str, minimum: int | None = None, *, integral_floats: bool =
         raise TypeError(f"{name} must be an int, got {type(x).__name__} {x!r}")
     if minimum is not None and x < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {x}")
+    if maximum is not None and x > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {x}")
     return int(x)
 
 

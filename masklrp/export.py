@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ._checks import integer, number
+from ._checks import INT32_MAX, integer, number
 from .rope import max_rope_positions, rope_parameters
 from .spec import ModelSpec, check_weights
 from .tokenizer import Tokenizer
@@ -416,7 +416,7 @@ class _Config:
     def size(self, key: str, minimum: int = 1, default: Any = None) -> int:
         """An int >= ``minimum``; ``default`` when the key is absent or null (if given)."""
         value = self[key] if default is None else self.get(key, default)
-        return integer(value, f"config {key}", minimum)
+        return integer(value, f"config {key}", minimum, maximum=INT32_MAX)
 
     def epsilon(self, key: str) -> float:
         return number(self[key], f"config {key}", positive=True, float32=True)
@@ -450,7 +450,7 @@ def _activation(cfg: _Config, key: str) -> str:
 def _pad_id(cfg: _Config) -> int:
     """The pad id, -1 when the config names none (some LLaMA conversions write -1 for that)."""
     pad = cfg.get("pad_token_id")
-    return -1 if pad is None else integer(pad, "config pad_token_id", -1)
+    return -1 if pad is None else integer(pad, "config pad_token_id", -1, maximum=INT32_MAX)
 
 
 def _head_size(hidden: int, heads: int, names: tuple[str, str]) -> int:

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._checks import integer, number
+from ._checks import INT32_MAX, integer, number
 
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 DEFAULT_THETA = 10_000.0
@@ -132,7 +132,7 @@ def _check_numbers(params: Mapping[str, Any]) -> None:
         raise ValueError(f"rope_parameters.factor must be >= 1, got {params['factor']}")
     if "original_max_position_embeddings" in params:
         integer(params["original_max_position_embeddings"],
-                "rope_parameters.original_max_position_embeddings", 1)
+                "rope_parameters.original_max_position_embeddings", 1, maximum=INT32_MAX)
     if params["rope_type"] == "llama3":
         for key in ("factor", "low_freq_factor", "high_freq_factor"):
             if params.get(key) is None:

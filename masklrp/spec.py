@@ -53,7 +53,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ._checks import integer, number
+from ._checks import INT32_MAX, integer, number
 
 FAMILIES = ("encoder", "decoder")
 NORMS = ("layernorm", "rmsnorm")
@@ -105,7 +105,7 @@ class ModelSpec:
                                  f"got {getattr(self, name)!r}")
         # the exporter names the config key first; this guards a spec built by hand
         for name, minimum in _SIZES.items():
-            integer(getattr(self, name), f"ModelSpec.{name}", minimum)
+            integer(getattr(self, name), f"ModelSpec.{name}", minimum, maximum=INT32_MAX)
         for name in ("norm_eps", "attn_scale", "rope_attention_scaling"):
             number(getattr(self, name), f"ModelSpec.{name}", positive=True, float32=True)
         if self.n_heads % self.n_kv_heads:
