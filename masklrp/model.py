@@ -173,7 +173,8 @@ class Model:
 
         A stream is a rule-set name (``"attnlrp"``, ``"cp"`` for CP-LRP, ``"gradient"``),
         found in the result under that name, or a :class:`Stream` with a head mask, found
-        under its key; at most four per call. The result is the engine's dict (see
+        under its key; at most four per call (a single name or Stream is one stream).
+        A MemoryError says how many bytes the outputs needed and what they were. The result is the engine's dict (see
         ``masklrp._core.Engine.run``).
         """
         if isinstance(streams, (str, Stream)):  # one stream, not a sequence of characters
