@@ -19,17 +19,25 @@ printing the paper-style table and writing ``results.csv``, ``results.json`` and
 
 Without ``--model`` every command uses the default fine-tuned MiniLM
 (:mod:`masklrp.default_model`; ``explain`` builds it when missing, the others need it built).
-Each command is one ``_<name>`` function registered in :func:`parser`.
+Each command is one ``_<name>`` function registered in :func:`parser`; each checks its output
+paths before any work. A user error (a bad argument, file or model) ends in one ``error:``
+line on stderr and exit status 2; ``--debug`` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from itertools import islice
 from pathlib import Path
 from typing import Sequence
 
-from ._checks import positive_int
+from ._checks import positive_int, writable_file
+from ._files import replacing
+
+# What a user's mistake raises (a bad argument, file, model or a full disk), as opposed to a bug.
+USER_ERRORS = (OSError, ValueError, TypeError, NotImplementedError, ImportError, MemoryError)
 
 # The demo's sentence: SST-2 dev, a positive review the default model gets right.
 DEMO_TEXT = "it 's a charming and often affecting journey ."
@@ -41,9 +49,13 @@ def parser() -> argparse.ArgumentParser:
 
     top = argparse.ArgumentParser(prog="python -m masklrp", description="masklrp: LRP explanations "
                                   "for Hugging Face transformers")
+    top.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    debug = argparse.ArgumentParser(add_help=False)  # --debug after the command works too
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error")
     commands = top.add_subparsers(dest="command", required=True, metavar="command")
 
-    ex = commands.add_parser("explain", help="token heatmap of one text (HTML, PNG, PDF, SVG)",
+    ex = commands.add_parser("explain", parents=[debug], help="token heatmap of one text (HTML, PNG, PDF, SVG)",
                              description="Explain one text with one or more methods and write a token "
                                          "heatmap, one row per method.")
     ex.add_argument("text", nargs="?", default=DEMO_TEXT, help=f"the text (default: {DEMO_TEXT!r}, "
@@ -53,15 +65,18 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--method", type=_names, default=["attnlrp"],
                     help="comma-separated methods (masklrp.METHODS; default attnlrp); mask-lrp and "
                          "random-mask use --head-mask, or the default model's UD EWT mask")
-    ex.add_argument("--target", type=int, help="class / token id explained (default: the prediction)")
+    ex.add_argument("--target", type=_token, help="class / token id or label name explained "
+                                                  "(default: the prediction)")
     ex.add_argument("--head-mask", type=Path, help="HeadMask file (.npz) for mask-lrp and random-mask")
     ex.add_argument("--merge-words", action="store_true", help="sum word pieces into words")
     ex.add_argument("--show-special", action="store_true", help="show [CLS], [SEP], ... (uncoloured)")
+    ex.add_argument("--truncate", action="store_true", help="explain the first part of a text longer "
+                                                            "than the model's positions (default: refuse)")
     ex.add_argument("--out", type=Path, default=Path("heatmap.html"),
                     help="output file: .html, .png, .pdf or .svg (default heatmap.html)")
     ex.set_defaults(run=_explain)
 
-    hs = commands.add_parser("heads", help="head statistics and the Mask-LRP head mask",
+    hs = commands.add_parser("heads", parents=[debug], help="head statistics and the Mask-LRP head mask",
                              description="Count positional and syntactic heads of a model over a "
                                          "CoNLL-U treebank and save the head mask (HeadMask.save).")
     hs.add_argument("--model", help="model folder; default: the default fine-tuned MiniLM (built)")
@@ -74,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     hs.add_argument("--no-progress", action="store_true", help="no progress bar")
     hs.set_defaults(run=_heads)
 
-    ev = commands.add_parser("evaluate", help="faithfulness (AOPC, LOdds, ...) of attribution methods",
+    ev = commands.add_parser("evaluate", parents=[debug], help="faithfulness (AOPC, LOdds, ...) of attribution methods",
                              description="Explain a data set with each method and score the explanations "
                                          "by perturbation (AOPC, LOdds, ERASER comprehensiveness / "
                                          "sufficiency, ABPC) or, for a QA model, Precision@20.")
@@ -108,8 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            message = " ".join(str(e).split()) or type(e).__name__  # one line, whatever e holds
+            print(f"error: {message}", file=sys.stderr)
         return 2
 
 
@@ -119,27 +138,32 @@ def _explain(args: argparse.Namespace) -> int:
     from .methods import MASKED_METHODS, explain_all
     from .model import load
 
+    writable_file(args.out, "--out")
+    if args.out.suffix.lower() not in heatmap.HTML_SUFFIXES + heatmap.IMAGE_SUFFIXES:
+        raise ValueError(f"--out: unknown suffix {args.out.suffix!r}; expected one of "
+                         f"{heatmap.HTML_SUFFIXES + heatmap.IMAGE_SUFFIXES}")
     model = load(args.model) if args.model else load_default()
     mask = args.head_mask
     if mask is None and set(args.method) & set(MASKED_METHODS):
         if args.model:
             raise ValueError("--head-mask: mask-lrp and random-mask need one for this model "
                              "(python -m masklrp heads --model ... --out heads.npz)")
-        mask = default_head_mask(model)
+        mask = default_head_mask()
     rows = explain_all(model, args.text, args.method, None if args.target is None else [args.target],
-                       head_mask=mask)
+                       head_mask=mask, truncation=args.truncate)
     rows = {name: explanations[0] for name, explanations in rows.items()}
     first = next(iter(rows.values()))
     labels = model.spec.labels
     label = labels[first.target] if isinstance(first.target, int) and first.target < len(labels) else None
     target = f"{first.target!r}" + (f" ({label})" if label else "")
-    print(f"{args.text!r} -> target {target}, logit {first.logit:.3f}")
+    text = repr(args.text) + (f" (truncated to {len(first.tokens)} tokens)" if first.truncated else "")
+    print(f"{text} -> target {target}, logit {first.logit:.3f}")
     for method, e in rows.items():
         words, scores, special = heatmap.words(e)
         top = sorted(((w, v) for w, v, s in zip(words, scores, special) if not s), key=lambda wv: -wv[1])[:3]
         print(f"  {method:>12}: " + ", ".join(f"{w!r} {v:+.3g}" for w, v in top))
     path = heatmap.save(rows, args.out, merge_words=args.merge_words, show_special=args.show_special,
-                        title=f"{args.text!r} → {label or first.target} (logit {first.logit:.3f})")
+                        title=f"{text} → {label or first.target} (logit {first.logit:.3f})")
     print(f"wrote {path}")
     return 0
 
@@ -150,6 +174,9 @@ def _heads(args: argparse.Namespace) -> int:
     from .headstats import head_statistics
     from .model import load
 
+    writable_file(args.out, "--out")
+    if args.plot is not None:
+        writable_file(args.plot, "--plot")
     corpus = ud_ewt("dev") if args.corpus == "ud-ewt-dev" else Path(args.corpus)
     if not corpus.is_file():
         raise FileNotFoundError(f"--corpus: no CoNLL-U file at {corpus}")
@@ -162,7 +189,8 @@ def _heads(args: argparse.Namespace) -> int:
     stats.save(args.out)
     print(f"wrote {args.out}")
     if args.plot is not None:
-        stats.plot().savefig(args.plot, dpi=150, bbox_inches="tight")
+        with replacing(args.plot) as tmp:
+            stats.plot().savefig(tmp, dpi=150, bbox_inches="tight")
         print(f"wrote {args.plot}")
     return 0
 
@@ -171,6 +199,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .metrics import KS
 
+    _output_folder(args.out, "--out", ("results.csv", "results.json", "curves.png"))
     result = evaluate(_built_model(args.model), args.data, args.methods, args.head_mask, metrics=args.metrics,
                       ks=args.ks or KS, target=args.target, replacement=args.replacement,
                       random_seeds=args.random_seeds, batch_size=args.batch_size, rounding=args.rounding,
@@ -188,6 +217,19 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"no plot: {e}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _output_folder(folder: Path, name: str, files: Sequence[str]) -> None:
+    """Check, before any work, that ``folder`` is (or can be made) a folder whose ``files``
+    this process can write; makes it."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{name}: {folder} is a file; expected a folder for {', '.join(files)}")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: cannot create or write into {folder}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        writable_file(folder / file, name)
 
 
 def _built_model(given) -> str:

@@ -20,7 +20,9 @@ are counted by reason (:data:`SKIP_REASONS`), never guessed.
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,8 +170,14 @@ class ConlluFile:
     def _is_path(self) -> bool:
         return not (isinstance(self.source, str) and "\n" in self.source)
 
+    @contextlib.contextmanager
     def _open(self):
-        return open(self.source, encoding="utf-8") if self._is_path() else io.StringIO(self.source)
+        """The text, read as UTF-8: a file that is not says so, with its name."""
+        with (open(self.source, encoding="utf-8") if self._is_path() else io.StringIO(self.source)) as f:
+            try:
+                yield f
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{self.name} is not UTF-8 text: {e}") from None
 
     def __len__(self) -> int:
         """Number of sentences (one quick pass over the lines, counted once)."""
@@ -190,8 +198,16 @@ class ConlluFile:
             raise ImportError("reading CoNLL-U needs the conllu package: pip install conllu") from e
 
         with self._open() as f:
-            for tokenlist in conllu.parse_incr(f, field_parsers=_UNPARSED):
-                yield _from_tokenlist(tokenlist)
+            sentences = conllu.parse_incr(f, field_parsers=_UNPARSED)
+            for n in itertools.count(1):
+                where = f"{self.name}: sentence {n}"
+                try:
+                    tokenlist = next(sentences)
+                except StopIteration:
+                    return
+                except conllu.exceptions.ParseException as e:
+                    raise ValueError(f"{where}: {e}") from None
+                yield _from_tokenlist(tokenlist, where)
 
 
 def _raw(fields: list[str], i: int) -> str:
@@ -219,12 +235,27 @@ def _space_after(misc: str) -> bool:
     return "SpaceAfter=No" not in misc.split("|")
 
 
-def _from_tokenlist(tokenlist) -> Sentence:
+# The columns read; CoNLL-U has 10, and a line with fewer misses some of these.
+_FIELDS = ("id", "form", "head", "deprel", "misc")
+
+
+def _from_tokenlist(tokenlist, where: str) -> Sentence:
+    """One sentence; ``where`` (file and sentence number) prefixes every error."""
     sent_id = tokenlist.metadata.get("sent_id")
+    if sent_id:
+        where += f" ({sent_id})"
     words, heads, deprels, spaces, spans = [], [], [], [], []
     text, cursor, mwt_end = [], 0, 0
     for token in tokenlist:
+        missing = [k for k in _FIELDS if k not in token]
+        if missing:
+            raise ValueError(f"{where}: a word line has {len(token)} columns, CoNLL-U needs 10 "
+                             f"(missing {', '.join(missing)})")
         tid = token["id"]
+        first = tid[0] if isinstance(tid, tuple) else tid
+        if not (isinstance(tid, tuple) and tid[1] == ".") and first != len(words) + 1:
+            raise ValueError(f"{where}: word id {_id_text(tid)} where {len(words) + 1} was expected "
+                             "(ids count 1, 2, 3, ... in each sentence)")
         if isinstance(tid, tuple):
             if tid[1] == ".":
                 continue  # an empty node (enhanced graphs only): no surface, no basic arc
@@ -234,7 +265,7 @@ def _from_tokenlist(tokenlist) -> Sentence:
             cursor += len(text[-1])
             continue
         if token["head"] is None:
-            raise ValueError(f"sentence {sent_id}: word {tid} ({token['form']!r}) has no head")
+            raise ValueError(f"{where}: word {tid} ({token['form']!r}) has no head")
         if tid > mwt_end:
             span = (cursor, cursor + len(token["form"]))
             text.append(token["form"] + (" " if _space_after(token["misc"]) else ""))
@@ -246,8 +277,17 @@ def _from_tokenlist(tokenlist) -> Sentence:
         heads.append(int(token["head"]))
         deprels.append(token["deprel"] or "_")
         spans.append(span)
-    return Sentence(tuple(words), tuple(heads), tuple(deprels), tuple(spaces),
-                    text="".join(text), spans=tuple(spans), sent_id=sent_id)
+    if not words:
+        raise ValueError(f"{where}: no words")
+    try:
+        return Sentence(tuple(words), tuple(heads), tuple(deprels), tuple(spaces),
+                        text="".join(text), spans=tuple(spans), sent_id=sent_id)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _id_text(tid) -> str:
+    return "".join(map(str, tid)) if isinstance(tid, tuple) else str(tid)
 
 
 # ----------------------------------------------------------------------------- alignment

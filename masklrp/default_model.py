@@ -76,25 +76,21 @@ def load_default() -> Model:
     return load(default_model_dir())
 
 
-def default_head_mask(model: "Model | None" = None) -> "HeadMask":
+def default_head_mask() -> "HeadMask":
     """The default model's Mask-LRP head mask: head statistics over UD EWT dev
     (:func:`masklrp.data.ud_ewt`), counted on first use and cached in the model folder.
-    ``model``: the loaded default model, to save loading it again."""
-    from .headmask import HeadMask
-    from .headstats import head_statistics
+
+    It takes no model: the cache belongs to the default model's folder, so only the default
+    model may fill it (count another model's mask with :func:`masklrp.head_statistics`)."""
+    from . import headstats
     from .data import ud_ewt
+    from .headmask import HeadMask
 
     path = default_model_dir() / HEAD_MASK_FILE
     if path.is_file():
         return HeadMask.load(path)
-    stats = head_statistics(model or load_default(), ud_ewt("dev"), progress=False)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
-        tmp = Path(f.name)
-    try:  # written whole or not at all: a killed run leaves no half file to load next time
-        stats.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    stats = headstats.head_statistics(load_default(), ud_ewt("dev"), progress=False)
+    stats.save(path)  # written whole or not at all: a killed run leaves no half file
     return stats
 
 

@@ -26,7 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from . import data as datasets
-from ._checks import fractions, positive_int
+from ._checks import fractions, integer, positive_int
+from ._files import replacing
 from .methods import ALIASES, MASKED_METHODS, METHODS, explain_all, load_head_mask
 from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, perturbation_curves,
                       precision_at, resolve_replacement, sufficiency)
@@ -134,7 +135,7 @@ class Evaluation:
         """One row per method, metric and ``k`` (``k`` empty: the mean over ``k``)."""
         path = Path(path)
         summary = self.summary()
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["method", "metric", "k", "mean", "std", "runs"])
             for method, by_metric in summary.items():
@@ -151,7 +152,8 @@ class Evaluation:
         path = Path(path)
         doc = {"info": self.info, "ks": list(self.ks), "eraser_bins": list(self.eraser_bins),
                "metrics": list(self.metrics), "results": self.summary()}
-        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         return path
 
     def plot(self, path: str | os.PathLike | None = None):
@@ -183,7 +185,8 @@ class Evaluation:
         fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="small")
         fig.suptitle(textwrap.fill(self._caption(), int(36 * len(panels))), fontsize="small")
         if path is not None:
-            fig.savefig(path, dpi=120)
+            with replacing(path) as tmp:
+                fig.savefig(tmp, dpi=120)
         return fig
 
     def _columns(self, ks) -> list[int]:
@@ -379,7 +382,9 @@ def _examples(data, limit, qa: bool) -> tuple[list, str]:
         if isinstance(e, str):
             examples.append((e, None))
         elif isinstance(e, Sequence) and len(e) == 2 and isinstance(e[0], str):
-            examples.append((e[0], None if e[1] is None else int(e[1])))
+            label = None if e[1] is None else integer(e[1], f"data[{len(examples)}] label", 0,
+                                                      integral_floats=True)
+            examples.append((e[0], label))
         else:
             raise TypeError(f"data: expected texts or (text, label) pairs, got {e!r}")
     return examples, name

@@ -6,9 +6,10 @@ relevance sweep in the C engine and return an :class:`Explanation` per sequence.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from .model import Inputs, Model
 # method name -> engine stream (DESIGN.md §2)
 METHODS = {"attnlrp": "attnlrp", "cp-lrp": "cp"}
 QA_TARGETS = ("start", "end", "both")
+# Mapping inputs (a transformers BatchEncoding): the keys read, and those a tokenizer adds that
+# the engine has no use for. Any other key is refused rather than silently dropped.
+MAPPING_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "special_tokens_mask")
+IGNORED_KEYS = ("offset_mapping", "length")
 
 
 @dataclass
@@ -27,7 +32,9 @@ class Explanation:
     (DESIGN.md §2); position and token-type embeddings take their own shares, kept in
     ``extras`` (``"positions"``, ``"types"``). Padding is dropped. ``special`` flags special
     tokens ([CLS], [SEP], <s>: bool per token) and ``word_ids`` gives each token's word
-    (None for specials), when the inputs came from a tokenizer.
+    (None for specials), when the inputs came from a tokenizer. ``truncated``: the text was
+    longer than the model's positions and only its first part is explained
+    (``truncation=True``; heatmap titles say so).
 
     In a notebook an Explanation shows as a token heatmap; :meth:`plot` and :meth:`save`
     draw it (see :mod:`masklrp.heatmap`, which also puts several side by side).
@@ -42,12 +49,20 @@ class Explanation:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     special: np.ndarray | None = None
     word_ids: list | None = None
+    truncated: bool = False
 
     def __repr__(self) -> str:
         top = np.argsort(-self.scores)[:3]
         best = ", ".join(f"{self.tokens[i]!r}: {self.scores[i]:+.3g}" for i in top)
+        cut = " (truncated)" if self.truncated else ""
         return (f"Explanation({self.method}, target={self.target!r}, logit={self.logit:.4g}, "
-                f"{len(self.tokens)} tokens; top {best})")
+                f"{len(self.tokens)} tokens{cut}; top {best})")
+
+    @property
+    def title(self) -> str:
+        """``"method: target 1, logit 2.2"``, with ``" (truncated)"`` when it is."""
+        return (f"{self.method}: target {self.target!r}, logit {self.logit:.4g}"
+                + (" (truncated)" if self.truncated else ""))
 
     # Heatmaps live in masklrp.heatmap, imported on use: it sits above this module.
     def words(self) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -63,7 +78,7 @@ class Explanation:
     def _repr_html_(self) -> str | None:
         from . import heatmap
         try:
-            return heatmap.to_html(self, title=f"{self.method}: target {self.target!r}, logit {self.logit:.4g}")
+            return heatmap.to_html(self, title=self.title)
         except (TypeError, ValueError):  # e.g. non-finite scores: the notebook shows __repr__ instead
             return None
 
@@ -82,10 +97,12 @@ def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], ta
              contrastive: bool = False, mask: np.ndarray | None = None) -> tuple[np.ndarray, list]:
     """The backward's starting g (DESIGN.md §2 "Seeds") and the resolved target per row.
 
-    * classification / base encoder: ``e_c`` for class (or dimension) ``c``; default argmax;
+    * classification / base encoder: ``e_c`` for class (or dimension) ``c``, given as an
+      int, a 0-d integer array or a label name of ``spec.labels``; default argmax;
     * question answering: ``target`` is ``"start"``, ``"end"``, ``"both"`` or a pair
       ``(kind, position)``; the position defaults to the argmax of that logit column over
-      the real positions (``mask``, the attention mask, when given);
+      the real positions (``mask``, the attention mask, when given; a given position must
+      be real too);
     * causal LM: the next-token logit at the last real position; default argmax. With
       ``contrastive``: ``+1`` on the target and ``−1/(V−1)`` on every other token, so the
       explained quantity is the target's margin over the mean of the others.
@@ -94,10 +111,7 @@ def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], ta
     :func:`needs_logits` says no, and the explainer saves a forward pass.
     """
     B = shape[0]
-    targets = list(target) if isinstance(target, (list, tuple, np.ndarray)) and not _is_qa_pair(target) \
-        else [target] * B
-    if len(targets) != B:
-        raise ValueError(f"target: got {len(targets)} targets for a batch of {B}")
+    targets = _per_row(target, B)
     seed = np.zeros(shape, dtype=np.float32)
     resolved = []
     for b, tgt in enumerate(targets):
@@ -105,12 +119,13 @@ def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], ta
             row = None if logits is None else logits[b]
             if row is not None and mask is not None:  # padding is never the answer
                 row = np.where(mask[b][:, None] == 1, row, -np.inf)
-            resolved.append(_qa_seed(seed[b], row, tgt))
+            resolved.append(_qa_seed(seed[b], row, tgt, None if mask is None else mask[b]))
             continue
         n = shape[1]
-        c = int(np.argmax(logits[b])) if tgt is None else tgt
+        c = int(np.argmax(logits[b])) if tgt is None else _label_index(model, tgt)
         if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)):
-            raise TypeError(f"target must be an int class / token id, got {type(c).__name__}")
+            raise TypeError(f"target must be an int class / token id or a label name, "
+                            f"got {type(c).__name__} {c!r}")
         if not 0 <= c < n:
             raise ValueError(f"target {c} is out of range: the model has {n} outputs")
         if contrastive:
@@ -124,18 +139,47 @@ def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], ta
 
 def needs_logits(model: Model, target) -> bool:
     """Whether resolving ``target`` takes an argmax over the logits."""
-    targets = target if isinstance(target, (list, np.ndarray)) else [target]
+    targets = _per_row(target)
     if model.spec.pool != "none":
         return any(t is None for t in targets)
-    return any(not (isinstance(t, tuple) and t[1] is not None) for t in targets)
+    return any(not (isinstance(t, tuple) and len(t) == 2 and t[1] is not None) for t in targets)
 
 
-def _is_qa_pair(target) -> bool:
-    return isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str)
+def _per_row(target, B: int | None = None) -> list:
+    """``target`` row by row: a list, tuple or 1-d array gives one per row (``B`` of them, when
+    given); anything else is every row's. A tuple whose first item is a str is one QA target
+    ``(kind, position)``; a 0-d array stands for its value."""
+    if isinstance(target, np.ndarray) and target.ndim == 0:
+        target = target.item()
+    if isinstance(target, (list, tuple, np.ndarray)) and not _is_qa_target(target):
+        rows = [t.item() if isinstance(t, np.generic) else t for t in target]
+        if B is not None and len(rows) != B:
+            raise ValueError(f"target: got {len(rows)} targets for a batch of {B}")
+        return rows
+    return [target] * (1 if B is None else B)
 
 
-def _qa_seed(seed: np.ndarray, logits: np.ndarray | None, target) -> tuple[str, Any]:
-    """seed, logits (T, 2) for one sequence: start logits [:, 0], end logits [:, 1]."""
+def _is_qa_target(target) -> bool:
+    return isinstance(target, tuple) and len(target) > 0 and isinstance(target[0], str)
+
+
+def _label_index(model: Model, target):
+    """A label name of ``spec.labels`` as its class index; anything else as it is."""
+    if not isinstance(target, str):
+        return target
+    if target not in model.spec.labels:
+        raise ValueError(f"target {target!r} is not a label of this model "
+                         f"(labels: {', '.join(model.spec.labels) or 'none'}); give a class index")
+    return model.spec.labels.index(target)
+
+
+def _qa_seed(seed: np.ndarray, logits: np.ndarray | None, target,
+             mask: np.ndarray | None) -> tuple[str, Any]:
+    """seed, logits (T, 2) for one sequence: start logits [:, 0], end logits [:, 1]; mask
+    (T,) the attention mask (a given position must be a real token)."""
+    if isinstance(target, tuple) and len(target) != 2:
+        raise ValueError(f"target for question answering must be one of {QA_TARGETS} or "
+                         f"(kind, position), got {target!r}")
     kind, pos = (target, None) if not isinstance(target, tuple) else target
     kind = "start" if kind is None else kind
     if kind not in QA_TARGETS:
@@ -148,6 +192,9 @@ def _qa_seed(seed: np.ndarray, logits: np.ndarray | None, target) -> tuple[str, 
         p = int(np.argmax(logits[:, col])) if pos is None else pos
         if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 0 <= p < T:
             raise ValueError(f"target position {p!r} is out of range for a sequence of {T} tokens")
+        if mask is not None and not mask[p]:
+            raise ValueError(f"target position {p} is padding (attention_mask 0): "
+                             "explain a real token")
         seed[p, col] = 1.0
         chosen.append(int(p))
     return kind, chosen[0] if len(chosen) == 1 else tuple(chosen)
@@ -166,11 +213,11 @@ class AttnLRP:
         self.model = model
         self.method = method
 
-    def attribute(self, inputs, target=None, *, contrastive: bool = False,
+    def attribute(self, inputs, target=None, *, contrastive: bool = False, truncation: bool = False,
                   threads: int | None = None) -> list[Explanation]:
-        """Explain each sequence of ``inputs`` (text, list of texts, Inputs, or token ids)."""
+        """Explain each sequence of ``inputs`` (see :func:`as_inputs`; ``truncation`` there)."""
         model = self.model
-        inputs = as_inputs(model, inputs)
+        inputs = as_inputs(model, inputs, truncation=truncation)
         stream = METHODS[self.method]
         if target is None and model.spec.pool != "none" and not contrastive:
             # The engine seeds each row's argmax itself: one forward instead of two.
@@ -185,22 +232,70 @@ class AttnLRP:
 
 
 def attnlrp(model: Model, inputs, target=None, *, method: str = "attnlrp", contrastive: bool = False,
-            threads: int | None = None) -> Explanation | list[Explanation]:
-    """One-call AttnLRP: an Explanation for a single text, a list for a batch."""
-    result = AttnLRP(model, method).attribute(inputs, target, contrastive=contrastive, threads=threads)
-    return result[0] if isinstance(inputs, str) else result
+            truncation: bool = False, threads: int | None = None) -> Explanation | list[Explanation]:
+    """One-call AttnLRP: an Explanation for a single text (or text pair), a list for a batch."""
+    result = AttnLRP(model, method).attribute(inputs, target, contrastive=contrastive,
+                                              truncation=truncation, threads=threads)
+    return result[0] if is_single_text(inputs) else result
 
 
-def as_inputs(model: Model, inputs) -> Inputs:
+def is_single_text(inputs) -> bool:
+    """A text or a ``(text, text_pair)`` tuple: one sequence, explained as one Explanation."""
+    return isinstance(inputs, str) or _is_text_pair(inputs)
+
+
+def _is_text_pair(x) -> bool:
+    return isinstance(x, tuple) and len(x) == 2 and all(isinstance(t, str) for t in x)
+
+
+def as_inputs(model: Model, inputs, *, truncation: bool = False) -> Inputs:
+    """Engine inputs from what a user holds (README "Input policy"):
+
+    * :class:`~masklrp.model.Inputs`, as they are;
+    * a text, a ``(text, text_pair)`` tuple (a sentence pair, as tokenizers reads it), or a
+      non-empty list of either (tokenized by :meth:`Model.encode`, with ``truncation``);
+    * a mapping (a transformers ``BatchEncoding``, NumPy or torch) with ``input_ids`` and
+      optionally the other keys of :data:`MAPPING_KEYS`;
+    * token ids: ints of shape (length,) or (batch, length), e.g. a NumPy array or torch tensor.
+    """
     if isinstance(inputs, Inputs):
         return inputs
-    if isinstance(inputs, str) or (isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], str)):
-        return model.encode(inputs)
-    if isinstance(inputs, dict):
-        return model.prepare(inputs["input_ids"], inputs.get("attention_mask"),
+    if is_single_text(inputs):
+        texts, pairs = ([inputs], None) if isinstance(inputs, str) else ([inputs[0]], [inputs[1]])
+        return model.encode(texts, pairs, truncation=truncation)
+    if isinstance(inputs, Mapping):
+        return _from_mapping(model, inputs)
+    if isinstance(inputs, Iterator):
+        raise TypeError(f"inputs is a {type(inputs).__name__}: give a list (e.g. list(...)) of "
+                        "texts, token ids or a tokenizer's output")
+    if isinstance(inputs, (list, tuple)):
+        if not inputs:
+            raise ValueError("inputs is empty: give a text, a list of texts or token ids")
+        if all(isinstance(x, str) for x in inputs):
+            return model.encode(list(inputs), truncation=truncation)
+        if all(_is_text_pair(x) for x in inputs):
+            return model.encode([a for a, _ in inputs], [b for _, b in inputs], truncation=truncation)
+        if any(isinstance(x, str) or _is_text_pair(x) for x in inputs):
+            raise TypeError("inputs: a list must hold only texts, only (text, text_pair) tuples "
+                            "or only token ids")
+    return model.prepare(inputs)
+
+
+def _from_mapping(model: Model, inputs: Mapping) -> Inputs:
+    unknown = [k for k in inputs if k not in MAPPING_KEYS + IGNORED_KEYS]
+    if "input_ids" not in inputs or unknown:
+        raise ValueError(f"inputs: a mapping needs 'input_ids' and may hold {MAPPING_KEYS[1:]}; "
+                         + (f"got unknown keys {unknown}" if unknown else f"got keys {list(inputs)}"))
+    prepared = model.prepare(inputs["input_ids"], inputs.get("attention_mask"),
                              token_type_ids=inputs.get("token_type_ids"),
                              position_ids=inputs.get("position_ids"))
-    return model.prepare(inputs)
+    if inputs.get("special_tokens_mask") is not None:
+        special = np.asarray(inputs["special_tokens_mask"]).reshape(prepared.input_ids.shape[0], -1)
+        if special.shape != prepared.input_ids.shape or special.dtype.kind not in "biu":
+            raise ValueError(f"inputs['special_tokens_mask'] must be 0/1 of the shape of input_ids "
+                             f"{prepared.input_ids.shape}, got {special.dtype} {special.shape}")
+        prepared.special_tokens_mask = special.astype(bool)
+    return prepared
 
 
 def explanations(model: Model, inputs: Inputs, out: dict, stream: dict, seed: np.ndarray,
@@ -232,10 +327,12 @@ def special_flags(inputs: Inputs, tokenizer=None) -> np.ndarray | None:
 
 
 def token_fields(inputs: Inputs, special: np.ndarray | None, b: int, real: np.ndarray) -> dict:
-    """An Explanation's ``special`` and ``word_ids`` for row ``b``'s real tokens (bool mask ``real``)."""
+    """An Explanation's ``special``, ``word_ids`` and ``truncated`` for row ``b``'s real
+    tokens (bool mask ``real``)."""
     return {"special": None if special is None else special[b, real].copy(),
             "word_ids": None if inputs.word_ids is None else
-            [inputs.word_ids[b][t] for t in np.flatnonzero(real)]}
+            [inputs.word_ids[b][t] for t in np.flatnonzero(real)],
+            "truncated": bool(inputs.truncated is not None and inputs.truncated[b])}
 
 
 def _token_strings(model: Model, ids: np.ndarray) -> list[str]:

@@ -19,19 +19,24 @@ of ``embed.word``. From a module, float32 contiguous tensors are shared, not cop
 arrays view the module's memory (fused and transposed weights are new arrays).
 
 What the engine cannot express is refused with ``NotImplementedError`` naming the
-architecture or config option; malformed input (missing tensors, wrong shapes, integer
-dtypes) raises ``ValueError`` naming the tensor.
+architecture or config option; malformed input raises ``ValueError`` (or ``TypeError`` for a
+config value of the wrong type) naming the file, the config field or the tensor: a config that
+is not a JSON object, a size that is not a positive int, an epsilon or RoPE parameter that is
+not a finite number > 0, heads that do not divide the hidden size, a truncated or corrupt
+safetensors file, a shard index whose ``weight_map`` does not match its shards.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ._checks import INT32_MAX, integer, number
 from .rope import max_rope_positions, rope_parameters
 from .spec import ModelSpec, check_weights
 from .tokenizer import Tokenizer
@@ -132,7 +137,7 @@ def export(model_or_path: Any, *, tokenizer: Any = None,
     ``config.json`` says ``BertForMaskedLM``).
     """
     if isinstance(model_or_path, (str, os.PathLike)):
-        folder = Path(model_or_path)
+        folder = _model_folder(model_or_path)
         config = _read_config(folder)
         arch = architecture or _architecture_of(config)
         with _SafetensorsFolder(folder) as tensors:
@@ -173,16 +178,51 @@ def _module_config(model: Any) -> dict[str, Any]:
     return config.to_dict()
 
 
+def _model_folder(given: str | os.PathLike) -> Path:
+    """The folder ``given`` names; a missing one that looks like a hub id gets a hint."""
+    folder = Path(given)
+    if folder.is_dir():
+        return folder
+    if folder.exists():
+        raise ValueError(f"{folder} is a file: load() takes the model's folder (config.json + "
+                         "model.safetensors)")
+    name = str(given)
+    hint = ""
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith("."):
+        hint = (f"; if {name!r} is a Hugging Face hub id, download the model first "
+                f"(huggingface-cli download {name} --local-dir DIR, then masklrp.load(DIR)), "
+                f"or load it with transformers and pass the module: masklrp.load("
+                f"AutoModelForSequenceClassification.from_pretrained({name!r}), tokenizer=...)")
+    raise FileNotFoundError(f"no model folder at {folder}{hint}")
+
+
 def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    config = _read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object (the model config), "
+                         f"got a {type(config).__name__}")
+    return config
+
+
+def _read_json(path: Path, **options) -> Any:
+    """A JSON file, or a ValueError naming it (never a bare JSONDecodeError)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f, **options)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
 def _architecture_of(config: Mapping[str, Any]) -> str:
     archs = config.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise TypeError(f"config architectures must be a list of class names, e.g. "
+                        f"[\"BertForSequenceClassification\"], got {archs!r}")
     if archs:
         return archs[0]
     model_type = config.get("model_type")
@@ -215,7 +255,10 @@ class _Tensors:
         got = tuple(self.shape(key))
         if got != tuple(shape):
             raise ValueError(f"tensor {key!r} has shape {got}, expected {tuple(shape)}")
-        return self.array(key)
+        array = self.array(key)
+        if not np.isfinite(array).all():  # the engine would turn it into NaN logits
+            raise ValueError(f"tensor {key!r} holds NaN or infinite values")
+        return array
 
     def same_storage(self, a: str, b: str) -> bool:
         return False
@@ -248,30 +291,64 @@ class _TorchStateDict(_Tensors):
 
 
 class _SafetensorsFolder(_Tensors):
-    """``model.safetensors`` or a sharded ``model.safetensors.index.json``, opened lazily."""
+    """``model.safetensors`` or a sharded ``model.safetensors.index.json``, opened lazily.
+
+    A shard index is honoured as written: each tensor is read from the shard its
+    ``weight_map`` names, and a tensor that is not in that shard, or that another shard
+    holds too, is refused (which copy is meant would be a guess).
+    """
 
     def __init__(self, folder: Path) -> None:
-        from safetensors import safe_open
-
         single = folder / "model.safetensors"
         index = folder / "model.safetensors.index.json"
+        self.handles = {}
+        self.file_of: dict[str, Path] = {}
         if single.is_file():
-            files = [single]
+            self.file_of = {key: single for key in self._open(single).keys()}
         elif index.is_file():
-            with open(index, encoding="utf-8") as f:
-                files = sorted({folder / name for name in json.load(f)["weight_map"].values()})
+            self.file_of = self._sharded(folder, index)
         else:
             raise FileNotFoundError(
                 f"{folder}: no model.safetensors or model.safetensors.index.json "
                 "(pytorch_model.bin needs torch: load it with transformers and export the module)")
-        self.handles = {}
-        self.file_of: dict[str, Path] = {}
-        for path in files:
-            handle = safe_open(str(path), framework="np")
-            self.handles[path] = handle
-            for key in handle.keys():
-                self.file_of[key] = path
         super().__init__(list(self.file_of))
+
+    def _open(self, path: Path):
+        from safetensors import SafetensorError, safe_open
+
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such safetensors file")
+        try:
+            handle = safe_open(str(path), framework="np")
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
+        self.handles[path] = handle
+        return handle
+
+    def _sharded(self, folder: Path, index: Path) -> dict[str, Path]:
+        content = _read_json(index, object_pairs_hook=_no_duplicate_keys(index))
+        weight_map = content.get("weight_map") if isinstance(content, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} must hold a non-empty \"weight_map\" object "
+                             "(tensor name -> shard file name)")
+        file_of, shards = {}, {}
+        for key, name in weight_map.items():
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise ValueError(f"{index}: weight_map[{key!r}] must be a shard file name in "
+                                 f"the same folder, got {name!r}")
+            file_of[key] = folder / name
+            shards.setdefault(folder / name, set()).add(key)
+        owner: dict[str, Path] = {}
+        for path in sorted(shards):
+            for key in self._open(path).keys():
+                if key in owner:
+                    raise ValueError(f"tensor {key!r} is in both {owner[key].name} and {path.name}")
+                owner[key] = path
+        for key, path in file_of.items():
+            if owner.get(key) != path:
+                raise ValueError(f"{index}: weight_map puts {key!r} in {path.name}, but "
+                                 f"{path.name} does not hold it")
+        return file_of
 
     def __enter__(self):
         return self
@@ -292,6 +369,18 @@ class _SafetensorsFolder(_Tensors):
         return np.ascontiguousarray(self.handles[path].get_tensor(key), dtype=np.float32)
 
 
+def _no_duplicate_keys(path: Path):
+    """A json ``object_pairs_hook`` refusing a key given twice (json keeps the last silently)."""
+    def pairs(items):
+        seen = {}
+        for key, value in items:
+            if key in seen:
+                raise ValueError(f"{path}: the key {key!r} appears twice")
+            seen[key] = value
+        return seen
+    return pairs
+
+
 def _read_bf16(path: Path, key: str) -> np.ndarray:
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
@@ -305,7 +394,12 @@ def _read_bf16(path: Path, key: str) -> np.ndarray:
 
 
 class _Config:
-    """A config dict with the class defaults of its model_type; ``cfg[key]`` or a clear error."""
+    """A config dict with the class defaults of its model_type; ``cfg[key]`` or a clear error.
+
+    :meth:`size` and :meth:`epsilon` read the numbers the engine relies on, checked here so
+    that a bad value is named by its config key (not met later as a ZeroDivisionError or
+    NaN logits).
+    """
 
     def __init__(self, raw: Mapping[str, Any], model_type: str) -> None:
         self.values = {**CONFIG_DEFAULTS[model_type], **raw}
@@ -318,6 +412,14 @@ class _Config:
     def get(self, key: str, default: Any = None) -> Any:
         value = self.values.get(key, default)
         return default if value is None else value
+
+    def size(self, key: str, minimum: int = 1, default: Any = None) -> int:
+        """An int >= ``minimum``; ``default`` when the key is absent or null (if given)."""
+        value = self[key] if default is None else self.get(key, default)
+        return integer(value, f"config {key}", minimum, maximum=INT32_MAX)
+
+    def epsilon(self, key: str) -> float:
+        return number(self[key], f"config {key}", positive=True, float32=True)
 
 
 def _convert(arch: str, raw_config: Mapping[str, Any],
@@ -346,26 +448,34 @@ def _activation(cfg: _Config, key: str) -> str:
 
 
 def _pad_id(cfg: _Config) -> int:
+    """The pad id, -1 when the config names none (some LLaMA conversions write -1 for that)."""
     pad = cfg.get("pad_token_id")
-    return -1 if pad is None else int(pad)
+    return -1 if pad is None else integer(pad, "config pad_token_id", -1, maximum=INT32_MAX)
 
 
-def _head_size(hidden: int, heads: int) -> int:
+def _head_size(hidden: int, heads: int, names: tuple[str, str]) -> int:
     if hidden % heads:
-        raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
+        raise ValueError(f"config {names[0]} ({hidden}) must be a multiple of {names[1]} ({heads})")
     return hidden // heads
 
 
 def _n_labels(cfg: _Config) -> tuple[int, tuple[str, ...]]:
     """(num_labels, labels) as PretrainedConfig derives them from id2label / num_labels."""
     id2label = cfg.get("id2label")
+    if id2label is not None and not isinstance(id2label, Mapping):
+        raise TypeError(f"config id2label must be an object mapping class indices to label names, "
+                        f"e.g. {{\"0\": \"negative\", \"1\": \"positive\"}}, got {id2label!r}")
     if id2label:
-        labels = {int(k): str(v) for k, v in id2label.items()}
+        labels = {}
+        for k, v in id2label.items():
+            if not (isinstance(k, int) or (isinstance(k, str) and k.strip().isdigit())):
+                raise ValueError(f"config id2label keys must be class indices 0, 1, ..., got {k!r}")
+            labels[int(k)] = str(v)
         n = len(labels)
         if sorted(labels) != list(range(n)):
             raise ValueError(f"config id2label keys must be 0..{n - 1}, got {sorted(labels)}")
         return n, tuple(labels[i] for i in range(n))
-    n = int(cfg.get("num_labels", 2))
+    n = cfg.size("num_labels", default=2)
     return n, tuple(f"LABEL_{i}" for i in range(n))
 
 
@@ -412,7 +522,8 @@ def _encoder(arch, model_type, task, cfg, tensors):
     """BERT, RoBERTa and DistilBERT: post-LN encoders with absolute position tables."""
     distil = model_type == "distilbert"
     if distil:
-        C, L, H, F = cfg["dim"], cfg["n_layers"], cfg["n_heads"], cfg["hidden_dim"]
+        C, L, H, F = (cfg.size(k) for k in ("dim", "n_layers", "n_heads", "hidden_dim"))
+        names = ("dim", "n_heads")
         act = _activation(cfg, "activation")
         eps = 1e-12  # hard-coded in transformers' DistilBERT (nn.LayerNorm(dim, eps=1e-12))
         type_vocab = 0
@@ -430,21 +541,26 @@ def _encoder(arch, model_type, task, cfg, tensors):
                 f"{arch} with position_embedding_type={pos_type!r} is not supported "
                 "(only 'absolute'; transformers 5 ignores this option, so a relative-position "
                 "checkpoint would also load wrongly there)")
-        C, L = cfg["hidden_size"], cfg["num_hidden_layers"]
-        H, F = cfg["num_attention_heads"], cfg["intermediate_size"]
+        C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
+        H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+        names = ("hidden_size", "num_attention_heads")
         act = _activation(cfg, "hidden_act")
-        eps = float(cfg["layer_norm_eps"])
-        type_vocab = int(cfg["type_vocab_size"])
+        eps = cfg.epsilon("layer_norm_eps")
+        type_vocab = cfg.size("type_vocab_size", 0)
         tensors.prefixes = (f"{model_type}.",)
-    D = _head_size(C, H)
-    V, P = cfg["vocab_size"], cfg["max_position_embeddings"]
+    D = _head_size(C, H, names)
+    V, P = cfg.size("vocab_size"), cfg.size("max_position_embeddings")
     pad = _pad_id(cfg)
     if model_type == "roberta":
         if pad < 0:
             raise ValueError("RoBERTa positions need config.pad_token_id (padding_idx)")
+        if P - pad - 1 < 1:
+            raise ValueError(f"config max_position_embeddings ({P}) leaves no position after "
+                             f"RoBERTa's padding_idx (pad_token_id {pad})")
         positions, max_positions = "roberta", P - pad - 1
     else:
         positions, max_positions = "absolute", P
+    n_out, labels = _classifier_head(task, cfg, C, V)
 
     w: dict[str, np.ndarray] = {}
     w["embed.word"] = tensors.get("embeddings.word_embeddings.weight", (V, C))
@@ -474,7 +590,6 @@ def _encoder(arch, model_type, task, cfg, tensors):
         _linear(tensors, w, o + ".down", names["down"], C, F)
         _norm(tensors, w, o + ".mlp_norm", names["mlp_norm"], C, True)
 
-    n_out, labels = _classifier_head(task, cfg, C, V)
     pool, head_act = "mean", ""
     if task == "sequence-classification":
         pool = "first"
@@ -526,11 +641,13 @@ def _gpt2(arch, model_type, task, cfg, tensors):
                                   "(a per-layer attention scale) is not supported")
     if cfg.get("add_cross_attention", False):
         raise NotImplementedError(f"{arch} with add_cross_attention=True is not supported")
-    C, L, H = cfg["n_embd"], cfg["n_layer"], cfg["n_head"]
-    F = cfg.get("n_inner") or 4 * C
-    D = _head_size(C, H)
-    V, P = cfg["vocab_size"], cfg["n_positions"]
+    C, L, H = cfg.size("n_embd"), cfg.size("n_layer"), cfg.size("n_head")
+    F = cfg.size("n_inner", default=4 * C)
+    D = _head_size(C, H, ("n_embd", "n_head"))
+    V, P = cfg.size("vocab_size"), cfg.size("n_positions")
     act = _activation(cfg, "activation_function")
+    eps = cfg.epsilon("layer_norm_epsilon")
+    n_out, labels = _classifier_head(task, cfg, C, V)
     tensors.prefixes = ("transformer.",)
 
     w: dict[str, np.ndarray] = {}
@@ -545,13 +662,12 @@ def _gpt2(arch, model_type, task, cfg, tensors):
         _linear(tensors, w, o + ".up", s + "mlp.c_fc", F, C, transpose=True)
         _linear(tensors, w, o + ".down", s + "mlp.c_proj", C, F, transpose=True)
     _norm(tensors, w, "final_norm", "ln_f", C, True)
-    n_out, labels = _classifier_head(task, cfg, C, V)
     pool = _decoder_head(task, cfg, tensors, w, C, V, n_out, "wte.weight")
 
     fields = dict(family="decoder", norm="layernorm", activation=act, gated_mlp=False,
                   n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
                   vocab=V, max_positions=P, type_vocab=0,
-                  norm_eps=float(cfg["layer_norm_epsilon"]),
+                  norm_eps=eps,
                   attn_scale=D ** -0.5 if cfg.get("scale_attn_weights", True) else 1.0,
                   causal=True, sliding_window=0, positions="absolute",
                   rope_attention_scaling=1.0, pool=pool, head_activation="",
@@ -564,20 +680,21 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
     if model_type == "llama":
         return 0
     if model_type == "mistral":
-        window = cfg.get("sliding_window")
-        return int(window) if window else 0
+        return cfg.size("sliding_window", 0, default=0)
     # qwen2: Qwen2Config drops the window unless use_sliding_window, then layer_types decides
     if not cfg.get("use_sliding_window", False) or not cfg.get("sliding_window"):
         return 0
-    n = cfg["num_hidden_layers"]
+    n = cfg.size("num_hidden_layers")
     layer_types = cfg.get("layer_types") or [
-        "sliding_attention" if i >= cfg["max_window_layers"] else "full_attention"
+        "sliding_attention" if i >= cfg.size("max_window_layers", 0) else "full_attention"
         for i in range(n)]
+    if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types):
+        raise TypeError(f"config layer_types must be a list of names, got {layer_types!r}")
     kinds = set(layer_types)
     if kinds == {"full_attention"}:
         return 0
     if kinds == {"sliding_attention"}:
-        return int(cfg["sliding_window"])
+        return cfg.size("sliding_window")
     raise NotImplementedError(
         f"{arch} with use_sliding_window=True and a window on only some layers "
         f"(max_window_layers={cfg.get('max_window_layers')}, layer_types={layer_types}) is not "
@@ -590,17 +707,26 @@ def _llama(arch, model_type, task, cfg, tensors):
         if cfg.get(key):
             raise NotImplementedError(f"{arch} with {key}={cfg.get(key)} (mixture of experts) "
                                       "is not supported")
-    C, L = cfg["hidden_size"], cfg["num_hidden_layers"]
-    H, F = cfg["num_attention_heads"], cfg["intermediate_size"]
-    KV = cfg.get("num_key_value_heads") or H
-    D = cfg.get("head_dim") or _head_size(C, H)
-    V = cfg["vocab_size"]
+    C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
+    H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    KV = cfg.size("num_key_value_heads", default=H)
+    if H % KV:
+        raise ValueError(f"config num_key_value_heads ({KV}) must divide num_attention_heads ({H})")
+    D = (cfg.size("head_dim") if cfg.get("head_dim") is not None
+         else _head_size(C, H, ("hidden_size", "num_attention_heads")))
+    V = cfg.size("vocab_size")
+    cfg.size("max_position_embeddings")  # checked here: the RoPE code reads it as it is
     act = _activation(cfg, "hidden_act")
     qkv_bias = model_type == "qwen2" or (model_type == "llama" and cfg.get("attention_bias", False))
     out_bias = model_type == "llama" and bool(cfg.get("attention_bias", False))
     mlp_bias = model_type == "llama" and bool(cfg.get("mlp_bias", False))
     window = _sliding_window(arch, model_type, cfg)
     inv_freq, rope_scaling = rope_parameters(cfg.values, D)
+    if not np.isfinite(inv_freq * np.float32(max_rope_positions(cfg.values))).all():
+        raise ValueError("config RoPE parameters give rotation angles beyond float32 "
+                         f"(largest inverse frequency {inv_freq.max():g})")
+    eps = cfg.epsilon("rms_norm_eps")
+    n_out, labels = _classifier_head(task, cfg, C, V)
     tensors.prefixes = ("model.", "transformer.")
 
     w: dict[str, np.ndarray] = {}
@@ -618,13 +744,12 @@ def _llama(arch, model_type, task, cfg, tensors):
         _linear(tensors, w, o + ".down", s + "mlp.down_proj", C, F, bias=mlp_bias)
     _norm(tensors, w, "final_norm", "norm", C, False)
     w["rope.inv_freq"] = inv_freq
-    n_out, labels = _classifier_head(task, cfg, C, V)
     pool = _decoder_head(task, cfg, tensors, w, C, V, n_out, "embed_tokens.weight")
 
     fields = dict(family="decoder", norm="rmsnorm", activation=act, gated_mlp=True,
                   n_layers=L, n_heads=H, n_kv_heads=KV, head_dim=D, hidden=C, intermediate=F,
                   vocab=V, max_positions=max_rope_positions(cfg.values), type_vocab=0,
-                  norm_eps=float(cfg["rms_norm_eps"]), attn_scale=D ** -0.5, causal=True,
+                  norm_eps=eps, attn_scale=D ** -0.5, causal=True,
                   sliding_window=window, positions="rope",
                   rope_attention_scaling=float(rope_scaling), pool=pool, head_activation="",
                   n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels)

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ._checks import positive_int
+from ._checks import integer, positive_int
+from ._files import replacing
 
 __all__ = ["HeadMask", "random_head_mask"]
 
@@ -32,6 +34,8 @@ FORMAT_VERSION = 1
 XI_POS = 0.8
 XI_SYNT = 0.1
 _ARRAYS = ("positional", "syntactic", "queries", "arcs", "baseline", "skipped")
+_METADATA = ("format", "version", "relations", "skipped_reasons", "model", "corpus", "n_sentences",
+             "xi_pos", "xi_synt")
 
 
 class HeadMask:
@@ -63,8 +67,10 @@ class HeadMask:
         self.baseline = _counter(baseline, "baseline", 2, (R, P))
         self.skipped = {str(k): _counter(v, f"skipped[{k!r}]", 1, (R,))
                         for k, v in (skipped or {}).items()}
-        self.model, self.corpus, self.n_sentences = str(model), str(corpus), int(n_sentences)
+        self.model, self.corpus = str(model), str(corpus)
+        self.n_sentences = integer(n_sentences, "n_sentences", 0)
         self.xi_pos, self.xi_synt = _threshold(xi_pos, "xi_pos"), _threshold(xi_synt, "xi_synt")
+        _check_totals(self)
 
     # ------------------------------------------------------------------ frequencies
     @property
@@ -98,10 +104,11 @@ class HeadMask:
     # ------------------------------------------------------------------ masks
     @property
     def m_pos(self) -> np.ndarray:
-        """(L, H) bool: positional heads, ``max_{o≠0} a_o > xi_pos`` (Eq. 6)."""
+        """(L, H) bool: positional heads, ``max_{o≠0} a_o > xi_pos`` (Eq. 6); none when no
+        query was counted (a head never seen is no evidence of anything)."""
         a = self.a_o.copy()
         a[..., a.shape[-1] // 2] = 0.0
-        return a.max(axis=-1) > self.xi_pos
+        return (a.max(axis=-1) > self.xi_pos) & (self.queries > 0)
 
     @property
     def m_synt(self) -> np.ndarray:
@@ -174,24 +181,49 @@ class HeadMask:
                 "n_sentences": self.n_sentences, "queries": self.queries,
                 "arcs": self.arcs.tolist(), "xi_pos": self.xi_pos, "xi_synt": self.xi_synt,
                 "layers": self.shape[0], "heads": self.shape[1]}
-        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        # a file object: np.savez would append ".npz" to a name
+        with replacing(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, positional=self.positional, syntactic=self.syntactic,
                      queries=np.int64(self.queries), arcs=self.arcs, baseline=self.baseline,
                      skipped=skipped, metadata=np.array(json.dumps(meta)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HeadMask":
-        """Read what :meth:`save` wrote (``allow_pickle=False``)."""
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in (*_ARRAYS, "metadata") if k not in f.files]
-            if missing:
-                raise ValueError(f"{path} is not a saved HeadMask: missing {missing}")
-            arrays = {k: f[k] for k in _ARRAYS}
-            meta = json.loads(str(f["metadata"]))
-        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported format {meta.get('format')!r} version "
-                             f"{meta.get('version')!r} (this masklrp reads {FORMAT} v{FORMAT_VERSION})")
-        skipped = dict(zip(meta["skipped_reasons"], arrays.pop("skipped")))
+        """Read what :meth:`save` wrote (never unpickling: ``allow_pickle=False``).
+
+        A file that is not such an ``.npz`` raises ValueError naming it and what is wrong;
+        counters and metadata are checked as :class:`HeadMask` checks its arguments.
+        """
+        not_ours = f"{path} is not a masklrp head-mask .npz (written by HeadMask.save)"
+        try:
+            f = np.load(path, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError(f"{not_ours}: it holds a single array")
+            with f:
+                missing = [k for k in (*_ARRAYS, "metadata") if k not in f.files]
+                if missing:
+                    raise ValueError(f"{not_ours}: missing {missing}")
+                arrays = {k: f[k] for k in _ARRAYS}
+                text = f["metadata"]
+        except (OSError, EOFError, zipfile.BadZipFile) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise ValueError(f"{not_ours}: {e}") from None
+        except ValueError as e:
+            if str(e).startswith(not_ours):
+                raise
+            # NumPy's own message here suggests allow_pickle=True: never do that for a file
+            raise ValueError(f"{not_ours}: it is not an .npz of plain arrays") from None
+        meta = _metadata(text, not_ours)
+        if meta["format"] != FORMAT or meta["version"] != FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported format {meta['format']!r} version "
+                             f"{meta['version']!r} (this masklrp reads {FORMAT} v{FORMAT_VERSION})")
+        reasons = meta["skipped_reasons"]
+        if (not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons)
+                or len(reasons) != len(arrays["skipped"])):
+            raise ValueError(f"{path}: metadata skipped_reasons must name each row of 'skipped' "
+                             f"({len(arrays['skipped'])}), got {reasons!r}")
+        skipped = dict(zip(reasons, arrays.pop("skipped")))
         return cls(**arrays, relations=meta["relations"], skipped=skipped, model=meta["model"],
                    corpus=meta["corpus"], n_sentences=meta["n_sentences"],
                    xi_pos=meta["xi_pos"], xi_synt=meta["xi_synt"])
@@ -261,9 +293,12 @@ class HeadMask:
                   loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
         return ax.figure
 
-    def plot_offsets(self, heads=None, *, max_offset: int = 4, ax=None):
+    def plot_offsets(self, heads=None, *, max_offset: int | None = None, ax=None):
         """Per-head bar charts of :attr:`a_o` over ``o = -max_offset..max_offset``, with the
         ``xi_pos`` line a positional head must cross at some ``o ≠ 0``; returns the Figure.
+
+        ``max_offset``: at most the widest offset counted (``W - 1``: beyond it every bar is
+        0); default 4, or that width if smaller.
 
         ``heads``: ``(layer, head)`` pairs, default the positional heads (all kept heads if
         none is positional). One panel per head, titled ``"L1 h8"``; the bar at ``o = 0``
@@ -277,11 +312,16 @@ class HeadMask:
             raise ImportError("HeadMask.plot_offsets needs matplotlib: "
                               "pip install 'masklrp[viz]'") from e
         chosen = self._heads(heads)
+        widest = self.positional.shape[2] // 2
+        if max_offset is None:
+            max_offset = max(1, min(4, widest))
         max_offset = positive_int(max_offset, "max_offset")
+        if max_offset > max(widest, 1):
+            raise ValueError(f"max_offset must be at most {max(widest, 1)}, the widest offset "
+                             f"counted, got {max_offset}")
         axes = _offset_axes(plt, ax, len(chosen))
-        width = 2 * max_offset + 1
-        # counters padded with zeros where the counted sequences were shorter than the window
-        counts = _widen(self.positional, max(width, self.positional.shape[2]))
+        # a counter of width 1 (only one-token sequences) is padded to show o = -1..1
+        counts = _widen(self.positional, max(2 * max_offset + 1, self.positional.shape[2]))
         queries = max(self.queries, 1)
         centre = counts.shape[-1] // 2
         window = slice(centre - max_offset, centre + max_offset + 1)
@@ -357,6 +397,20 @@ def random_head_mask(head_mask, seed: int = 0) -> np.ndarray:
     return keep.reshape(mask.shape).astype(np.float32)
 
 
+def _metadata(text: np.ndarray, not_ours: str) -> dict:
+    """The JSON metadata string of a saved HeadMask, with every key :meth:`HeadMask.load` reads."""
+    try:
+        meta = json.loads(str(text)) if text.dtype.kind == "U" and text.ndim == 0 else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{not_ours}: its metadata is not a JSON object")
+    missing = [k for k in _METADATA if k not in meta]
+    if missing:
+        raise ValueError(f"{not_ours}: its metadata misses {missing}")
+    return meta
+
+
 def _counter(x, name: str, ndim: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
     a = np.asarray(x)
     if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
@@ -366,7 +420,23 @@ def _counter(x, name: str, ndim: int, shape: tuple[int, ...] | None = None) -> n
         raise ValueError(f"{name} must have shape {want}, got {a.shape}")
     if (a < 0).any():
         raise ValueError(f"{name} holds negative counts")
+    if a.size and a.max() > np.iinfo(np.int64).max:  # uint64 beyond int64 would wrap to negative
+        raise ValueError(f"{name} holds a count beyond int64 ({a.max()})")
     return np.array(a, dtype=np.int64)  # a copy: counters are never shared between masks
+
+
+def _check_totals(m: "HeadMask") -> None:
+    """Counts cannot exceed what they are counted out of: each head sees each query once,
+    each arc once, and an arc's head span covers an offset at most once."""
+    for name, counts, total in (("positional", m.positional.sum(axis=-1), m.queries),
+                                ("syntactic", m.syntactic, m.arcs),
+                                ("baseline", m.baseline, m.arcs[:, None])):
+        over = np.argwhere(counts > total)
+        if len(over):
+            where = tuple(int(i) for i in over[0])
+            raise ValueError(f"{name}{list(where)} counts {counts[where]}, more than the "
+                             f"{np.broadcast_to(total, counts.shape)[where]} "
+                             f"{'queries' if name == 'positional' else 'arcs'} counted")
 
 
 def _threshold(x, name: str) -> float:

@@ -39,6 +39,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ._files import replacing
 from .explain import Explanation
 
 __all__ = ["BLUE", "RED", "document", "plot", "save", "to_html", "words"]
@@ -208,8 +209,14 @@ def _rows(explanations, merge_words, show_special, scale) -> list[_Row]:
         items = [i for i in _items(e, merge_words) if show_special or not i.special]
         shown.append((label, e, items))
     peaks = [max((abs(i.score) for i in items if not i.special), default=0.0) for _, _, items in shown]
-    return [_Row(label, f"{e.method}: target {e.target!r}, logit {e.logit:.4g}", items, m)
-            for (label, e, items), m in zip(shown, _scales(scale, peaks))]
+    return [_Row(_cut(label, e), e.title, items, m) for (label, e, items), m in zip(shown, _scales(scale, peaks))]
+
+
+def _cut(label: str | None, e: Explanation) -> str | None:
+    """A truncated text's row says so: its explanation covers the first part only."""
+    if not e.truncated:
+        return label
+    return "(truncated)" if label is None else f"{label} (truncated)"
 
 
 def _labelled(explanations) -> list[tuple[str | None, Explanation]]:
@@ -562,16 +569,17 @@ def save(explanations, path: str | os.PathLike, **kw) -> Path:
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in HTML_SUFFIXES:
-        path.write_text(document(explanations, **kw), encoding="utf-8")
-    elif suffix in IMAGE_SUFFIXES:
-        fig = plot(explanations, **kw)
-        try:
-            fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white")
-        finally:
-            if kw.get("ax") is None:  # our figure: do not leave it open in pyplot
-                _pyplot().close(fig)
-    else:
+    if suffix not in HTML_SUFFIXES + IMAGE_SUFFIXES:
         raise ValueError(f"path: unknown suffix {path.suffix!r} in {str(path)!r}; expected one of "
                          f"{HTML_SUFFIXES + IMAGE_SUFFIXES}")
+    with replacing(path) as tmp:
+        if suffix in HTML_SUFFIXES:
+            tmp.write_text(document(explanations, **kw), encoding="utf-8")
+        else:
+            fig = plot(explanations, **kw)
+            try:
+                fig.savefig(tmp, dpi=150, bbox_inches="tight", facecolor="white")
+            finally:
+                if kw.get("ax") is None:  # our figure: do not leave it open in pyplot
+                    _pyplot().close(fig)
     return path

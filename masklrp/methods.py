@@ -118,9 +118,10 @@ MASKED_METHODS = tuple(name for name, m in METHODS.items() if set(m.streams) & s
 
 def explain_all(model: Model, inputs, methods: str | Sequence[str] = ("mask-lrp",), target=None,
                 head_mask=None, *, seed: int = 0, renormalize: bool = True, mask_semantics: str = "reference",
-                normalize_rows: bool = False, contrastive: bool = False,
+                normalize_rows: bool = False, contrastive: bool = False, truncation: bool = False,
                 threads: int | None = None) -> dict[str, list[Explanation]]:
-    """Explain ``inputs`` (text(s), Inputs, token ids) with every method in ``methods``.
+    """Explain ``inputs`` (text(s), text pairs, a tokenizer's output, Inputs, token ids:
+    :func:`masklrp.explain.as_inputs`, with ``truncation``) with every method in ``methods``.
 
     ``target`` as in :func:`masklrp.attnlrp` (default: each row's argmax). ``head_mask``
     (a HeadMask or an (L, H) array) is needed by "mask-lrp" and "random-mask"; the latter
@@ -140,7 +141,7 @@ def explain_all(model: Model, inputs, methods: str | Sequence[str] = ("mask-lrp"
     canonical = {name: ALIASES.get(name, name) for name in names}
     chosen = {method: METHODS[method] for method in dict.fromkeys(canonical.values())}
     masks = _masks(model, chosen, head_mask, seed)
-    inputs = as_inputs(model, inputs)
+    inputs = as_inputs(model, inputs, truncation=truncation)
     keys, items, taps = _plan(chosen, masks, renormalize, mask_semantics)
     out, seed_g, targets = _run(model, inputs, items, taps, chosen, target, contrastive, threads)
     scored = _score(model, inputs, out, keys, seed_g, chosen, normalize_rows)
@@ -165,13 +166,13 @@ class MaskLRP:
         self.normalize_rows = normalize_rows
         self.mask_semantics = mask_semantics
 
-    def attribute(self, inputs, target=None, *, contrastive: bool = False,
+    def attribute(self, inputs, target=None, *, contrastive: bool = False, truncation: bool = False,
                   threads: int | None = None) -> list[Explanation]:
-        """Explain each sequence of ``inputs`` (text, list of texts, Inputs, or token ids)."""
+        """Explain each sequence of ``inputs`` (see :func:`masklrp.explain.as_inputs`)."""
         return explain_all(self.model, inputs, ("mask-lrp",), target, self.head_mask,
                            renormalize=self.renormalize, mask_semantics=self.mask_semantics,
                            normalize_rows=self.normalize_rows, contrastive=contrastive,
-                           threads=threads)["mask-lrp"]
+                           truncation=truncation, threads=threads)["mask-lrp"]
 
 
 def load_head_mask(head_mask):

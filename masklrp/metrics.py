@@ -27,7 +27,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from ._checks import fractions, positive_int
+from ._checks import fractions, integer, number, positive_int
 from .explain import special_flags
 from .model import Inputs, Model
 
@@ -138,6 +138,12 @@ def n_replaced(n: int, k: float, rounding: str = "ceil") -> int:
     are perturbed at 10% too; ``"round"`` rounds half up, ``"floor"`` rounds down. ``k·n``
     is first rounded to 9 decimals so that 0.3·10 counts as 3, not 3.0000000000000004.
     """
+    n = integer(n, "n", 0)
+    k = number(k, "k")
+    if not 0 <= k <= 1:
+        raise ValueError(f"k must be a fraction in [0, 1], got {k!r}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     x = round(k * n, 9)
     count = {"ceil": np.ceil(x), "round": np.floor(x + 0.5), "floor": np.floor(x)}[rounding]
     return int(min(count, n))

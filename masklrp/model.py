@@ -8,6 +8,7 @@ would otherwise crash) and runs the engine: :meth:`Model.forward` for logits and
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import _core
+from ._checks import allocating, nbytes
 from .export import export
 from .spec import ModelSpec
 
@@ -22,6 +24,11 @@ STREAMS = ("attnlrp", "cp", "gradient")
 MASK_SEMANTICS = ("reference", "strict")
 # The forward's outputs in Model.run's result: no stream may be found under these keys.
 OUTPUTS = ("logits", "attentions", "hidden")
+
+
+class TruncationWarning(UserWarning):
+    """A text was cut to the model's positions (``truncation=True``): its explanation covers
+    only the tokens the model saw."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Inputs:
     tokens: list[list[str]] | None = None      # when made by the tokenizer
     special_tokens_mask: np.ndarray | None = None
     word_ids: list[list[int | None]] | None = None  # [b][t]: the word of each token, None for specials
+    truncated: np.ndarray | None = None        # (B,) bool: the text was cut to the model's positions
 
 
 class Model:
@@ -79,17 +87,40 @@ class Model:
                 f"hidden {s.hidden}, task {s.task!r}, from {self.source!r})")
 
     # ------------------------------------------------------------------ inputs
-    def encode(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None) -> Inputs:
-        """Tokenize text(s) (right-padded batch) into engine inputs."""
+    def encode(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, *,
+               truncation: bool = False) -> Inputs:
+        """Tokenize text(s) (and their second segments ``pairs``) into a right-padded batch.
+
+        A text longer than the model's ``spec.max_positions`` tokens (special tokens
+        included) raises ValueError naming the limit: an explanation of its first part would
+        look complete. ``truncation=True`` cuts it to the limit instead, warns
+        (:class:`TruncationWarning`) and marks it in ``Inputs.truncated``.
+        """
         if self.tokenizer is None:
             raise ValueError("this model was loaded without a tokenizer: pass token ids, or "
                              "load(model, tokenizer=...)")
-        batch = self.tokenizer.encode(texts, pairs, max_length=self.spec.max_positions)
+        if not isinstance(truncation, (bool, np.bool_)):
+            raise TypeError(f"truncation must be a bool, got {type(truncation).__name__}")
+        limit = self.spec.max_positions
+        batch = self.tokenizer.encode(texts, pairs)
+        lengths = batch.attention_mask.sum(axis=1)
+        long = np.flatnonzero(lengths > limit)
+        if len(long):
+            which = f"text {long[0]}" + (" with its pair" if pairs is not None else "")
+            if not truncation:
+                raise ValueError(f"{which} has {lengths[long[0]]} tokens, more than the model's "
+                                 f"{limit} positions: shorten it, or pass truncation=True to "
+                                 f"explain its first {limit} tokens")
+            warnings.warn(f"{len(long)} of {len(lengths)} texts truncated to the model's {limit} "
+                          f"tokens ({which} had {lengths[long[0]]}): their explanations cover the "
+                          "first part only", TruncationWarning, stacklevel=2)
+            batch = self.tokenizer.encode(texts, pairs, max_length=limit)
         inputs = self.prepare(batch.input_ids, batch.attention_mask,
                               token_type_ids=batch.token_type_ids)
         inputs.tokens = batch.tokens
         inputs.special_tokens_mask = batch.special_tokens_mask
         inputs.word_ids = batch.word_ids
+        inputs.truncated = lengths > limit
         return inputs
 
     def prepare(self, input_ids, attention_mask=None, *, token_type_ids=None,
@@ -99,8 +130,9 @@ class Model:
         ids = _index_array(input_ids, "input_ids")
         if ids.ndim == 1:
             ids = ids[None, :]
-        if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"input_ids must have shape (length,) or (batch, length), got {ids.shape}")
+        if ids.ndim != 2 or 0 in ids.shape:
+            raise ValueError(f"input_ids must have shape (length,) or (batch, length) with at least "
+                             f"one token, got {ids.shape}")
         B, T = ids.shape
         bad = np.argwhere((ids < 0) | (ids >= s.vocab))
         if len(bad):
@@ -111,7 +143,8 @@ class Model:
             raise ValueError(f"input_ids has length {T}, longer than the model's "
                              f"{s.max_positions} positions (max_position_embeddings)")
         mask = (np.ones_like(ids) if attention_mask is None
-                else _shaped(_index_array(attention_mask, "attention_mask"), "attention_mask", (B, T)))
+                else _shaped(_index_array(attention_mask, "attention_mask", bool_ok=True),
+                             "attention_mask", (B, T)))
         if not np.isin(mask, (0, 1)).all():
             raise ValueError("attention_mask must contain only 0 and 1")
         empty = np.flatnonzero(mask.sum(axis=1) == 0)
@@ -154,15 +187,34 @@ class Model:
 
         A stream is a rule-set name (``"attnlrp"``, ``"cp"`` for CP-LRP, ``"gradient"``),
         found in the result under that name, or a :class:`Stream` with a head mask, found
-        under its key; at most four per call. The result is the engine's dict (see
+        under its key; at most four per call (a single name or Stream is one stream).
+        A MemoryError says how many bytes the outputs needed and what they were. The result is the engine's dict (see
         ``masklrp._core.Engine.run``).
         """
+        if isinstance(streams, (str, Stream)):  # one stream, not a sequence of characters
+            streams = (streams,)
         specs = tuple(self._stream_spec(s) for s in streams)
         if seed is not None:
             seed = np.ascontiguousarray(seed, dtype=np.float32)
-        return self._engine.run(inputs.input_ids, inputs.attention_mask, inputs.position_ids,
-                                inputs.token_type_ids, seed, specs, attentions, hidden,
-                                self._threads(threads))
+        size, what = self._output_size(inputs, len(specs), attentions, hidden)
+        with allocating(what, size):
+            return self._engine.run(inputs.input_ids, inputs.attention_mask, inputs.position_ids,
+                                    inputs.token_type_ids, seed, specs, attentions, hidden,
+                                    self._threads(threads))
+
+    def _output_size(self, inputs: Inputs, n_streams: int, attentions: bool,
+                     hidden: bool) -> tuple[int, str]:
+        """Bytes of the float32 arrays one :meth:`run` returns, and what they are."""
+        s = self.spec
+        B, T = inputs.input_ids.shape
+        att = nbytes((B, s.n_layers, s.n_heads, T, T), 4) * attentions
+        hid = nbytes((B, s.n_layers + 1, T, s.hidden), 4) * hidden
+        per_stream = nbytes((B, T, s.hidden), 4) + 2 * att + 2 * hid
+        size = nbytes(self.logits_shape(inputs), 4) + att + hid + n_streams * per_stream
+        taps = [name for name, on in (("attention maps (B, L, H, T, T)", attentions),
+                                      ("hidden states (B, L+1, T, C)", hidden)) if on]
+        return size, (f"the engine's outputs for a batch of {B} x {T} tokens, {n_streams} "
+                      f"stream(s)" + (" with " + " and ".join(taps) if taps else ""))
 
     def head_stats(self, inputs: Inputs, queries: np.ndarray, keys: np.ndarray, arcs: np.ndarray,
                    n_relations: int, *, threads: int | None = None) -> dict[str, np.ndarray]:
@@ -222,14 +274,21 @@ def load(model_or_path, *, tokenizer=None, architecture: str | None = None) -> M
     return Model(exported.spec, exported.weights, exported.tokenizer, exported.source)
 
 
-def _index_array(x, name: str) -> np.ndarray:
+def _index_array(x, name: str, bool_ok: bool = False) -> np.ndarray:
+    """``x`` as int64; bools only where they mean 0/1 (a mask), never as token ids."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor: read it without importing torch
         x = x.detach().cpu().numpy()
-    a = np.asarray(x)
-    if a.dtype == bool:
+    try:
+        a = np.asarray(x)
+    except ValueError:  # ragged nested lists
+        raise ValueError(f"{name} must be a rectangular array of ints: pad the batch "
+                         "(e.g. tokenizer(..., padding=True))") from None
+    if a.dtype == bool and bool_ok:
         a = a.astype(np.int64)
     if not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} holds {a.max()}, beyond int64")
     return np.ascontiguousarray(a, dtype=np.int64)
 
 

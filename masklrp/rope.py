@@ -38,6 +38,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ._checks import INT32_MAX, integer, number
+
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 DEFAULT_THETA = 10_000.0
 
@@ -55,6 +57,8 @@ def rope_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for Phi-3).
     """
     params = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"config rope_parameters / rope_scaling must be an object, got {params!r}")
     params = dict(params)
     labels = config.get("layer_types") or ()
     nested = [key for key in params if key in labels]
@@ -105,7 +109,46 @@ def rope_parameters(config: Mapping[str, Any], head_dim: int) -> tuple[np.ndarra
     head_dim = int(head_dim)
     if head_dim <= 0 or head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
-    return _INIT[rope_type](params, config, head_dim)
+    _check_numbers(params)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # checked just below
+        inv_freq, scaling = _INIT[rope_type](params, config, head_dim)
+    if not np.isfinite(inv_freq).all():
+        raise ValueError(f"RoPE parameters give inverse frequencies beyond float32: {inv_freq}")
+    return inv_freq, scaling
+
+
+# Parameters that divide, scale a logarithm or an exponent: each must be a finite number > 0.
+_POSITIVE = ("rope_theta", "factor", "low_freq_factor", "high_freq_factor", "attention_factor",
+             "beta_fast", "beta_slow", "mscale", "mscale_all_dim")
+
+
+def _check_numbers(params: Mapping[str, Any]) -> None:
+    """ValueError / TypeError naming the first RoPE parameter the initialisers cannot use."""
+    for key in _POSITIVE:
+        if params.get(key) is not None:
+            number(params[key], f"rope_parameters.{key}", positive=True, float32=True)
+    if params["rope_type"] != "default" and params.get("factor") is not None and params["factor"] < 1:
+        # transformers' own validation: scaling stretches the context, never shrinks it
+        raise ValueError(f"rope_parameters.factor must be >= 1, got {params['factor']}")
+    if "original_max_position_embeddings" in params:
+        integer(params["original_max_position_embeddings"],
+                "rope_parameters.original_max_position_embeddings", 1, maximum=INT32_MAX)
+    if params["rope_type"] == "llama3":
+        for key in ("factor", "low_freq_factor", "high_freq_factor"):
+            if params.get(key) is None:
+                raise ValueError(f"rope_parameters.{key} is required for rope_type 'llama3'")
+        if not params["high_freq_factor"] > params["low_freq_factor"]:
+            raise ValueError(f"rope_parameters.high_freq_factor ({params['high_freq_factor']}) must "
+                             f"exceed low_freq_factor ({params['low_freq_factor']})")
+    if params["rope_type"] in ("linear", "dynamic") and params.get("factor") is None:
+        raise ValueError(f"rope_parameters.factor is required for rope_type {params['rope_type']!r}")
+    if params["rope_type"] == "longrope":
+        short = params.get("short_factor")
+        if not isinstance(short, (list, tuple)) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                for x in short):
+            raise ValueError(f"rope_parameters.short_factor must be a list of finite numbers > 0, "
+                             f"got {short!r}")
 
 
 def _pow(base: float, exponent: np.ndarray) -> np.ndarray:

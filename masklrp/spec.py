@@ -53,10 +53,16 @@ from typing import Mapping
 
 import numpy as np
 
+from ._checks import INT32_MAX, integer, number
+
 FAMILIES = ("encoder", "decoder")
 NORMS = ("layernorm", "rmsnorm")
 POOLS = ("first", "last", "mean", "none")
 POSITION_KINDS = ("absolute", "roberta", "rope")
+# int fields -> their least valid value
+_SIZES = {"n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "head_dim": 1, "hidden": 1,
+          "intermediate": 1, "vocab": 1, "max_positions": 1, "type_vocab": 0, "sliding_window": 0,
+          "n_outputs": 1, "pad_token_id": -1}
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,11 @@ class ModelSpec:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelSpec.{name} must be one of {allowed}, "
                                  f"got {getattr(self, name)!r}")
+        # the exporter names the config key first; this guards a spec built by hand
+        for name, minimum in _SIZES.items():
+            integer(getattr(self, name), f"ModelSpec.{name}", minimum, maximum=INT32_MAX)
+        for name in ("norm_eps", "attn_scale", "rope_attention_scaling"):
+            number(getattr(self, name), f"ModelSpec.{name}", positive=True, float32=True)
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._checks import integer, text
+
 __all__ = ["Batch", "Tokenizer"]
 
 
@@ -33,7 +35,8 @@ class Batch:
     ``T`` positions: ``tokens`` (str; the pad token at padding), ``offsets`` (``(start, end)``
     character span in the text the token came from: ``texts[b]`` or, where
     ``sequence_ids[b][t] == 1``, ``pairs[b]``; ``(0, 0)`` for special tokens and padding),
-    ``word_ids`` (int or None) and ``sequence_ids`` (0, 1 or None).
+    ``word_ids`` (int or None) and ``sequence_ids`` (0, 1 or None). ``truncated`` (B,) bool
+    marks the sequences that ``max_length`` cut short.
     """
 
     input_ids: np.ndarray
@@ -46,6 +49,7 @@ class Batch:
     sequence_ids: list[list[int | None]]
     texts: list[str]
     pairs: list[str] | None = None
+    truncated: np.ndarray | None = None  # (B,) bool: the sequence was cut to max_length
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -118,16 +122,17 @@ class Tokenizer:
         ``(B, T)`` arrays with ``T`` the longest encoded length.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("texts is empty: give a str or a non-empty list of str")
         if pairs is not None:
             pairs = [pairs] if isinstance(pairs, str) else list(pairs)
             if len(pairs) != len(texts):
                 raise ValueError(f"pairs has {len(pairs)} entries but texts has {len(texts)}")
         for name, seq in (("texts", texts), ("pairs", pairs or [])):
             for i, s in enumerate(seq):
-                if not isinstance(s, str):
-                    raise TypeError(f"{name}[{i}] must be a str, got {type(s).__name__}")
-        if max_length is not None and int(max_length) < 1:
-            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+                text(s, f"{name}[{i}]")
+        if max_length is not None:
+            max_length = integer(max_length, "max_length", 1)
         inputs = texts if pairs is None else list(zip(texts, pairs))
         with self._lock:
             self._set_truncation(max_length)
@@ -183,6 +188,7 @@ class Tokenizer:
         attention = np.zeros((n, t), dtype=np.int64)
         type_ids = np.full((n, t), self.pad_type_id, dtype=np.int64)
         special = np.ones((n, t), dtype=bool)
+        truncated = np.array([len(e.overflowing) > 0 for e in encodings], dtype=bool)
         tokens, offsets, word_ids, sequence_ids = [], [], [], []
         for b, e in enumerate(encodings):
             k = len(e.ids)
@@ -200,7 +206,7 @@ class Tokenizer:
         return Batch(input_ids=input_ids, attention_mask=attention, token_type_ids=type_ids,
                      special_tokens_mask=special, tokens=tokens, offsets=offsets,
                      word_ids=word_ids, sequence_ids=sequence_ids, texts=list(texts),
-                     pairs=None if pairs is None else list(pairs))
+                     pairs=None if pairs is None else list(pairs), truncated=truncated)
 
 
 def _backend_of(source: Any):
@@ -220,7 +226,10 @@ def _backend_of(source: Any):
             path = path / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer.json at {path}")
-        return tokenizers.Tokenizer.from_file(str(path)), None
+        try:
+            return tokenizers.Tokenizer.from_file(str(path)), None
+        except Exception as e:  # the Rust side raises a bare Exception that names no file
+            raise ValueError(f"{path} is not a tokenizers tokenizer.json: {e}") from None
     raise TypeError(
         f"cannot make a Tokenizer from {type(source).__name__}: expected a tokenizers.Tokenizer, "
         "a transformers fast tokenizer (with backend_tokenizer) or a path to tokenizer.json "

@@ -10,8 +10,8 @@ CP-LRP conservation test (DESIGN.md §2) needs a bias-free model.
 
 ``MODELS`` lists every name with its HF class and its output convention (``task``, as in
 :mod:`masklrp.spec` and ``tests/oracle/models.py``). Sizes: 2 layers, 4 query heads,
-hidden 32–48, vocab 97, 64 positions (66 table rows for RoBERTa, whose positions start after
-``pad_token_id``), intermediate 2–4× hidden.
+hidden 32–48, vocab 97, 64 positions (66 table rows for RoBERTa and MPNet, whose positions
+start after ``pad_token_id``), intermediate 2–4× hidden.
 
 ``example_inputs(model, batch, length, seed)`` gives right-padded inputs of unequal lengths
 (row 0 has ``length`` real tokens), pad positions holding the pad id, real tokens never a
@@ -62,6 +62,16 @@ def _distilbert(**extra):
     return tf.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=LAYERS, n_heads=HEADS,
                                hidden_dim=64, activation="gelu", max_position_embeddings=POSITIONS,
                                pad_token_id=0, initializer_range=INIT_STD, **extra)
+
+
+def _mpnet(**extra):
+    # Positions as RoBERTa's (after pad_token_id); the relative position bias has 32 buckets,
+    # the number HF's MPNetEncoder.compute_position_bias always uses.
+    return tf.MPNetConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS,
+                          num_attention_heads=HEADS, intermediate_size=64, hidden_act="gelu",
+                          max_position_embeddings=POSITIONS + 2, layer_norm_eps=1e-5,
+                          relative_attention_num_buckets=32, pad_token_id=1, bos_token_id=0,
+                          eos_token_id=2, initializer_range=INIT_STD, **extra)
 
 
 def _gpt2(**extra):
@@ -120,6 +130,10 @@ MODELS: dict[str, ModelDef] = {
                                lambda: _distilbert(**_LABELS)),
     "distilbert-qa": ModelDef("DistilBertForQuestionAnswering", "question-answering",
                               _distilbert),
+    "mpnet-base": ModelDef("MPNetModel", "base", _mpnet),
+    "mpnet-cls": ModelDef("MPNetForSequenceClassification", "sequence-classification",
+                          lambda: _mpnet(**_LABELS)),
+    "mpnet-qa": ModelDef("MPNetForQuestionAnswering", "question-answering", _mpnet),
     "gpt2-lm": ModelDef("GPT2LMHeadModel", "causal-lm", _gpt2),
     "gpt2-cls": ModelDef("GPT2ForSequenceClassification", "sequence-classification",
                          lambda: _gpt2(pad_token_id=VOCAB - 1, **_LABELS)),

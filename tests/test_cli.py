@@ -132,6 +132,80 @@ def test_demo_mask_lrp_scores_are_not_negligible(default_model_dir):
     except FileNotFoundError as e:
         pytest.skip(f"the default head mask counts over UD EWT dev, not shipped here: {e}")
     model = masklrp.load(default_model_dir)
-    [e] = masklrp.explain_all(model, DEMO_TEXT, "mask-lrp", head_mask=masklrp.default_head_mask(model))["mask-lrp"]
+    [e] = masklrp.explain_all(model, DEMO_TEXT, "mask-lrp", head_mask=masklrp.default_head_mask())["mask-lrp"]
     words = np.abs(e.scores[~np.asarray(e.special, bool)])
     assert words.max() >= 1e-6 * np.abs(e.scores).max(), f"negligible word scores: {dict(zip(e.tokens, e.scores))}"
+
+
+# ----------------------------------------------------------------------------- user errors
+def one_line_error(done, *expected: str) -> str:
+    """The run failed as a user error: exit 2, one ``error:`` line naming ``expected``, no traceback."""
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
+def model_copy(source: Path, folder: Path, config_change: dict | None = None, weights: bytes | None = None) -> Path:
+    """``source``'s config (changed) and weights (or ``weights`` as the file) in ``folder``."""
+    import json
+
+    folder.mkdir()
+    config = json.loads((source / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **(config_change or {})}))
+    if weights is None:
+        (folder / "model.safetensors").symlink_to(source / "model.safetensors")
+    else:
+        (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_bad_models_are_one_line_errors(tmp_path, classifier_dir):
+    unsupported = model_copy(classifier_dir, tmp_path / "t5", {"architectures": ["T5ForConditionalGeneration"]})
+    one_line_error(run_masklrp("explain", "dull", "--model", str(unsupported), "--out", "x.html", cwd=tmp_path),
+                   "architecture 'T5ForConditionalGeneration' is not supported")
+    truncated = model_copy(classifier_dir, tmp_path / "cut",
+                           weights=(classifier_dir / "model.safetensors").read_bytes()[:4096])
+    one_line_error(run_masklrp("explain", "dull", "--model", str(truncated), "--out", "x.html", cwd=tmp_path),
+                   "model.safetensors is not a readable safetensors file")
+    one_line_error(run_masklrp("explain", "dull", "--model", "bert-base-uncased", "--out", "x.html", cwd=tmp_path),
+                   "hub id", "huggingface-cli download bert-base-uncased")
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_bad_outputs_are_refused_before_any_work(tmp_path):
+    """--model names no model: an error about the output proves it was checked first."""
+    (tmp_path / "taken").write_text("not a folder")
+    for command, out, message in [("explain", tmp_path, "is a directory, expected a file name"),
+                                  ("explain", tmp_path / "no" / "x.html", "does not exist"),
+                                  ("explain", tmp_path / "x.txt", "unknown suffix '.txt'"),
+                                  ("heads", tmp_path, "is a directory"),
+                                  ("evaluate", tmp_path / "taken", "is a file; expected a folder")]:
+        done = run_masklrp(command, "--model", str(tmp_path / "no-model"), "--out", str(out), cwd=tmp_path)
+        one_line_error(done, "--out", message)
+    debug = run_masklrp("--debug", "evaluate", "--model", "x", "--out", str(tmp_path / "taken"), cwd=tmp_path)
+    assert debug.returncode == 2 and "Traceback" in debug.stderr and "is a file" in debug.stderr
+    after = run_masklrp("evaluate", "--out", str(tmp_path / "taken"), "--debug", cwd=tmp_path)
+    assert after.returncode == 2 and "Traceback" in after.stderr
+
+
+def test_heads_on_malformed_conllu(tmp_path, minilm_dir):
+    bad = tmp_path / "bad.conllu"
+    bad.write_text("# text = I ran\n1\tI\tI\n2\tran\trun\n\n")
+    done = run_masklrp("heads", "--model", str(minilm_dir), "--corpus", str(bad), "--out",
+                       str(tmp_path / "h.npz"), "--no-progress", cwd=tmp_path)
+    one_line_error(done, "bad.conllu: sentence 1: a word line has 3 columns")
+    assert not (tmp_path / "h.npz").exists()
+
+
+def test_explain_a_text_longer_than_the_model(tmp_path, classifier_dir):
+    text = " ".join(["good"] * 600)
+    refused = run_masklrp("explain", text, "--model", str(classifier_dir), "--out", "x.html", cwd=tmp_path)
+    one_line_error(refused, "has 602 tokens, more than the model's 512 positions")
+    done = run_masklrp("explain", text, "--model", str(classifier_dir), "--truncate", "--target", "positive",
+                       "--out", "x.html", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "(truncated to 512 tokens) -> target 1 (positive)" in done.stdout
+    assert "truncated to 512 tokens" in (tmp_path / "x.html").read_text(encoding="utf-8")

@@ -135,3 +135,32 @@ def test_token_spans_through_minilm_offsets(minilm_dir):
     lo, hi = token_spans(odd, batch.offsets[0], real)
     assert lo.tolist() == [1, -1, 2] and hi.tolist() == [2, -1, 3]
     assert np.all((lo < 0) == (hi < 0))
+
+
+WORD = "{id}\t{form}\t{form}\tX\tX\t_\t{head}\t{rel}\t_\t_"
+
+
+@pytest.mark.parametrize("lines, match", [
+    (["1\tI\tI"], r"<conllu text>: sentence 1: a word line has 3 columns, CoNLL-U needs 10 \(missing head, deprel, misc\)"),
+    ([WORD.format(id=0, form="I", head=0, rel="root")], "sentence 1: word id 0 where 1 was expected"),
+    ([WORD.format(id=1, form="I", head=0, rel="root"), WORD.format(id=3, form="ran", head=1, rel="dep")],
+     "word id 3 where 2 was expected"),
+    ([WORD.format(id=1, form="I", head="x", rel="root")], "sentence 1: Failed parsing field 'head'"),
+    ([WORD.format(id=1, form="I", head=5, rel="root")], r"sentence 1: heads\[0\] = 5"),
+    (["2-3\tab\t_\t_\t_\t_\t_\t_\t_\t_"], "word id 2-3 where 1 was expected"),
+    (["2-1\tab\t_\t_\t_\t_\t_\t_\t_\t_"], "sentence 1: Failed parsing field 'id'"),
+])
+def test_malformed_conllu_names_the_sentence(lines, match):
+    text = "# text = x\n" + "\n".join(lines) + "\n\n"
+    with pytest.raises(ValueError, match=match):
+        list(read_conllu(text))
+
+
+def test_malformed_conllu_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.conllu"
+    path.write_text(WORD.format(id=1, form="ok", head=0, rel="root") + "\n\n" + "1\tI\tI\n\n")
+    with pytest.raises(ValueError, match="bad.conllu: sentence 2: a word line has 3 columns"):
+        list(read_conllu(path))
+    path.write_bytes(b"1\t\xff\n\n")
+    with pytest.raises(ValueError, match="bad.conllu is not UTF-8 text"):
+        list(read_conllu(path))

@@ -177,3 +177,33 @@ def test_cli_help(capsys):
         dm.main(["--help"])
     assert "--force" in capsys.readouterr().out
 
+
+
+def test_default_head_mask_is_the_default_models_only(tmp_path, monkeypatch):
+    """The cache is counted from the default model, whoever asks first, and no other model
+    can be passed in to fill it (it used to count and cache whatever model it was given)."""
+    from masklrp import headstats
+    from masklrp.headmask import HeadMask
+
+    monkeypatch.setenv("MASKLRP_CACHE", str(tmp_path))
+    folder = dm.cache_dir()
+    folder.mkdir(parents=True)
+    for name in dm.REQUIRED_FILES:  # a "built" folder: the stand-ins below never read it
+        (folder / name).write_text("{}")
+    default = object()
+    counted = []
+
+    def count(model, corpus, progress):
+        counted.append(model)
+        return HeadMask(np.zeros((1, 2, 3), np.int64), np.zeros((1, 2, 1), np.int64), 0, [0],
+                        np.zeros((1, 3), np.int64), relations=("nsubj",), model="default")
+
+    monkeypatch.setattr(dm, "load_default", lambda: default)
+    monkeypatch.setattr(headstats, "head_statistics", count)
+    first = dm.default_head_mask()
+    assert counted == [default] and (folder / dm.HEAD_MASK_FILE).is_file()
+    again = dm.default_head_mask()
+    assert counted == [default], "the second call reads the cache"
+    assert again.model == first.model == "default"
+    with pytest.raises(TypeError):
+        dm.default_head_mask(object())

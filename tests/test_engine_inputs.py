@@ -271,3 +271,119 @@ def test_changing_the_weights_never_reaches_the_engine():
                        None, ("attnlrp",))
     np.testing.assert_array_equal(after["logits"], before["logits"])
     np.testing.assert_array_equal(after["attnlrp"]["tokens"], before["attnlrp"]["tokens"])
+
+
+# ----------------------------------------------------------------------------- input policy
+@pytest.mark.parametrize("bad, error, match", [
+    (np.ones((1, 4), bool), TypeError, "input_ids must hold integers, got dtype bool"),
+    (np.ones((0, 5), np.int64), ValueError, r"with at least one token, got \(0, 5\)"),
+    ([], ValueError, "inputs is empty"),
+    ((t for t in ["a", "b"]), TypeError, "inputs is a generator: give a list"),
+    (["a text", [1, 2, 3]], TypeError, "a list must hold only texts"),
+    ({"attention_mask": [[1, 1]]}, ValueError, "a mapping needs 'input_ids'"),
+    ({"input_ids": [[5, 6]], "labels": [1]}, ValueError, r"got unknown keys \['labels'\]"),
+    ([[5, 6, 7], [5, 6]], ValueError, "input_ids must be a rectangular array of ints"),
+])
+def test_refused_inputs_name_what_was_expected(bert, bad, error, match):
+    with pytest.raises(error, match=match):
+        masklrp.attnlrp(bert, bad, target=0)
+
+
+def test_bool_masks_are_accepted_but_bool_ids_are_not(bert):
+    ids = ids_for(bert)
+    np.testing.assert_array_equal(bert.prepare(ids, np.ones(ids.shape, bool)).attention_mask, 1)
+    with pytest.raises(TypeError, match="token_type_ids must hold integers, got dtype bool"):
+        bert.prepare(ids, token_type_ids=np.zeros(ids.shape, bool))
+
+
+def test_targets_as_arrays_and_label_names(bert):
+    ids = ids_for(bert)
+    want = [e.scores for e in masklrp.attnlrp(bert, ids, target=2)]
+    for target in (np.array(2), np.int64(2), "pos", [2, "pos"], np.array([2, 2])):
+        got = masklrp.attnlrp(bert, ids, target=target)
+        assert [e.target for e in got] == [2, 2], target
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a.scores, b)
+    with pytest.raises(ValueError, match=r"target 'positive' is not a label of this model \(labels: neg, neu, pos\)"):
+        masklrp.attnlrp(bert, ids, target="positive")
+    with pytest.raises(TypeError, match="target must be an int"):
+        masklrp.attnlrp(bert, ids, target=np.array(2.0))
+
+
+def test_qa_targets_are_checked(qa):
+    ids = ids_for(qa)
+    mask = np.ones(ids.shape, np.int64)
+    mask[:, -2:] = 0
+    with pytest.raises(ValueError, match=r"\(kind, position\), got \('start',\)"):
+        masklrp.attnlrp(qa, ids, target=("start",))
+    with pytest.raises(ValueError, match="target position 5 is padding"):
+        masklrp.attnlrp(qa, {"input_ids": ids, "attention_mask": mask}, target=("end", 5))
+    [e, _] = masklrp.attnlrp(qa, {"input_ids": ids, "attention_mask": mask}, target=("end", 3))
+    assert e.target == ("end", 3)
+
+
+def test_a_bare_stream_name_is_one_stream(bert):
+    inputs = bert.prepare(ids_for(bert))
+    seed = np.zeros((2, 3), np.float32)
+    seed[:, 1] = 1
+    one = bert.run(inputs, seed, "attnlrp")
+    np.testing.assert_array_equal(one["attnlrp"]["tokens"], bert.run(inputs, seed, ("attnlrp",))["attnlrp"]["tokens"])
+    with pytest.raises(ValueError, match="unknown stream 'relevance'"):
+        bert.run(inputs, seed, "relevance")
+
+
+def test_out_of_memory_names_the_size_and_the_purpose(bert, monkeypatch):
+    class Engine:  # stands in for the C engine failing to allocate
+        def run(self, *args):
+            raise MemoryError()
+
+    monkeypatch.setattr(bert, "_engine", Engine())
+    inputs = bert.prepare(ids_for(bert))
+    s = bert.spec
+    want = 4 * (2 * s.n_layers * s.n_heads * 6 * 6) / 1024  # the attention taps alone, in KiB
+    with pytest.raises(MemoryError, match=r"out of memory: .* KiB for the engine's outputs for a batch of "
+                                          r"2 x 6 tokens, 0 stream\(s\) with attention maps") as err:
+        bert.run(inputs, attentions=True)
+    assert float(str(err.value).split()[3]) >= want
+
+
+# ----------------------------------------------------------------------------- real tokenizer
+@pytest.fixture(scope="module")
+def classifier(classifier_dir):
+    return masklrp.load(classifier_dir)
+
+
+def test_long_text_is_refused_or_truncated_explicitly(classifier):
+    limit = classifier.spec.max_positions
+    text = " ".join(["good"] * (limit + 1000))
+    with pytest.raises(ValueError, match=f"text 0 has {limit + 1002} tokens, more than the model's {limit} "
+                                         "positions: shorten it, or pass truncation=True"):
+        masklrp.attnlrp(classifier, text)
+    with pytest.warns(masklrp.model.TruncationWarning, match=f"1 of 2 texts truncated to the model's {limit}"):
+        cut, short = masklrp.attnlrp(classifier, [text, "fine"], truncation=True)
+    assert cut.truncated and not short.truncated
+    assert len(cut.tokens) == limit and cut.tokens[-1] == "[SEP]"
+    assert "(truncated)" in cut.title and "(truncated)" in repr(cut) and "(truncated)" in cut._repr_html_()
+    assert "(truncated)" not in short.title
+
+
+def test_tokenizer_outputs_pairs_and_bad_text(classifier, classifier_dir):
+    transformers = pytest.importorskip("transformers")
+    tok = transformers.AutoTokenizer.from_pretrained(str(classifier_dir))
+    text = "a gripping, funny film"
+    want = masklrp.attnlrp(classifier, text, target="positive")
+    for encoded in (tok(text, return_tensors="np"), tok(text, return_tensors="pt"), tok(text),
+                    tok(text, return_special_tokens_mask=True, return_offsets_mapping=True)):
+        got = masklrp.attnlrp(classifier, encoded, target=1)
+        np.testing.assert_array_equal(got[0].scores, want.scores)
+    assert got[0].special.tolist() == want.special.tolist()
+
+    pair = masklrp.attnlrp(classifier, ("the film", "was funny"), target=1)
+    assert isinstance(pair, masklrp.Explanation)
+    np.testing.assert_array_equal(pair.scores, masklrp.attnlrp(
+        classifier, tok("the film", "was funny", return_tensors="np"), target=1)[0].scores)
+    [again] = masklrp.attnlrp(classifier, [("the film", "was funny")], target=1)
+    np.testing.assert_array_equal(again.scores, pair.scores)
+
+    with pytest.raises(ValueError, match=r"texts\[0\] is not valid Unicode: a lone surrogate '\\ud800' at character 2"):
+        masklrp.attnlrp(classifier, "ab\ud800c")

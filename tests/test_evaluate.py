@@ -134,6 +134,9 @@ def test_gold_target_and_options(classifier, sst2_slice):
     (dict(methods="attnlrp", data=[3]), TypeError, "texts"),
     (dict(methods="attnlrp", batch_size=0), ValueError, "batch_size"),
     (dict(methods="attnlrp", ks=(0.5, 2)), ValueError, "ks"),
+    (dict(methods="attnlrp", data=[("a fine film", 1.5)]), ValueError, r"data\[0\] label must be a whole number, got 1.5"),
+    (dict(methods="attnlrp", data=[("a fine film", "1")]), TypeError, r"data\[0\] label must be an int"),
+    (dict(methods="attnlrp", data=[("a fine film", -1)]), ValueError, r"data\[0\] label must be at least 0"),
 ])
 def test_evaluate_rejects_bad_input(classifier, sst2_slice, kwargs, error, match):
     kwargs.setdefault("data", sst2_slice[:2])

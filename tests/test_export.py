@@ -584,7 +584,7 @@ def test_bad_tensors_are_named(key, value, message, tmp_path):
 def test_not_a_model():
     with pytest.raises(TypeError, match="export"):
         export(object())
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="no model folder at /nonexistent/model/folder$"):
         export(Path("/nonexistent/model/folder"))
 
 
@@ -606,3 +606,156 @@ def test_check_weights_names_the_bad_entry(name, change, message, tmp_path):
     with pytest.raises(ValueError, match=message) as err:
         check_weights(exp.spec, weights)
     assert repr(name) in str(err.value)
+
+
+# ----------------------------------------------------------------------------- malformed configs
+
+BAD_CONFIGS = [  # (architecture, config change, error, start of the message)
+    ("LlamaForCausalLM", {"rms_norm_eps": 0}, ValueError,
+     "config rms_norm_eps must be a finite number > 0, got 0"),
+    ("BertModel", {"model_type": "bert", "layer_norm_eps": -1}, ValueError,
+     "config layer_norm_eps must be a finite number > 0, got -1"),
+    ("GPT2Model", {"model_type": "gpt2", "layer_norm_epsilon": "1e-5"}, TypeError,
+     "config layer_norm_epsilon must be a number, got str '1e-5'"),
+    ("LlamaForCausalLM", {"num_attention_heads": 0}, ValueError,
+     "config num_attention_heads must be at least 1, got 0"),
+    ("DistilBertModel", {"model_type": "distilbert", "n_heads": 0}, ValueError,
+     "config n_heads must be at least 1, got 0"),
+    ("LlamaForCausalLM", {"hidden_size": "16"}, TypeError,
+     "config hidden_size must be an int, got str '16'"),
+    ("LlamaForCausalLM", {"num_hidden_layers": 2.5}, TypeError,
+     "config num_hidden_layers must be an int, got float 2.5"),
+    ("LlamaForCausalLM", {"max_position_embeddings": -3}, ValueError,
+     "config max_position_embeddings must be at least 1, got -3"),
+    ("LlamaForCausalLM", {"num_key_value_heads": 3}, ValueError,
+     "config num_key_value_heads (3) must divide num_attention_heads (4)"),
+    ("BertModel", {"model_type": "bert", "num_attention_heads": 3}, ValueError,
+     "config hidden_size (16) must be a multiple of num_attention_heads (3)"),
+    ("LlamaForCausalLM", {"rms_norm_eps": 1e-50}, ValueError,
+     "config rms_norm_eps must be representable in float32"),
+    ("LlamaForCausalLM", {"rope_scaling": {"rope_type": "longrope", "short_factor": [1e-40, 1.0],
+                                           "long_factor": [1.0, 1.0]}}, ValueError,
+     "RoPE parameters give inverse frequencies beyond float32"),
+    ("LlamaForCausalLM", {"rope_scaling": {"rope_type": "linear", "factor": 0.5}}, ValueError,
+     "rope_parameters.factor must be >= 1, got 0.5"),
+    ("LlamaForCausalLM", {"rope_theta": -1.0}, ValueError,
+     "rope_parameters.rope_theta must be a finite number > 0, got -1.0"),
+    ("LlamaForCausalLM", {"rope_theta": float("nan")}, ValueError,
+     "rope_parameters.rope_theta must be a finite number > 0, got nan"),
+    ("LlamaForCausalLM", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+                                           "high_freq_factor": 4.0}}, ValueError,
+     "rope_parameters.high_freq_factor (4.0) must exceed low_freq_factor (4.0)"),
+    ("LlamaForCausalLM", {"rope_scaling": {"rope_type": "linear", "factor": 0}}, ValueError,
+     "rope_parameters.factor must be a finite number > 0, got 0"),
+    ("LlamaForCausalLM", {"rope_scaling": ["linear", 2.0]}, TypeError,
+     "config rope_parameters / rope_scaling must be an object"),
+    ("LlamaForCausalLM", {"pad_token_id": "x"}, TypeError, "config pad_token_id must be an int"),
+    ("BertForSequenceClassification", {"model_type": "bert", "id2label": ["neg", "pos"]}, TypeError,
+     "config id2label must be an object mapping class indices to label names"),
+    ("BertForSequenceClassification", {"model_type": "bert", "id2label": {"zero": "neg"}}, ValueError,
+     "config id2label keys must be class indices"),
+    ("LlamaForCausalLM", {"architectures": "LlamaForCausalLM"}, TypeError,
+     "config architectures must be a list of class names"),
+]
+
+
+@pytest.mark.parametrize("arch,change,error,message", BAD_CONFIGS, ids=[c[3][:40] for c in BAD_CONFIGS])
+def test_bad_config_values_are_named(arch, change, error, message, tmp_path):
+    folder = tiny_llama_folder(tmp_path, **{"architectures": [arch], **change})
+    with pytest.raises(error) as err:
+        export(folder)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[1, 2]", "must hold a JSON object (the model config), got a list"),
+    ('{"model_type": "llama",', "is not valid JSON"),
+])
+def test_config_json_that_is_not_an_object(content, message, tmp_path):
+    folder = tiny_llama_folder(tmp_path)
+    (folder / "config.json").write_text(content)
+    with pytest.raises(ValueError) as err:
+        export(folder)
+    assert str(err.value).startswith(str(folder / "config.json")) and message in str(err.value)
+
+
+def test_spec_built_by_hand_is_checked(tmp_path):
+    spec = export(tiny_llama_folder(tmp_path)).spec.to_dict()
+    for field, value, error, message in [("n_kv_heads", 0, ValueError, "ModelSpec.n_kv_heads must be at least 1"),
+                                         ("norm_eps", -1.0, ValueError, "ModelSpec.norm_eps must be a finite"),
+                                         ("hidden", "16", TypeError, "ModelSpec.hidden must be an int")]:
+        with pytest.raises(error, match=message):
+            ModelSpec(**{**spec, field: value})
+
+
+def test_a_hub_id_says_to_download_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        export("bert-base-uncased")
+    assert "hub id" in str(err.value) and "huggingface-cli download bert-base-uncased" in str(err.value)
+    with pytest.raises(FileNotFoundError) as err:
+        export(tmp_path / "not-here")
+    assert "hub id" not in str(err.value)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        export(tmp_path / "file")
+
+
+def test_truncated_or_non_finite_safetensors(tmp_path):
+    folder = tiny_llama_folder(tmp_path)
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=f"{path} is not a readable safetensors file"):
+        export(folder)
+    folder = tiny_llama_folder(tmp_path / "nan")
+    _corrupt(folder, "model.norm.weight", np.full(C, np.nan, np.float32))
+    with pytest.raises(ValueError, match="tensor 'model.norm.weight' holds NaN or infinite values"):
+        export(folder)
+
+
+def _shard(folder: Path, weight_map: dict | str, extra: dict | None = None) -> Path:
+    """Split the folder's model.safetensors into a.safetensors (embeddings) and b.safetensors
+    (the rest, plus ``extra`` tensors), indexed by ``weight_map`` (None: the true map)."""
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    a = {k: v for k, v in tensors.items() if "embed" in k}
+    b = {**{k: v for k, v in tensors.items() if "embed" not in k}, **(extra or {})}
+    save_file(a, str(folder / "a.safetensors"))
+    save_file(b, str(folder / "b.safetensors"))
+    if weight_map is None:
+        weight_map = {**{k: "a.safetensors" for k in a}, **{k: "b.safetensors" for k in tensors if k not in a}}
+    index = weight_map if isinstance(weight_map, str) else json.dumps({"metadata": {}, "weight_map": weight_map})
+    (folder / "model.safetensors.index.json").write_text(index)
+    return folder
+
+
+def test_shard_index_weight_map_is_honoured(tmp_path):
+    reference = export(tiny_llama_folder(tmp_path / "one")).weights
+    folder = _shard(tiny_llama_folder(tmp_path / "ok"), None)
+    for name, value in export(folder).weights.items():
+        np.testing.assert_array_equal(value, reference[name], err_msg=name)
+
+    key = "model.embed_tokens.weight"
+    dup = _shard(tiny_llama_folder(tmp_path / "dup"), None, extra={key: np.zeros((V, C), np.float32)})
+    with pytest.raises(ValueError, match=f"tensor '{key}' is in both a.safetensors and b.safetensors"):
+        export(dup)
+
+
+@pytest.mark.parametrize("edit,error,message", [
+    (lambda m: {**m, "model.norm.weight": "a.safetensors"}, ValueError,
+     "weight_map puts 'model.norm.weight' in a.safetensors, but a.safetensors does not hold it"),
+    (lambda m: {**m, "model.norm.weight": "c.safetensors"}, FileNotFoundError, "c.safetensors: no such safetensors file"),
+    (lambda m: {**m, "model.norm.weight": "../b.safetensors"}, ValueError, "must be a shard file name in the same folder"),
+    (lambda m: '{"metadata": {}}', ValueError, 'must hold a non-empty "weight_map" object'),
+    (lambda m: '{"weight_map": {"x": "a.safetensors", "x": "b.safetensors"}}', ValueError, "the key 'x' appears twice"),
+])
+def test_bad_shard_index_is_named(edit, error, message, tmp_path):
+    folder = _shard(tiny_llama_folder(tmp_path), None)
+    index = folder / "model.safetensors.index.json"
+    weight_map = json.loads(index.read_text())["weight_map"]
+    changed = edit(weight_map)
+    index.write_text(changed if isinstance(changed, str) else json.dumps({"weight_map": changed}))
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(".", r"\.")):
+        export(folder)

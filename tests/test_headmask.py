@@ -70,14 +70,14 @@ def test_merge_adds_counters_and_aligns_offsets():
     wide[0, 0, 0] = 2     # o = -4, beyond a's offsets
     base = np.zeros((3, 9), np.int64)
     base[0, 8] = 1
-    b = HeadMask(wide, np.ones((2, 3, 3), np.int64), 5, [1, 0, 2], base, relations=RELS,
+    b = HeadMask(wide, np.ones((2, 3, 3), np.int64), 5, [1, 1, 2], base, relations=RELS,
                  skipped={"truncated": [0, 0, 1]}, model="tiny", corpus="more", n_sentences=2)
     c = a + b
     assert c.positional.shape == (2, 3, 9)
     np.testing.assert_array_equal(c.positional[..., 2:7], a.positional + wide[..., 2:7])
     assert c.positional[0, 0, 0] == 2
     np.testing.assert_array_equal(c.syntactic, a.syntactic + 1)
-    assert c.queries == 15 and c.arcs.tolist() == [11, 4, 2] and c.n_sentences == 5
+    assert c.queries == 15 and c.arcs.tolist() == [11, 5, 2] and c.n_sentences == 5
     assert c.baseline[0].tolist() == [0, 0, 0, 1, 0, 5, 2, 0, 1]
     assert {k: v.tolist() for k, v in c.skipped.items()} == {"same_span": [0, 1, 0],
                                                             "truncated": [0, 0, 1]}
@@ -112,7 +112,7 @@ def test_merge_rejects_other_models_and_relations():
                            [0, 0, 0], np.zeros((3, 5), np.int64), relations=RELS)
     with pytest.raises(ValueError, match="layers, heads"):
         a + other_shape
-    other_rels = HeadMask(a.positional, a.syntactic, 1, a.arcs, a.baseline,
+    other_rels = HeadMask(a.positional, a.syntactic, a.queries, a.arcs, a.baseline,
                           relations=("nsubj", "obj", "advmod"))
     with pytest.raises(ValueError, match="relations"):
         a + other_rels
@@ -137,7 +137,7 @@ def test_save_load_round_trip(tmp_path):
     assert {k: v.tolist() for k, v in back.skipped.items()} == {"same_span": [0, 1, 0]}
     np.testing.assert_array_equal(back.mask, m.mask)
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
-    with pytest.raises(ValueError, match="not a saved HeadMask"):
+    with pytest.raises(ValueError, match="not a masklrp head-mask .npz"):
         HeadMask.load(tmp_path / "other.npz")
 
 
@@ -231,11 +231,15 @@ def test_plot_offsets_draws_a_o_per_requested_head(pyplot):
         assert list(xi.get_ydata()) == [m.xi_pos, m.xi_pos]
 
 
-def test_plot_offsets_window_pads_and_reports_what_lies_beyond(pyplot):
+def test_plot_offsets_window_is_bounded_and_reports_what_lies_beyond(pyplot):
     m = hand_mask()  # counted offsets -2..2
-    wide = bar_heights(m.plot_offsets([(1, 2)], max_offset=4).axes[0])
-    assert list(wide) == list(range(-4, 5))
-    assert wide == {-4: 0, -3: 0, -2: 0.9, -1: 0, 0: 0.1, 1: 0, 2: 0, 3: 0, 4: 0}
+    whole = bar_heights(m.plot_offsets([(1, 2)], max_offset=2).axes[0])
+    assert whole == {-2: 0.9, -1: 0, 0: 0.1, 1: 0, 2: 0}
+    assert list(bar_heights(m.plot_offsets([(1, 2)]).axes[0])) == [-2, -1, 0, 1, 2]  # default 4, bounded
+    for too_wide in (3, 10 ** 7):  # beyond the counters every bar is 0: refused, never allocated
+        with pytest.raises(ValueError, match=f"max_offset must be at most 2, the widest offset counted, "
+                                             f"got {too_wide}"):
+            m.plot_offsets([(1, 2)], max_offset=too_wide)
     narrow = m.plot_offsets([(1, 2), (0, 0)], max_offset=1)
     assert bar_heights(narrow.axes[0]) == {-1: 0, 0: 0.1, 1: 0}
     assert [t.get_text() for t in narrow.axes[0].texts] == ["|o| > 1: 0.9"]
@@ -277,3 +281,75 @@ def test_plot_offsets_rejects_bad_max_offset(pyplot):
         hand_mask().plot_offsets(max_offset=0)
     with pytest.raises(TypeError, match="max_offset"):
         hand_mask().plot_offsets(max_offset=2.5)
+
+
+def test_counters_must_fit_int64_and_their_totals(tmp_path):
+    m = hand_mask()
+    big = m.positional.astype(np.uint64)
+    big[0, 0, 0] = np.iinfo(np.uint64).max
+    with pytest.raises(ValueError, match="positional holds a count beyond int64"):
+        HeadMask(big, m.syntactic, m.queries, m.arcs, m.baseline, relations=RELS)
+    with pytest.raises(ValueError, match=r"positional\[0, 0\] counts 10, more than the 9 queries counted"):
+        HeadMask(m.positional, m.syntactic, 9, m.arcs, m.baseline, relations=RELS)
+    with pytest.raises(ValueError, match=r"syntactic\[1, 0, 0\] counts 7, more than the 6 arcs counted"):
+        HeadMask(m.positional, m.syntactic, m.queries, [6, 4, 0], m.baseline, relations=RELS)
+    with pytest.raises(ValueError, match=r"baseline\[0, 3\] counts 5, more than the 4 arcs counted"):
+        HeadMask(m.positional, np.minimum(m.syntactic, 4), m.queries, [4, 4, 0], m.baseline, relations=RELS)
+
+
+def test_no_queries_marks_no_head_positional():
+    empty = HeadMask(np.zeros((2, 3, 5), np.int64), np.zeros((2, 3, 3), np.int64), 0, [0, 0, 0],
+                     np.zeros((3, 5), np.int64), relations=RELS, xi_pos=-0.5)
+    assert not empty.m_pos.any()
+    counted = HeadMask(np.full((2, 3, 5), 2, np.int64), np.zeros((2, 3, 3), np.int64), 10, [0, 0, 0],
+                       np.zeros((3, 5), np.int64), relations=RELS, xi_pos=0.1)
+    assert counted.m_pos.all()  # the same threshold does mark heads once queries were counted
+
+
+def _saved(tmp_path, **change):
+    """hand_mask() saved, then its arrays / metadata changed and written again."""
+    import json
+
+    path = tmp_path / "heads.npz"
+    hand_mask().save(path)
+    with np.load(path) as f:
+        arrays = dict(f)
+    meta = json.loads(str(arrays["metadata"]))
+    for key, value in change.items():
+        if key == "metadata":
+            arrays["metadata"] = np.array(value)
+        elif value is None:
+            del meta[key]
+        else:
+            meta[key] = value
+    if "metadata" not in change:
+        arrays["metadata"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    return path
+
+
+def _write(save, path, *args, **kw):
+    with open(path, "wb") as f:  # a file object: np.save / np.savez keep the name as given
+        save(f, *args, **kw)
+
+
+@pytest.mark.parametrize("write, match", [
+    (lambda p: p.write_bytes(b"not a zip file at all"), "is not a masklrp head-mask .npz"),
+    (lambda p: _write(np.save, p, np.zeros(3)), "it holds a single array"),
+    (lambda p: _write(np.save, p, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+     "is not a masklrp head-mask .npz"),
+    (lambda p: _write(np.savez, p, **{k: np.zeros(1) for k in ("positional", "syntactic", "queries", "arcs",
+                                                                "baseline", "skipped")},
+                      metadata=np.array([1, 2], dtype=object)), "it is not an .npz of plain arrays"),
+    (lambda p: _saved(p.parent, metadata='["a", "list"]'), "its metadata is not a JSON object"),
+    (lambda p: _saved(p.parent, metadata="{not json"), "its metadata is not a JSON object"),
+    (lambda p: _saved(p.parent, relations=None), r"its metadata misses \['relations'\]"),
+    (lambda p: _saved(p.parent, skipped_reasons="same_span"), "metadata skipped_reasons must name each row"),
+    (lambda p: _saved(p.parent, n_sentences="three"), "n_sentences must be an int"),
+])
+def test_load_refuses_what_save_did_not_write(tmp_path, write, match):
+    path = tmp_path / "heads.npz"
+    write(path)
+    with pytest.raises((ValueError, TypeError), match=match) as err:
+        HeadMask.load(path)
+    assert "allow_pickle" not in str(err.value)

@@ -460,3 +460,15 @@ def test_bad_inputs(tmp_path):
         with pytest.raises(error, match=pattern):
             call()
     assert not list(tmp_path.iterdir())                                           # nothing half-written
+
+
+def test_a_truncated_explanation_says_so():
+    from dataclasses import replace
+
+    e = masklrp.Explanation(tokens=["[CLS]", "good", "[SEP]"], scores=np.array([0.0, 1.0, 0.0]), target=1,
+                            logit=2.0, method="attnlrp", input_ids=np.array([101, 2204, 102]),
+                            special=np.array([True, False, True]))
+    cut = replace(e, truncated=True)
+    assert "truncated" not in masklrp.heatmap.to_html(e)
+    assert "(truncated)" in masklrp.heatmap.to_html(cut)
+    assert "attnlrp (truncated)" in masklrp.heatmap.to_html({"attnlrp": cut, "other": e})

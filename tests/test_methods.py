@@ -233,10 +233,9 @@ def test_qa_rows_are_the_start_plus_the_end_row(name):
     the three targets share one attention map)."""
     _, model, _, inputs = case(name, 0)
     both = explain_all(model, inputs, ("rawatt",), target="both")["rawatt"]
-    for b, e in enumerate(both):
-        s, t = e.target[1]
-        start = explain_all(model, inputs, ("rawatt",), target=("start", s))["rawatt"][b]
-        end = explain_all(model, inputs, ("rawatt",), target=("end", t))["rawatt"][b]
+    starts = explain_all(model, inputs, ("rawatt",), target=[("start", e.target[1][0]) for e in both])["rawatt"]
+    ends = explain_all(model, inputs, ("rawatt",), target=[("end", e.target[1][1]) for e in both])["rawatt"]
+    for e, start, end in zip(both, starts, ends):
         np.testing.assert_allclose(e.scores, start.scores + end.scores, rtol=1e-6, atol=1e-7)
 
 

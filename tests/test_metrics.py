@@ -81,6 +81,19 @@ def test_n_replaced(n, k, rounding, expected):
     assert M.n_replaced(n, k, rounding) == expected
 
 
+@pytest.mark.parametrize("n, k, rounding, error, match", [
+    (5, -1, "ceil", ValueError, r"k must be a fraction in \[0, 1\], got -1"),
+    (5, 1.5, "ceil", ValueError, "k must be a fraction"),
+    (5, float("nan"), "ceil", ValueError, "k must be a finite number"),
+    (-5, 0.5, "ceil", ValueError, "n must be at least 0, got -5"),
+    (5.5, 0.5, "ceil", TypeError, "n must be an int"),
+    (5, 0.5, "up", ValueError, "rounding must be one of"),
+])
+def test_n_replaced_refuses_what_is_not_a_count(n, k, rounding, error, match):
+    with pytest.raises(error, match=match):
+        M.n_replaced(n, k, rounding)
+
+
 def _inputs() -> Inputs:
     """Two right-padded rows; token 0 and the last real token of each row are special."""
     ids = np.array([[1, 11, 12, 13, 14, 2], [1, 21, 22, 2, 0, 0]])

@@ -191,6 +191,24 @@ def test_bad_inputs(minilm):
         Tokenizer(3)
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         Tokenizer(Path("/nonexistent"))
+    with pytest.raises(ValueError, match="texts is empty"):
+        minilm.encode([])
+    with pytest.raises(ValueError, match=r"pairs\[0\] is not valid Unicode: a lone surrogate"):
+        minilm.encode("a", "b\udc00")
+
+
+def test_truncated_sequences_are_marked(minilm):
+    b = minilm.encode(["a long sentence with many words", "short"], max_length=5)
+    assert b.truncated.tolist() == [True, False]
+    assert not minilm.encode(["a long sentence with many words"]).truncated.any()
+
+
+@pytest.mark.parametrize("content", ['{"version": "1.0"', '{"model": 3}', "[]"])
+def test_a_bad_tokenizer_json_names_the_file(tmp_path, content):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"{path} is not a tokenizers tokenizer.json: "):
+        Tokenizer(path)
 
 
 # ----------------------------------------------------------------------------- SmolLM2 (GGUF)

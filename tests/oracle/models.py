@@ -192,6 +192,18 @@ AttentionInterface.register(ATTENTION, _attention_interface)
 AttentionMaskInterface.register(ATTENTION, eager_mask)  # HF's additive float mask
 
 
+def _mpnet_attention_forward(module, hidden_states, attention_mask=None, position_bias=None,
+                             output_attentions=False, **kwargs):
+    """MPNetSelfAttention, which calls no attention interface, through the oracle's attention:
+    its relative position bias is a constant added to the scores, like the padding mask."""
+    shape = (*hidden_states.shape[:-1], -1, module.attention_head_size)
+    q, k, v = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (module.q, module.k, module.v))
+    constant = position_bias if attention_mask is None else position_bias + attention_mask
+    out, probs = _attention_interface(module, q, k, v, constant, scaling=module.attention_head_size ** -0.5)
+    o = module.o(out.reshape(*hidden_states.shape[:-1], -1))
+    return (o, probs) if output_attentions else (o,)
+
+
 def _layernorm_forward(module: nn.LayerNorm, rule, x):
     """nn.LayerNorm with σ held constant for attnlrp / cp (DESIGN.md §2, LayerNorm row)."""
     y, _, _ = rules.layernorm(x, module.weight, module.bias, module.eps, rule=_SINGLE[rule])
@@ -220,7 +232,7 @@ def _gated_mlp_forward(module, rule, x):
 
 
 def _roberta_head_forward(module, rule, features, **kwargs):
-    """RobertaClassificationHead: <s> → dense → tanh (identity rule) → out_proj."""
+    """RobertaClassificationHead (and MPNet's copy): <s> → dense → tanh (identity rule) → out_proj."""
     x = module.dense(features[:, 0, :])
     return module.out_proj(rules.activation(x, "tanh", rule=_SINGLE[rule]))
 
@@ -229,6 +241,7 @@ def _roberta_head_forward(module, rule, features, **kwargs):
 _EXPECTED_SOURCE = {
     "gated_mlp": "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))",
     "roberta_head": "x = torch.tanh(x)",
+    "mpnet_attention": "attention_scores += position_bias",
 }
 
 
@@ -275,9 +288,12 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
     """Patch the rules into ``model`` (a private float64 copy) and install the taps."""
     layers = _layers(model)
     taps = _Taps(rule, layers, batch, head_mask, renormalize)
-    model.set_attn_implementation(ATTENTION)
-    if model.config._attn_implementation != ATTENTION:
-        raise NotImplementedError(f"{type(model).__name__} cannot switch attention implementation")
+    if any(type(m).__name__ == "MPNetSelfAttention" for m in model.modules()):
+        pass  # calls no attention interface: its forward is patched below (eager's additive mask)
+    else:
+        model.set_attn_implementation(ATTENTION)
+        if model.config._attn_implementation != ATTENTION:
+            raise NotImplementedError(f"{type(model).__name__} cannot switch attention implementation")
     for _, module in model.named_modules():
         module._masklrp_oracle = taps
         kind = type(module)
@@ -293,9 +309,12 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         elif all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
             _check_source(module, "gated_mlp")
             _bind(module, _gated_mlp_forward, module, rule)
-        elif kind.__name__ == "RobertaClassificationHead":
+        elif kind.__name__ in ("RobertaClassificationHead", "MPNetClassificationHead"):
             _check_source(module, "roberta_head")
             _bind(module, _roberta_head_forward, module, rule)
+        elif kind.__name__ == "MPNetSelfAttention":
+            _check_source(module, "mpnet_attention")
+            _bind(module, _mpnet_attention_forward, module)
 
     def capture_input(layer_index):
         def hook(module, args, kwargs):
