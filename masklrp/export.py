@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ._checks import INT32_MAX, integer, number
+from . import relative_position
 from .rope import max_rope_positions, rope_parameters
 from .spec import ModelSpec, check_weights
 from .tokenizer import Tokenizer
@@ -62,6 +63,9 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "RobertaModel": ("roberta", "base"),
     "RobertaForSequenceClassification": ("roberta", "sequence-classification"),
     "RobertaForQuestionAnswering": ("roberta", "question-answering"),
+    "MPNetModel": ("mpnet", "base"),
+    "MPNetForSequenceClassification": ("mpnet", "sequence-classification"),
+    "MPNetForQuestionAnswering": ("mpnet", "question-answering"),
     "DistilBertModel": ("distilbert", "base"),
     "DistilBertForSequenceClassification": ("distilbert", "sequence-classification"),
     "DistilBertForQuestionAnswering": ("distilbert", "question-answering"),
@@ -92,6 +96,10 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                     max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
                     pad_token_id=1, is_decoder=False, add_cross_attention=False,
                     tie_word_embeddings=True),
+    "mpnet": dict(vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                  intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512,
+                  layer_norm_eps=1e-12, pad_token_id=1, relative_attention_num_buckets=32,
+                  tie_word_embeddings=True),
     "distilbert": dict(vocab_size=30522, max_position_embeddings=512, n_layers=6, n_heads=12,
                        dim=768, hidden_dim=3072, activation="gelu", pad_token_id=0,
                        tie_word_embeddings=True),
@@ -519,8 +527,9 @@ def _classifier_head(task: str, cfg: _Config, hidden: int, vocab: int):
 
 
 def _encoder(arch, model_type, task, cfg, tensors):
-    """BERT, RoBERTa and DistilBERT: post-LN encoders with absolute position tables."""
-    distil = model_type == "distilbert"
+    """BERT, RoBERTa, DistilBERT and MPNet: post-LN encoders with absolute position tables
+    (MPNet adds a relative position bias to every layer's scores)."""
+    distil, mpnet = model_type == "distilbert", model_type == "mpnet"
     if distil:
         C, L, H, F = (cfg.size(k) for k in ("dim", "n_layers", "n_heads", "hidden_dim"))
         names = ("dim", "n_heads")
@@ -546,12 +555,12 @@ def _encoder(arch, model_type, task, cfg, tensors):
         names = ("hidden_size", "num_attention_heads")
         act = _activation(cfg, "hidden_act")
         eps = cfg.epsilon("layer_norm_eps")
-        type_vocab = cfg.size("type_vocab_size", 0)
+        type_vocab = 0 if mpnet else cfg.size("type_vocab_size", 0)  # MPNet has no token types
         tensors.prefixes = (f"{model_type}.",)
     D = _head_size(C, H, names)
     V, P = cfg.size("vocab_size"), cfg.size("max_position_embeddings")
     pad = _pad_id(cfg)
-    if model_type == "roberta":
+    if model_type in ("roberta", "mpnet"):  # both number positions after padding_idx
         if pad < 0:
             raise ValueError("RoBERTa positions need config.pad_token_id (padding_idx)")
         if P - pad - 1 < 1:
@@ -576,6 +585,11 @@ def _encoder(arch, model_type, task, cfg, tensors):
                          v=s + "attention.v_lin", out=s + "attention.out_lin",
                          attn_norm=s + "sa_layer_norm", up=s + "ffn.lin1", down=s + "ffn.lin2",
                          mlp_norm=s + "output_layer_norm")
+        elif mpnet:
+            s = f"encoder.layer.{i}."
+            names = dict(q=s + "attention.attn.q", k=s + "attention.attn.k", v=s + "attention.attn.v",
+                         out=s + "attention.attn.o", attn_norm=s + "attention.LayerNorm",
+                         up=s + "intermediate.dense", down=s + "output.dense", mlp_norm=s + "output.LayerNorm")
         else:
             s = f"encoder.layer.{i}."
             names = dict(q=s + "attention.self.query", k=s + "attention.self.key",
@@ -589,6 +603,10 @@ def _encoder(arch, model_type, task, cfg, tensors):
         _linear(tensors, w, o + ".up", names["up"], F, C)
         _linear(tensors, w, o + ".down", names["down"], C, F)
         _norm(tensors, w, o + ".mlp_norm", names["mlp_norm"], C, True)
+    if mpnet:
+        buckets = cfg.size("relative_attention_num_buckets")
+        table = tensors.get("encoder.relative_attention_bias.weight", (buckets, H))
+        w["attn.relative_bias"] = relative_position.bias_by_offset(table, max_positions)
 
     pool, head_act = "mean", ""
     if task == "sequence-classification":
@@ -596,6 +614,7 @@ def _encoder(arch, model_type, task, cfg, tensors):
         dense, out, head_act = {
             "bert": ("pooler.dense", "classifier", "tanh"),
             "roberta": ("classifier.dense", "classifier.out_proj", "tanh"),
+            "mpnet": ("classifier.dense", "classifier.out_proj", "tanh"),
             "distilbert": ("pre_classifier", "classifier", "relu"),
         }[model_type]
         _linear(tensors, w, "head.dense", dense, C, C)
@@ -609,7 +628,7 @@ def _encoder(arch, model_type, task, cfg, tensors):
                   vocab=V, max_positions=max_positions, type_vocab=type_vocab, norm_eps=eps,
                   attn_scale=D ** -0.5, causal=False, sliding_window=0, positions=positions,
                   rope_attention_scaling=1.0, pool=pool, head_activation=head_act,
-                  n_outputs=n_out, pad_token_id=pad, labels=labels)
+                  n_outputs=n_out, pad_token_id=pad, labels=labels, relative_bias=mpnet)
     return fields, w
 
 
@@ -757,6 +776,6 @@ def _llama(arch, model_type, task, cfg, tensors):
 
 
 _FAMILIES: dict[str, Callable] = {
-    "bert": _encoder, "roberta": _encoder, "distilbert": _encoder,
+    "bert": _encoder, "roberta": _encoder, "distilbert": _encoder, "mpnet": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama,
 }

@@ -36,6 +36,9 @@ head.dense.weight / .bias      (C, C)        *opt*   pooler / pre-classifier, th
 head.out.weight                (NO, C)       *opt*   classifier, QA outputs, LM head (may be
 head.out.bias                  (NO,)         *opt*   the very array ``embed.word`` when tied)
 rope.inv_freq                  (D/2,)        *opt*   RoPE inverse frequencies, scaling applied
+attn.relative_bias             (H, 2P'-1)    *opt*   MPNet: every layer's score bias by key −
+                                                     query offset, P' = max_positions
+                                                     (masklrp/relative_position.py)
 =============================  ====================  =======================================
 
 Outputs
@@ -70,7 +73,7 @@ class ModelSpec:
     """Sizes and options of one exported model (see the module docstring for weights)."""
 
     architecture: str          # the HF class it came from, e.g. "BertForSequenceClassification"
-    model_type: str            # config.model_type: bert, roberta, distilbert, gpt2, llama, mistral, qwen2
+    model_type: str            # config.model_type: bert, roberta, distilbert, mpnet, gpt2, llama, mistral, qwen2
     task: str                  # "base", "sequence-classification", "question-answering", "causal-lm"
     family: str                # "encoder" (post-norm) or "decoder" (pre-norm, causal)
     norm: str                  # "layernorm" or "rmsnorm"
@@ -96,6 +99,7 @@ class ModelSpec:
     n_outputs: int             # NO
     pad_token_id: int          # -1 when the config names none
     labels: tuple[str, ...] = ()  # id2label, when the config has one
+    relative_bias: bool = False   # MPNet: attn.relative_bias added to every layer's scores
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -135,6 +139,8 @@ class ModelSpec:
             out["rope.inv_freq"] = ((D // 2,), True)
         if self.type_vocab > 0:
             out["embed.type"] = ((self.type_vocab, C), True)
+        if self.relative_bias:
+            out["attn.relative_bias"] = ((H, 2 * self.max_positions - 1), True)
         norm = "embed.norm" if self.family == "encoder" else "final_norm"
         out[f"{norm}.weight"] = ((C,), True)
         out[f"{norm}.bias"] = ((C,), False)

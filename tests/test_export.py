@@ -53,6 +53,10 @@ def _config(model_type: str, three_labels: bool = True):
                                 num_attention_heads=H, intermediate_size=F,
                                 max_position_embeddings=P + 2, type_vocab_size=1, pad_token_id=1,
                                 layer_norm_eps=1e-5, hidden_act="gelu_new", **labels)
+    if model_type == "mpnet":
+        return tf.MPNetConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
+                              intermediate_size=F, max_position_embeddings=P + 2, pad_token_id=1,
+                              layer_norm_eps=1e-5, relative_attention_num_buckets=32, **labels)
     if model_type == "distilbert":
         return tf.DistilBertConfig(vocab_size=V, dim=C, n_layers=L, n_heads=H, hidden_dim=F,
                                    max_position_embeddings=P, activation="relu", **labels)
@@ -158,6 +162,30 @@ def reference_weights(model) -> dict[str, np.ndarray]:
             else:
                 _lin(w, "head.dense", model.pre_classifier)
                 _lin(w, "head.out", model.classifier)
+    elif model_type == "mpnet":
+        base = getattr(model, "mpnet", model)
+        e = base.embeddings
+        w["embed.word"] = _np(e.word_embeddings.weight)
+        w["embed.position"] = _np(e.position_embeddings.weight)
+        _lin(w, "embed.norm", e.LayerNorm)
+        for i, l in enumerate(base.encoder.layer):
+            p, a = f"layers.{i}.", l.attention.attn
+            _cat(w, p + "qkv", [a.q, a.k, a.v])
+            _lin(w, p + "out", a.o)
+            _lin(w, p + "attn_norm", l.attention.LayerNorm)
+            _lin(w, p + "up", l.intermediate.dense)
+            _lin(w, p + "down", l.output.dense)
+            _lin(w, p + "mlp_norm", l.output.LayerNorm)
+        # HF's own bias for a P-token sequence: its last query row holds offsets 1-P..0, its
+        # first row offsets 0..P-1.
+        torch, _ = _hf()
+        span = base.config.max_position_embeddings - base.config.pad_token_id - 1
+        with torch.no_grad():
+            bias = base.encoder.compute_position_bias(torch.zeros(1, span, C))[0]
+        w["attn.relative_bias"] = np.concatenate([_np(bias[:, -1, :]), _np(bias[:, 0, 1:])], axis=1)
+        if arch.endswith("ForSequenceClassification"):
+            _lin(w, "head.dense", model.classifier.dense)
+            _lin(w, "head.out", model.classifier.out_proj)
     elif model_type == "gpt2":
         base = getattr(model, "transformer", model)
         w["embed.word"] = _np(base.wte.weight)
@@ -190,7 +218,7 @@ def reference_weights(model) -> dict[str, np.ndarray]:
     elif arch.endswith(("LMHeadModel", "ForCausalLM")):
         _lin(w, "head.out", model.lm_head)
     elif arch.endswith("ForSequenceClassification") and model_type not in (
-            "bert", "roberta", "distilbert"):
+            "bert", "roberta", "distilbert", "mpnet"):
         _lin(w, "head.out", model.score)
     return w
 
@@ -226,6 +254,9 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                        n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
                        type_vocab=0, norm_eps=1e-12, causal=False, positions="absolute",
                        pad_token_id=0),
+    "mpnet": dict(family="encoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                  n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=0,
+                  norm_eps=1e-5, causal=False, positions="roberta", pad_token_id=1, relative_bias=True),
     "gpt2": dict(family="decoder", norm="layernorm", activation="gelu_tanh", gated_mlp=False,
                  n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=0,
                  norm_eps=1e-4, causal=True, positions="absolute", pad_token_id=0),
@@ -246,7 +277,7 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
 def expected_spec(arch: str) -> dict:
     model_type, task = ARCHITECTURES[arch]
     want = dict(architecture=arch, model_type=model_type, task=task, n_layers=L, n_heads=H,
-                hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0)
+                hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
     encoder = want["family"] == "encoder"
@@ -372,7 +403,7 @@ def test_config_defaults_match_transformers():
 
     _, tf = _hf()
     classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
-               "distilbert": tf.DistilBertConfig, "gpt2": tf.GPT2Config,
+               "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config}
     for model_type, defaults in CONFIG_DEFAULTS.items():
         fields = {f.name: f.default for f in dataclasses.fields(classes[model_type])}
