@@ -646,7 +646,7 @@ typedef struct {
     ptrdiff_t chunk;         // sequences per chunk
     int members;             // threads of each worker's team, the worker included
     atomic_ptrdiff_t next;   // first sequence of the next chunk to take
-    atomic_bool out_of_memory;
+    atomic_size_t out_of_memory; // bytes of a workspace that could not be allocated, 0 if none
     pthread_mutex_t stats_lock; // guards call->head_stats
 } Job;
 
@@ -755,7 +755,10 @@ static void *worker(void *arg) {
         const ptrdiff_t S = B - b0 < job->chunk ? B - b0 : job->chunk;
         Workspace **w = S == job->chunk ? &full : &tail;
         if (*w == NULL && (*w = workspace_take(job->call->pool, job->m, S, job->call->T)) == NULL) {
-            atomic_store(&job->out_of_memory, true); // chunk b0 is lost: the call fails
+            // chunk b0 is lost: the call fails, naming what it could not allocate
+            Workspace probe;
+            const size_t bytes = (size_t)workspace_carve(job->m, &probe, S, job->call->T, NULL) * sizeof(float);
+            atomic_store(&job->out_of_memory, bytes);
             break;
         }
         run_chunk(job, *w, b0);
@@ -772,7 +775,7 @@ static void *worker(void *arg) {
 // each worker's team. Every worker gets the same team size, so a chunk's bits
 // do not depend on which worker ran it: a call gives the same result for the
 // same inputs and thread count, whatever runs beside it.
-int model_run(const Model *m, const EngineCall *call) {
+int model_run(const Model *m, const EngineCall *call, size_t *failed_bytes) {
     const ptrdiff_t B = call->B, threads = call->threads < 1 ? 1 : call->threads;
     ptrdiff_t workers = threads < B ? threads : B;
     ptrdiff_t chunk = (CHUNK_ROWS + call->T - 1) / call->T, fair = (B + workers - 1) / workers;
@@ -781,10 +784,10 @@ int model_run(const Model *m, const EngineCall *call) {
     workers = (B + chunk - 1) / chunk < workers ? (B + chunk - 1) / chunk : workers;
     Job job = {.m = m, .call = call, .chunk = chunk, .members = (int)(threads / workers)};
     atomic_init(&job.next, 0);
-    atomic_init(&job.out_of_memory, false);
+    atomic_init(&job.out_of_memory, 0);
     pthread_mutex_init(&job.stats_lock, NULL);
     blas_pin_single_thread();
-    pthread_t *helpers = workers > 1 ? calloc((size_t)workers - 1, sizeof *helpers) : NULL;
+    pthread_t *helpers = workers > 1 ? calloc((size_t)workers - 1, sizeof *helpers) : NULL; // none: run alone
     ptrdiff_t started = 0;
     while (helpers != NULL && started < workers - 1 && pthread_create(&helpers[started], NULL, worker, &job) == 0)
         started++;
@@ -792,5 +795,6 @@ int model_run(const Model *m, const EngineCall *call) {
     for (ptrdiff_t i = 0; i < started; i++) pthread_join(helpers[i], NULL);
     free(helpers);
     pthread_mutex_destroy(&job.stats_lock);
-    return atomic_load(&job.out_of_memory) ? -1 : 0;
+    *failed_bytes = atomic_load(&job.out_of_memory);
+    return *failed_bytes != 0 ? -1 : 0;
 }

@@ -228,7 +228,7 @@ typedef struct {
 // Forward (and the requested backward streams) for every sequence of the batch.
 // Inputs are trusted (module_engine.c validates them). Calls share no state, so
 // concurrent calls run in parallel and give bit for bit what they give alone.
-// 0 on success, -1 when out of memory.
-int model_run(const Model *m, const EngineCall *call);
+// 0 on success; -1 when out of memory, with *failed_bytes the workspace it could not allocate.
+int model_run(const Model *m, const EngineCall *call, size_t *failed_bytes);
 
 #endif // MASKLRP_H

@@ -431,10 +431,14 @@ static const char *const OUTPUT_NAMES[] = {"logits", "attentions", "hidden"};
 
 static int run_without_gil(const Model *m, const EngineCall *call) {
     int status;
+    size_t failed = 0;
     Py_BEGIN_ALLOW_THREADS
-    status = model_run(m, call);
+    status = model_run(m, call, &failed);
     Py_END_ALLOW_THREADS
-    if (status != 0) PyErr_NoMemory();
+    if (status != 0)
+        PyErr_Format(PyExc_MemoryError, "out of memory: %.1f MiB for one thread's engine workspace (the forward "
+                     "cache and scratch of up to %zd sequences of %zd tokens); use shorter or fewer sequences "
+                     "per call", (double)failed / (1 << 20), (Py_ssize_t)call->B, (Py_ssize_t)call->T);
     return status;
 }
 
