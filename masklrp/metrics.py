@@ -3,7 +3,8 @@
 Pure functions on probabilities; ``p_full`` is ``(N,)`` (the explained class's probability
 on each unperturbed sequence), ``p_*`` are ``(N, K)`` (the same after perturbation at each
 of ``K`` fractions ``k``). Each returns a :class:`Curve`: ``per_k`` (the mean over sequences
-at each ``k``) and ``mean`` (the mean of ``per_k``).
+at each ``k``), ``mean`` (the mean of ``per_k``) and ``per_sequence`` (each sequence's mean
+over ``k``, whose mean is ``mean`` too: what paired comparisons resample).
 
 * :func:`aopc` ``mean_k (p(x) − p(x̃_k))`` and :func:`lodds` ``mean_k log(p(x̃_k) / p(x))``,
   ``x̃_k`` with the top ``k`` of the tokens replaced (paper App. D; higher AOPC, lower LOdds
@@ -44,10 +45,12 @@ _TINY = np.finfo(np.float64).tiny
 
 
 class Curve(NamedTuple):
-    """A metric at each ``k`` (mean over sequences) and its mean over ``k``."""
+    """A metric at each ``k`` (mean over sequences), its mean over ``k`` and, when known,
+    ``(N,)`` each sequence's mean over ``k``."""
 
     per_k: np.ndarray
     mean: float
+    per_sequence: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------- pure metrics
@@ -127,7 +130,7 @@ def _probabilities(p_full, p, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _curve(diff: np.ndarray) -> Curve:
     per_k = diff.mean(axis=0)
-    return Curve(per_k, float(per_k.mean()))
+    return Curve(per_k, float(per_k.mean()), diff.mean(axis=1))
 
 
 # ---------------------------------------------------------------------------- perturbation
