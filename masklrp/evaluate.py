@@ -8,9 +8,9 @@
 For a classifier, each batch of sentences is explained by every method (engine methods in
 one :func:`masklrp.explain_all` call, Captum methods through
 :mod:`masklrp.captum_adapter`), then perturbed in score order and run through the engine
-(:func:`masklrp.metrics.perturbation_curves`). Every method explains, and every metric
-scores, the same class per sentence: the model's prediction (``target="predicted"``) or
-the gold label (``"gold"``). For a question-answering model the metric is Precision@20 of
+(:func:`masklrp.metrics.shared_perturbation_curves`: a perturbed sentence that several
+methods ask for runs once). Every method explains, and every metric scores, the same class
+per sentence: the model's prediction (``target="predicted"``) or the gold label (``"gold"``). For a question-answering model the metric is Precision@20 of
 the explanation of the predicted span (``target="both"``) against the gold answer's tokens.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ from . import data as datasets
 from ._checks import fractions, integer, number, positive_int
 from ._files import replacing
 from .methods import ALIASES, MASKED_METHODS, METHODS, RANDOM_METHODS, explain_all, load_head_mask
-from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, perturbation_curves,
-                      precision_at, resolve_replacement, sufficiency)
+from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, precision_at,
+                      resolve_replacement, shared_perturbation_curves, sufficiency)
 from .model import Model, load
 
 __all__ = ["BOOTSTRAP", "DATASETS", "DEFAULT_METHODS", "METRICS", "Comparison", "Evaluation", "evaluate"]
@@ -376,14 +376,16 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
         logits = model.forward(inputs, threads=threads)["logits"]  # shared by every method's curves
         predicted[rows] = logits.argmax(axis=1)
         targets[rows] = predicted[rows] if labels is None else labels[rows]
-        for name, explanations in runner.explain(inputs, targets[rows]).items():
-            for r, run in enumerate(explanations):
-                c = perturbation_curves(model, inputs, run, grid, modes=modes, target=targets[rows],
-                                        replacement=replacement_id, rounding=rounding, logits=logits,
-                                        threads=threads)
-                p_full[rows] = c.p_full
-                for m in modes:
-                    probs[name][r][m][rows] = c.probs[m]
+        explained = [(name, r, run) for name, runs in runner.explain(inputs, targets[rows]).items()
+                     for r, run in enumerate(runs)]
+        # one call for every method and seed: a perturbed sentence they share runs once
+        curves = shared_perturbation_curves(model, inputs, [run for _, _, run in explained], grid, modes=modes,
+                                            target=targets[rows], replacement=replacement_id, rounding=rounding,
+                                            logits=logits, threads=threads)
+        for (name, r, _), c in zip(explained, curves):
+            p_full[rows] = c.p_full
+            for m in modes:
+                probs[name][r][m][rows] = c.probs[m]
         bar.update(len(rows))
     bar.close()
     token = model.tokenizer.backend.id_to_token(replacement_id) if model.tokenizer is not None else None

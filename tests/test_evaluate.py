@@ -223,6 +223,51 @@ def test_strict_random_mask_runs_every_seed(classifier, sst2_slice, head_mask):
     assert "mask-lrp-strict − random-mask-strict: AOPC" in r.table()
 
 
+class CountingRows:
+    """A Model whose forwards are recorded: the rows of each call."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def forward(self, inputs, **kw):
+        self.rows.append(len(inputs.input_ids))
+        return self.model.forward(inputs, **kw)
+
+
+def test_shared_curves_run_each_perturbed_sentence_once(classifier, sst2_slice):
+    """Several methods' curves in one call equal each method's own, and a perturbed sentence
+    two of them share (here: a method given twice, and one that agrees on the top token)
+    runs once."""
+    inputs = classifier.encode([s for s, _ in sst2_slice[:6]])
+    rng = np.random.default_rng(0)
+    a = [rng.standard_normal(int(n)) for n in inputs.attention_mask.sum(axis=1)]
+    b = []  # a reversed, but with a's top (non-special) token still first
+    for x, special in zip(a, inputs.special_tokens_mask.astype(bool)):
+        top = np.argmax(np.where(special[:len(x)], -np.inf, x))
+        b.append(np.where(np.arange(len(x)) == top, 10.0, -x))
+    ks, modes = (0.1, 0.5, 0.9), ("most", "keep")
+    counting = CountingRows(classifier)
+    shared = M.shared_perturbation_curves(counting, inputs, [a, b, a], ks, modes=modes, batch_size=1000)
+    alone = [M.perturbation_curves(classifier, inputs, s, ks, modes=modes, batch_size=1000) for s in (a, b)]
+    for got, want in zip(shared, alone + alone[:1]):
+        np.testing.assert_array_equal(got.target, want.target)
+        np.testing.assert_array_equal(got.n_candidates, want.n_candidates)
+        for m in modes:
+            np.testing.assert_allclose(got.probs[m], want.probs[m], rtol=1e-5, atol=1e-7)
+    for m in modes:
+        np.testing.assert_array_equal(shared[0].probs[m], shared[2].probs[m])
+    distinct = set()
+    for scores in (a, b):
+        for mode in modes:
+            for perturbed in M.perturb(inputs, scores, ks, mode, 0, inputs.special_tokens_mask):
+                distinct |= {(i, row.tobytes()) for i, row in enumerate(perturbed.input_ids)}
+    assert counting.rows == [6, len(distinct)]  # the unperturbed forward, then each distinct row once
+    assert len(distinct) < 2 * 6 * len(ks) * len(modes)  # b agrees with a at k = 10%: shared rows exist
+
+
 def test_gold_target_and_options(classifier, sst2_slice):
     r = evaluate(classifier, sst2_slice[:6], "attnlrp", target="gold", metrics=("aopc", "lodds"),
                  ks=(0.25, 0.5), replacement="[MASK]", rounding="floor", progress=False)
