@@ -10,8 +10,9 @@ one :func:`masklrp.explain_all` call, Captum methods through
 :mod:`masklrp.captum_adapter`), then perturbed in score order and run through the engine
 (:func:`masklrp.metrics.shared_perturbation_curves`: a perturbed sentence that several
 methods ask for runs once). Every method explains, and every metric scores, the same class
-per sentence: the model's prediction (``target="predicted"``) or the gold label (``"gold"``). For a question-answering model the metric is Precision@20 of
-the explanation of the predicted span (``target="both"``) against the gold answer's tokens.
+per sentence: the model's prediction (``target="predicted"``) or the gold label (``"gold"``).
+For a question-answering model the metric is Precision@20 of the explanation of the
+predicted span (``target="both"``) against the gold answer's tokens.
 """
 from __future__ import annotations
 
@@ -316,8 +317,8 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
     ``methods``: engine method names (:data:`masklrp.METHODS`) and Captum names
     (``"captum-ig"``, ...; or list those in ``captum``); default :data:`DEFAULT_METHODS`, less
     the masked ones without a ``head_mask`` (a HeadMask, an (L, H) array or a saved ``.npz``).
-    "random-mask" and "random-mask-strict" run ``random_seeds`` times (seeds 0, 1, …). ``metrics``: default all of
-    :data:`METRICS` (Precision@20 for QA). ``ks`` (AOPC, LOdds, ABPC) and ``eraser_bins``
+    "random-mask" and "random-mask-strict" run ``random_seeds`` times (seeds 0, 1, …).
+    ``metrics``: default all of :data:`METRICS` (Precision@20 for QA). ``ks`` (AOPC, LOdds, ABPC) and ``eraser_bins``
     (comprehensiveness, sufficiency) are fractions of the real non-special tokens, counted
     with ``rounding`` (:func:`masklrp.metrics.n_replaced`); ``replacement``: a token id or
     string (default the pad id). ``batch_size`` sentences are explained together;
@@ -364,7 +365,8 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
         info = {"target": "both (predicted span)", "k": QA_K, "skipped_truncated": int(N - kept.sum())}
         return Evaluation(names, metrics, (), (), (), np.zeros(0), np.zeros(0, dtype=np.int64),
                           precision={name: [p[kept] for p in ps] for name, ps in precision.items()},
-                          compared=compared, info=_info(model, data_name, int(kept.sum()), names, runner, head_mask, mask, start, info))
+                          compared=compared,
+                          info=_info(model, data_name, int(kept.sum()), names, runner, head_mask, mask, start, info))
 
     replacement_id = resolve_replacement(model, replacement)
     modes = tuple(m for m in ("most", "least", "keep") if any(m in MODES[x] for x in metrics))
