@@ -98,9 +98,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default="sst2-dev", choices=tuple(DATASETS), help="data set (default sst2-dev)")
     ev.add_argument("--limit", type=int, help="evaluate the first N examples only")
     ev.add_argument("--methods", type=_names, help="comma-separated methods: engine methods (mask-lrp, "
-                    "gae, random-mask, attcat, rawatt, attnlrp, ...) and captum-ig, captum-lig, "
-                    "captum-saliency, captum-ixg; default: the paper's set (masked ones need --head-mask)")
-    ev.add_argument("--head-mask", type=Path, help="HeadMask file (.npz, HeadMask.save) for mask-lrp and random-mask")
+                    "gae, random-mask, attcat, rawatt, attnlrp, ...; mask-lrp-strict and random-mask-strict "
+                    "read the masks the literal Eq. 10 way) and captum-ig, captum-lig, captum-saliency, "
+                    "captum-ixg; default: the paper's set (masked ones need --head-mask)")
+    ev.add_argument("--head-mask", type=Path, help="HeadMask file (.npz, HeadMask.save) for the masked methods "
+                                                   "(mask-lrp, random-mask and their -strict variants)")
     ev.add_argument("--metrics", type=_names, help=f"comma-separated, from {', '.join(METRICS)} (default all)")
     ev.add_argument("--ks", type=_fractions, help="fractions for AOPC/LOdds/ABPC (default 0.1,...,0.9)")
     ev.add_argument("--target", default="predicted", choices=("predicted", "gold"),
