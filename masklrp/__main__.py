@@ -15,7 +15,7 @@ printing the paper-style table and writing ``results.csv``, ``results.json`` and
 ``curves.png`` (per-k curves) into ``--out``::
 
     python -m masklrp evaluate --data sst2-dev --limit 100 --methods mask-lrp,gae,random-mask \\
-        --head-mask heads.npz --out eval/
+        --head-mask heads.npz --compare mask-lrp:gae,mask-lrp:random-mask --out eval/
 
 Without ``--model`` every command uses the default fine-tuned MiniLM
 (:mod:`masklrp.default_model`; ``explain`` builds it when missing, the others need it built).
@@ -98,9 +98,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default="sst2-dev", choices=tuple(DATASETS), help="data set (default sst2-dev)")
     ev.add_argument("--limit", type=int, help="evaluate the first N examples only")
     ev.add_argument("--methods", type=_names, help="comma-separated methods: engine methods (mask-lrp, "
-                    "gae, random-mask, attcat, rawatt, attnlrp, ...) and captum-ig, captum-lig, "
-                    "captum-saliency, captum-ixg; default: the paper's set (masked ones need --head-mask)")
-    ev.add_argument("--head-mask", type=Path, help="HeadMask file (.npz, HeadMask.save) for mask-lrp and random-mask")
+                    "gae, random-mask, attcat, rawatt, attnlrp, ...; mask-lrp-strict and random-mask-strict "
+                    "read the masks the literal Eq. 10 way) and captum-ig, captum-lig, captum-saliency, "
+                    "captum-ixg; default: the paper's set (masked ones need --head-mask)")
+    ev.add_argument("--head-mask", type=Path, help="HeadMask file (.npz, HeadMask.save) for the masked methods "
+                                                   "(mask-lrp, random-mask and their -strict variants)")
     ev.add_argument("--metrics", type=_names, help=f"comma-separated, from {', '.join(METRICS)} (default all)")
     ev.add_argument("--ks", type=_fractions, help="fractions for AOPC/LOdds/ABPC (default 0.1,...,0.9)")
     ev.add_argument("--target", default="predicted", choices=("predicted", "gold"),
@@ -111,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--random-seeds", type=int, default=5, help="runs of the random mask (default 5)")
     ev.add_argument("--batch-size", type=int, default=32, help="sentences explained together (default 32)")
     ev.add_argument("--captum-steps", type=int, default=50, help="integration steps of captum-ig/-lig")
+    ev.add_argument("--compare", type=_pairs, default=[],
+                    help="comma-separated method pairs a:b, e.g. mask-lrp:gae,mask-lrp:random-mask: the "
+                         "paired difference a − b per metric with its 95%% bootstrap CI over sentences")
     ev.add_argument("--threads", type=int, help="engine threads (default: masklrp.get_num_threads())")
     ev.add_argument("--out", type=Path, default=Path("masklrp-evaluation"),
                     help="folder for results.csv, results.json and curves.png (default ./masklrp-evaluation)")
@@ -204,7 +209,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                       ks=args.ks or KS, target=args.target, replacement=args.replacement,
                       random_seeds=args.random_seeds, batch_size=args.batch_size, rounding=args.rounding,
                       limit=args.limit, progress=not args.no_progress,
-                      captum_options={"n_steps": args.captum_steps}, threads=args.threads)
+                      captum_options={"n_steps": args.captum_steps}, compare=args.compare,
+                      threads=args.threads)
     print(result.table())
     args.out.mkdir(parents=True, exist_ok=True)
     written = [result.to_csv(args.out / "results.csv"), result.to_json(args.out / "results.json")]
@@ -246,6 +252,16 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("expected comma-separated names")
     return names
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in _names(text):
+        a, sep, b = item.partition(":")
+        if not sep or not a.strip() or not b.strip() or ":" in b:
+            raise argparse.ArgumentTypeError(f"expected comma-separated pairs a:b, got {item!r}")
+        pairs.append((a.strip(), b.strip()))
+    return pairs
 
 
 def _fractions(text: str) -> list[float]:

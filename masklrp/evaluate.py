@@ -2,15 +2,17 @@
 
 >>> result = masklrp.evaluate(model, "sst2-dev", ("mask-lrp", "gae", "random-mask"), head_mask=mask)
 >>> print(result.table())            # mean AOPC, LOdds, ... per method; random mask: mean ± std
+>>> result.compare("mask-lrp", "gae", "aopc")   # paired difference, bootstrap CI over sentences
 >>> result.to_csv("eval.csv"); result.to_json("eval.json"); result.plot("curves.png")
 
 For a classifier, each batch of sentences is explained by every method (engine methods in
 one :func:`masklrp.explain_all` call, Captum methods through
 :mod:`masklrp.captum_adapter`), then perturbed in score order and run through the engine
-(:func:`masklrp.metrics.perturbation_curves`). Every method explains, and every metric
-scores, the same class per sentence: the model's prediction (``target="predicted"``) or
-the gold label (``"gold"``). For a question-answering model the metric is Precision@20 of
-the explanation of the predicted span (``target="both"``) against the gold answer's tokens.
+(:func:`masklrp.metrics.shared_perturbation_curves`: a perturbed sentence that several
+methods ask for runs once). Every method explains, and every metric scores, the same class
+per sentence: the model's prediction (``target="predicted"``) or the gold label (``"gold"``).
+For a question-answering model the metric is Precision@20 of the explanation of the
+predicted span (``target="both"``) against the gold answer's tokens.
 """
 from __future__ import annotations
 
@@ -19,21 +21,21 @@ import json
 import os
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from . import data as datasets
-from ._checks import fractions, integer, positive_int
+from ._checks import fractions, integer, number, positive_int
 from ._files import replacing
-from .methods import ALIASES, MASKED_METHODS, METHODS, explain_all, load_head_mask
-from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, perturbation_curves,
-                      precision_at, resolve_replacement, sufficiency)
+from .methods import ALIASES, MASKED_METHODS, METHODS, RANDOM_METHODS, explain_all, load_head_mask
+from .metrics import (ERASER_BINS, KS, Curve, abpc, aopc, comprehensiveness, lodds, precision_at,
+                      resolve_replacement, shared_perturbation_curves, sufficiency)
 from .model import Model, load
 
-__all__ = ["DATASETS", "DEFAULT_METHODS", "METRICS", "Evaluation", "evaluate"]
+__all__ = ["BOOTSTRAP", "DATASETS", "DEFAULT_METHODS", "METRICS", "Comparison", "Evaluation", "evaluate"]
 
 # The paper's table (Mask-LRP, GAE, random mask, AttCAT, RawAtt, LRP), AttnLRP standing in for LRP.
 DEFAULT_METHODS = ("mask-lrp", "gae", "random-mask", "attcat", "rawatt", "attnlrp")
@@ -49,6 +51,34 @@ LOWER_IS_BETTER = ("lodds", "sufficiency")
 MODES = {"aopc": ("most",), "lodds": ("most",), "comprehensiveness": ("most",), "sufficiency": ("keep",),
          "abpc": ("most", "least")}
 QA_K = 20
+# Paired comparisons: percentile bootstrap over sequences, seeded so that a table reads the same twice.
+BOOTSTRAP = {"n_boot": 10000, "level": 0.95, "seed": 0}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Method ``a`` against ``b`` on one metric, paired over the same ``n`` sequences.
+
+    ``mean``: the mean over sequences of ``a``'s per-sequence value minus ``b``'s (a method
+    with several runs, e.g. random-mask seeds, averaged over its runs per sequence first), so
+    it is the difference of the table's two numbers. ``low``, ``high``: the ``level``
+    percentile bootstrap interval of that mean, from ``n_boot`` resamples of the sequences
+    (with replacement, the same rows for both methods) drawn with ``seed``.
+    """
+
+    a: str
+    b: str
+    metric: str
+    mean: float
+    low: float
+    high: float
+    level: float
+    n_boot: int
+    seed: int
+    n: int
+
+    def __str__(self) -> str:
+        return f"{LABELS[self.metric]} {self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
 
 
 @dataclass(repr=False)
@@ -59,7 +89,9 @@ class Evaluation:
     mode (``"most"``, ``"least"``, ``"keep"``) to ``(N, G)`` probabilities of the explained
     class at the fractions ``grid``; ``p_full`` / ``target`` ``(N,)`` the unperturbed
     probability and the explained class. For QA, ``precision[method]`` holds ``(N,)``
-    Precision@20 per run instead. ``info``: the settings and the data.
+    Precision@20 per run instead. ``info``: the settings and the data. ``compared``: the
+    method pairs ``(a, b)`` whose paired differences :meth:`comparisons` reports (and the
+    table, CSV and JSON with it).
     """
 
     methods: tuple[str, ...]
@@ -72,13 +104,14 @@ class Evaluation:
     probs: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
     precision: dict[str, list[np.ndarray]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    compared: tuple[tuple[str, str], ...] = ()
 
     def curves(self, method: str, metric: str) -> list[Curve]:
         """The metric's :class:`~masklrp.metrics.Curve` of each run of ``method``."""
         if method not in self.methods or metric not in self.metrics:
             raise ValueError(f"method/metric: have {self.methods} and {self.metrics}, got {method!r}, {metric!r}")
         if metric == "p@20":
-            return [Curve(np.array([p.mean()]), float(p.mean())) for p in self.precision[method]]
+            return [Curve(np.array([p.mean()]), float(p.mean()), p) for p in self.precision[method]]
         columns = self._columns(self._metric_ks(metric))
         return [self._curve(run, metric, columns) for run in self.probs[method]]
 
@@ -89,6 +122,38 @@ class Evaluation:
             return sufficiency(self.p_full, run["keep"][:, columns])
         removed = {"aopc": aopc, "lodds": lodds, "comprehensiveness": comprehensiveness}[metric]
         return removed(self.p_full, run["most"][:, columns])
+
+    def per_sequence(self, method: str, metric: str) -> np.ndarray:
+        """(N,) the metric of each sequence (its mean over ``k``), averaged over ``method``'s
+        runs; its mean is the table's number."""
+        return np.mean([c.per_sequence for c in self.curves(method, metric)], axis=0)
+
+    def compare(self, a: str, b: str, metric: str, n_boot: int = BOOTSTRAP["n_boot"],
+                level: float = BOOTSTRAP["level"], seed: int = BOOTSTRAP["seed"]) -> Comparison:
+        """Method ``a`` minus method ``b`` on ``metric``: the mean per-sequence difference and
+        its percentile bootstrap confidence interval, paired over sequences (see
+        :class:`Comparison`). Deterministic for a given ``seed``."""
+        n_boot = positive_int(n_boot, "n_boot")
+        level = number(level, "level")
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        seed = integer(seed, "seed", 0)
+        diff = self.per_sequence(a, metric) - self.per_sequence(b, metric)
+        rng = np.random.default_rng(seed)
+        n = len(diff)
+        means = np.empty(n_boot)
+        step = max(1, 2 ** 20 // n)  # resamples drawn together: bounded memory
+        for lo in range(0, n_boot, step):
+            rows = rng.integers(0, n, size=(min(step, n_boot - lo), n))
+            means[lo:lo + len(rows)] = diff[rows].mean(axis=1)
+        tail = (1 - level) / 2
+        low, high = np.quantile(means, [tail, 1 - tail])
+        return Comparison(a, b, metric, float(diff.mean()), float(low), float(high), level, n_boot, seed, n)
+
+    def comparisons(self, **bootstrap) -> list[Comparison]:
+        """:meth:`compare` of every pair in ``compared`` on every metric (keywords of
+        :meth:`compare`, default :data:`BOOTSTRAP`)."""
+        return [self.compare(a, b, metric, **bootstrap) for a, b in self.compared for metric in self.metrics]
 
     def summary(self) -> dict:
         """``{method: {metric: {mean, std, per_k, per_k_std, runs}}}``; ``std`` is the sample
@@ -122,7 +187,7 @@ class Evaluation:
         lines = ["  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths)))
                  for r in cells]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join([self._caption(), *lines, self._legend()])
+        return "\n".join([self._caption(), *lines, self._legend(), *self._comparison_lines()])
 
     def __str__(self) -> str:
         return self.table()
@@ -132,26 +197,31 @@ class Evaluation:
                 f"{self.info.get('n', len(self.target))} sequences of {self.info.get('data', 'data')})")
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """One row per method, metric and ``k`` (``k`` empty: the mean over ``k``)."""
+        """One row per method, metric and ``k`` (``k`` empty: the mean over ``k``), then one per
+        compared pair ``"a - b"`` and metric: the paired difference and its bootstrap interval
+        (``ci_low``, ``ci_high``)."""
         path = Path(path)
         summary = self.summary()
         with replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["method", "metric", "k", "mean", "std", "runs"])
+            w.writerow(["method", "metric", "k", "mean", "std", "runs", "ci_low", "ci_high"])
             for method, by_metric in summary.items():
                 for metric, s in by_metric.items():
                     runs = len(s["runs"])
-                    w.writerow([method, metric, "", _num(s["mean"]), _num(s["std"]), runs])
+                    w.writerow([method, metric, "", _num(s["mean"]), _num(s["std"]), runs, "", ""])
                     for j, k in enumerate(self._metric_ks(metric)):
                         std = None if s["per_k_std"] is None else s["per_k_std"][j]
-                        w.writerow([method, metric, k, _num(s["per_k"][j]), _num(std), runs])
+                        w.writerow([method, metric, k, _num(s["per_k"][j]), _num(std), runs, "", ""])
+            for c in self.comparisons():  # "a - b": paired difference and its bootstrap interval
+                w.writerow([f"{c.a} - {c.b}", c.metric, "", _num(c.mean), "", "", _num(c.low), _num(c.high)])
         return path
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        """Settings, the ``k`` grids and :meth:`summary` as JSON."""
+        """Settings, the ``k`` grids, :meth:`summary` and :meth:`comparisons` as JSON."""
         path = Path(path)
         doc = {"info": self.info, "ks": list(self.ks), "eraser_bins": list(self.eraser_bins),
-               "metrics": list(self.metrics), "results": self.summary()}
+               "metrics": list(self.metrics), "results": self.summary(),
+               "comparisons": [asdict(c) for c in self.comparisons()]}
         with replacing(path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         return path
@@ -207,6 +277,18 @@ class Evaluation:
         return (text + f"; target {i.get('target')}, replacement {i.get('replacement_token')!r} "
                        f"(id {i.get('replacement')}), rounding {i.get('rounding')}")
 
+    def _comparison_lines(self) -> list[str]:
+        if not self.compared:
+            return []
+        found = self.comparisons()
+        c = found[0]
+        lines = [f"paired differences a − b, mean over the {c.n} sequences [{100 * c.level:g}% percentile "
+                 f"bootstrap CI, {c.n_boot} resamples, seed {c.seed}; several runs averaged per sequence]:"]
+        for i, (a, b) in enumerate(self.compared):
+            row = found[i * len(self.metrics):(i + 1) * len(self.metrics)]
+            lines.append(f"  {a} − {b}: " + ", ".join(str(c) for c in row))
+        return lines
+
     def _legend(self) -> str:
         higher = [LABELS[m] for m in self.metrics if m not in LOWER_IS_BETTER]
         lower = [LABELS[m] for m in self.metrics if m in LOWER_IS_BETTER]
@@ -225,7 +307,8 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
              metrics: Sequence[str] | None = None, target: str = "predicted", replacement: int | str | None = None,
              random_seeds: int = 5, batch_size: int = 32, rounding: str = "ceil", limit: int | None = None,
              progress: bool = True, captum: Sequence[str] = (), captum_model=None,
-             captum_options: dict | None = None, threads: int | None = None) -> Evaluation:
+             captum_options: dict | None = None, compare: Sequence[tuple[str, str]] = (),
+             threads: int | None = None) -> Evaluation:
     """Explain ``data`` with every method and score the explanations (see the module docstring).
 
     ``model``: a :class:`Model` or a folder for :func:`masklrp.load`. ``data``: a name in
@@ -234,13 +317,15 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
     ``methods``: engine method names (:data:`masklrp.METHODS`) and Captum names
     (``"captum-ig"``, ...; or list those in ``captum``); default :data:`DEFAULT_METHODS`, less
     the masked ones without a ``head_mask`` (a HeadMask, an (L, H) array or a saved ``.npz``).
-    "random-mask" runs ``random_seeds`` times (seeds 0, 1, …). ``metrics``: default all of
-    :data:`METRICS` (Precision@20 for QA). ``ks`` (AOPC, LOdds, ABPC) and ``eraser_bins``
+    "random-mask" and "random-mask-strict" run ``random_seeds`` times (seeds 0, 1, …).
+    ``metrics``: default all of :data:`METRICS` (Precision@20 for QA). ``ks`` (AOPC, LOdds, ABPC) and ``eraser_bins``
     (comprehensiveness, sufficiency) are fractions of the real non-special tokens, counted
     with ``rounding`` (:func:`masklrp.metrics.n_replaced`); ``replacement``: a token id or
     string (default the pad id). ``batch_size`` sentences are explained together;
     ``captum_model`` (default: loaded from the model's folder) and ``captum_options``
-    (``n_steps``, ...) go to the Captum adapter.
+    (``n_steps``, ...) go to the Captum adapter. ``compare``: method pairs ``(a, b)`` whose
+    paired differences ``a − b`` (bootstrap CIs over sentences, :meth:`Evaluation.compare`)
+    the table, CSV and JSON report.
     """
     model = model if isinstance(model, Model) else load(model)
     qa = model.spec.pool == "none"
@@ -255,15 +340,15 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
     if qa and captum_names:
         raise ValueError("captum: the Captum adapter explains sequence classifiers, not QA")
     metrics = _metrics(metrics, qa)
+    compared = _pairs(compare, names)
     random_seeds = positive_int(random_seeds, "random_seeds")
     batch_size = positive_int(batch_size, "batch_size")
     if captum_names:
         captum_model = _torch_model(model, captum_model)
     ks, bins = (tuple(dict.fromkeys(fractions(x, name))) for x, name in ((ks, "ks"), (eraser_bins, "eraser_bins")))
     grid = tuple(sorted(set(ks) | (set(bins) if {"comprehensiveness", "sufficiency"} & set(metrics) else set())))
-    runner = _Runner(model, engine, captum_names, mask, {name: random_seeds if name == "random-mask" else 1
-                                                          for name in names},
-                     captum_model, captum_options or {}, threads)
+    runs = {name: random_seeds if ALIASES.get(name, name) in RANDOM_METHODS else 1 for name in names}
+    runner = _Runner(model, engine, captum_names, mask, runs, captum_model, captum_options or {}, threads)
 
     N = len(examples)
     start = time.perf_counter()
@@ -280,6 +365,7 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
         info = {"target": "both (predicted span)", "k": QA_K, "skipped_truncated": int(N - kept.sum())}
         return Evaluation(names, metrics, (), (), (), np.zeros(0), np.zeros(0, dtype=np.int64),
                           precision={name: [p[kept] for p in ps] for name, ps in precision.items()},
+                          compared=compared,
                           info=_info(model, data_name, int(kept.sum()), names, runner, head_mask, mask, start, info))
 
     replacement_id = resolve_replacement(model, replacement)
@@ -292,27 +378,30 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
         logits = model.forward(inputs, threads=threads)["logits"]  # shared by every method's curves
         predicted[rows] = logits.argmax(axis=1)
         targets[rows] = predicted[rows] if labels is None else labels[rows]
-        for name, explanations in runner.explain(inputs, targets[rows]).items():
-            for r, run in enumerate(explanations):
-                c = perturbation_curves(model, inputs, run, grid, modes=modes, target=targets[rows],
-                                        replacement=replacement_id, rounding=rounding, logits=logits,
-                                        threads=threads)
-                p_full[rows] = c.p_full
-                for m in modes:
-                    probs[name][r][m][rows] = c.probs[m]
+        explained = [(name, r, run) for name, runs in runner.explain(inputs, targets[rows]).items()
+                     for r, run in enumerate(runs)]
+        # one call for every method and seed: a perturbed sentence they share runs once
+        curves = shared_perturbation_curves(model, inputs, [run for _, _, run in explained], grid, modes=modes,
+                                            target=targets[rows], replacement=replacement_id, rounding=rounding,
+                                            logits=logits, threads=threads)
+        for (name, r, _), c in zip(explained, curves):
+            p_full[rows] = c.p_full
+            for m in modes:
+                probs[name][r][m][rows] = c.probs[m]
         bar.update(len(rows))
     bar.close()
     token = model.tokenizer.backend.id_to_token(replacement_id) if model.tokenizer is not None else None
     info = {"target": target, "replacement": replacement_id, "replacement_token": token, "rounding": rounding}
     if _has_labels(examples):
         info["accuracy"] = float((predicted == np.array([e[1] for e in examples])).mean())
-    return Evaluation(names, metrics, ks, bins, grid, p_full, targets, probs=probs,
+    return Evaluation(names, metrics, ks, bins, grid, p_full, targets, probs=probs, compared=compared,
                       info=_info(model, data_name, N, names, runner, head_mask, mask, start, info))
 
 
 class _Runner:
     """Explains one batch with every method: engine methods in one explain_all call, the
-    random mask once more per further seed, Captum methods through the adapter."""
+    random-mask methods (both readings) in one more call per further seed, Captum methods
+    through the adapter."""
 
     def __init__(self, model: Model, engine, captum, mask, runs: dict[str, int], torch_model, options, threads):
         self.model, self.engine, self.captum, self.mask = model, engine, captum, mask
@@ -325,9 +414,11 @@ class _Runner:
         if self.engine:
             first = explain_all(self.model, inputs, self.engine, target, self.mask, seed=0, threads=self.threads)
             out = {name: [first[name]] for name in self.engine}
-        for seed in range(1, self.runs.get("random-mask", 1)):
-            out["random-mask"].append(explain_all(self.model, inputs, ("random-mask",), target, self.mask,
-                                                  seed=seed, threads=self.threads)["random-mask"])
+        random = [name for name in self.engine if name in RANDOM_METHODS]
+        for seed in range(1, max((self.runs[name] for name in random), default=1)):
+            again = explain_all(self.model, inputs, random, target, self.mask, seed=seed, threads=self.threads)
+            for name in random:
+                out[name].append(again[name])
         if self.captum:
             from .captum_adapter import captum_explain
 
@@ -355,7 +446,9 @@ class _Runner:
 
 def _info(model, data_name, n, names, runner, given_mask, mask, start, extra) -> dict:
     return {"model": model.source, "data": data_name, "n": n, "task": model.spec.task, "methods": list(names),
-            "random_seeds": runner.runs.get("random-mask", 0), "head_mask": _describe_mask(given_mask, mask),
+            "random_seeds": max((r for name, r in runner.runs.items() if ALIASES.get(name, name) in RANDOM_METHODS),
+                                default=0),
+            "head_mask": _describe_mask(given_mask, mask),
             "seconds": round(time.perf_counter() - start, 2), **extra}
 
 
@@ -442,6 +535,25 @@ def _methods(methods, captum, mask) -> tuple[tuple[str, ...], tuple[str, ...], t
         raise ValueError(f"head_mask: methods {masked} need a head mask (HeadMask, (layers, heads) array "
                          f"or .npz path)")
     return tuple(dict.fromkeys(ordered)), tuple(dict.fromkeys(engine)), tuple(dict.fromkeys(external))
+
+
+def _pairs(compare, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``compare`` as (a, b) pairs of evaluated methods, in the order given."""
+    if isinstance(compare, (str, bytes)) or not isinstance(compare, Sequence):
+        raise TypeError(f"compare must be a sequence of (method, method) pairs, got {compare!r}")
+    pairs = []
+    for pair in compare:
+        if (isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2
+                or not all(isinstance(m, str) for m in pair)):
+            raise TypeError(f"compare: expected (method, method) pairs, got {pair!r}")
+        a, b = (m.lower() for m in pair)
+        missing = [m for m in (a, b) if m not in names]
+        if missing:
+            raise ValueError(f"compare: {missing} not among the evaluated methods {tuple(names)}")
+        if a == b:
+            raise ValueError(f"compare: {a!r} against itself")
+        pairs.append((a, b))
+    return tuple(dict.fromkeys(pairs))
 
 
 def _metrics(metrics, qa: bool) -> tuple[str, ...]:

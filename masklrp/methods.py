@@ -28,13 +28,12 @@ MAX_STREAMS = 4  # the engine's limit per call
 class _Sequence:
     """One sequence's real tokens of an engine result, in float64: what methods read.
 
-    ``stream`` arguments are roles: ``"attnlrp"``, ``"cp"``, ``"masked"``
-    (the given head mask) and ``"random"`` (a random mask of as many ones). ``query``: the
-    rows that explain the output (:func:`rollout.query_weights`); ``normalize_rows``: the
-    LRP rollouts' option.
+    ``stream`` arguments are roles: ``"attnlrp"``, ``"cp"``, ``"gradient"`` or a
+    :class:`_Masked` role. ``query``: the rows that explain the output
+    (:func:`rollout.query_weights`); ``normalize_rows``: the LRP rollouts' option.
     """
 
-    def __init__(self, out: dict, keys: dict[str, str], b: int, real: np.ndarray, query: np.ndarray,
+    def __init__(self, out: dict, keys: dict[Role, str], b: int, real: np.ndarray, query: np.ndarray,
                  normalize_rows: bool):
         self._out, self._keys, self._b, self._real = out, keys, b, real
         self.query, self.normalize_rows = query, normalize_rows
@@ -49,7 +48,7 @@ class _Sequence:
         """(L,H,n,n) ∇A: the true gradient of the explained logit w.r.t. A."""
         return self._square(self._stream("gradient")["attention_grad"])
 
-    def relevance(self, stream: str) -> np.ndarray:
+    def relevance(self, stream: Role) -> np.ndarray:
         """(L,H,n,n) R_A = A ⊙ g of ``stream``."""
         return self._square(self._stream(stream)["attention_relevance"])
 
@@ -63,7 +62,7 @@ class _Sequence:
         """(L,n,C) the true gradient at each block's input."""
         return self._blocks(self._stream("gradient")["hidden_grad"])
 
-    def _stream(self, role: str) -> dict:
+    def _stream(self, role: Role) -> dict:
         return self._out[self._keys[role]]
 
     def _square(self, taps: np.ndarray) -> np.ndarray:
@@ -76,17 +75,34 @@ class _Sequence:
 
 
 @dataclass(frozen=True)
+class _Masked:
+    """The stream role of a masked AttnLRP sweep (DESIGN.md §3.2): the given head mask
+    (``mask="given"``) or a random one with as many ones (``"random"``, drawn with the call's
+    seed), read with ``semantics`` (None: the call's ``mask_semantics``)."""
+
+    mask: str
+    semantics: str | None = None
+
+    def __str__(self) -> str:  # the engine key: "masked", "random-strict", ...
+        kind = "masked" if self.mask == "given" else self.mask
+        return kind if self.semantics in (None, "reference") else f"{kind}-{self.semantics}"
+
+
+Role = str | _Masked  # "attnlrp", "cp", "gradient" or a masked sweep
+
+
+@dataclass(frozen=True)
 class _Method:
     """The stream roles and taps a method reads, and how it scores one sequence
     (``score`` None: the input relevance of its one stream, with its extras)."""
 
-    streams: tuple[str, ...] = ()
+    streams: tuple[Role, ...] = ()
     attentions: bool = False
     hidden: bool = False
     score: Callable[[_Sequence], np.ndarray] | None = None
 
 
-def _lrp_rollout(role: str) -> _Method:
+def _lrp_rollout(role: Role) -> _Method:
     """Mask-LRP's rollout on the relevance of stream ``role`` (unmasked: Chefer CVPR'21)."""
     return _Method(("gradient", role), attentions=True, score=lambda s: rollout.mask_lrp(
         s.query, s.grad, s.relevance(role), s.normalize_rows))
@@ -95,8 +111,12 @@ def _lrp_rollout(role: str) -> _Method:
 METHODS: dict[str, _Method] = {
     "attnlrp": _Method(("attnlrp",)),
     "cp-lrp": _Method(("cp",)),
-    "mask-lrp": _lrp_rollout("masked"),
-    "random-mask": _lrp_rollout("random"),
+    "mask-lrp": _lrp_rollout(_Masked("given")),
+    "random-mask": _lrp_rollout(_Masked("random")),
+    # The same masks read the literal Eq. 10 way whatever the call's mask_semantics, so that one
+    # call (one evaluation) compares both readings.
+    "mask-lrp-strict": _lrp_rollout(_Masked("given", "strict")),
+    "random-mask-strict": _lrp_rollout(_Masked("random", "strict")),
     "rel-rollout": _lrp_rollout("attnlrp"),
     "rawatt": _Method(attentions=True, score=lambda s: rollout.raw_attention(s.query, s.attentions)),
     "rollout": _Method(attentions=True, score=lambda s: rollout.attention_rollout(s.query, s.attentions)),
@@ -111,9 +131,10 @@ METHODS: dict[str, _Method] = {
 }
 # Other names for the same method: the paper's "LRP" is the relevance sweep, AttnLRP rules here.
 ALIASES = {"lrp": "attnlrp"}
-MASKED = ("masked", "random")  # roles that are masked AttnLRP streams
-# The methods that need a head mask.
-MASKED_METHODS = tuple(name for name, m in METHODS.items() if set(m.streams) & set(MASKED))
+# The methods that need a head mask, and those that draw a random one (seeded: runs differ by seed).
+MASKED_METHODS = tuple(name for name, m in METHODS.items() if any(isinstance(r, _Masked) for r in m.streams))
+RANDOM_METHODS = tuple(name for name, m in METHODS.items()
+                       if any(isinstance(r, _Masked) and r.mask == "random" for r in m.streams))
 
 
 def explain_all(model: Model, inputs, methods: str | Sequence[str] = ("mask-lrp",), target=None,
@@ -124,13 +145,16 @@ def explain_all(model: Model, inputs, methods: str | Sequence[str] = ("mask-lrp"
     :func:`masklrp.explain.as_inputs`, with ``truncation``) with every method in ``methods``.
 
     ``target`` as in :func:`masklrp.attnlrp` (default: each row's argmax). ``head_mask``
-    (a HeadMask or an (L, H) array) is needed by "mask-lrp" and "random-mask"; the latter
-    draws, with ``seed``, a 0/1 mask with as many non-zero entries (:func:`random_head_mask`).
-    ``renormalize`` (paper Eq. 9; False reproduces the reference code) and ``mask_semantics``
-    (which relevance block b's R_A reads: ``"reference"`` what arrives at its heads, before its
-    own mask, as the reference code does; ``"strict"`` what is left after it, the literal
-    Eq. 10; see :class:`masklrp.model.Stream`) apply to both; ``normalize_rows`` (rows of each
-    rollout factor sum to 1) to the LRP rollouts ("mask-lrp", "random-mask", "rel-rollout").
+    (a HeadMask or an (L, H) array) is needed by the masked methods (:data:`MASKED_METHODS`);
+    "random-mask" draws, with ``seed``, a 0/1 mask with as many non-zero entries
+    (:func:`random_head_mask`). ``renormalize`` (paper Eq. 9; False reproduces the reference
+    code) applies to every masked method; ``mask_semantics`` (which relevance block b's R_A
+    reads: ``"reference"`` what arrives at its heads, before its own mask, as the reference
+    code does; ``"strict"`` what is left after it, the literal Eq. 10; see
+    :class:`masklrp.model.Stream`) to "mask-lrp" and "random-mask", while "mask-lrp-strict"
+    and "random-mask-strict" (the same masks) always read strictly. ``normalize_rows`` (rows
+    of each rollout factor sum to 1) applies to the LRP rollouts ("mask-lrp", "random-mask",
+    their strict variants, "rel-rollout").
     Returns ``{name: [Explanation per sequence]}`` in the order asked; scores cover the real
     tokens of each sequence.
     """
@@ -220,14 +244,14 @@ def _check_options(seed, **flags) -> None:
 
 
 def _masks(model: Model, chosen: dict[str, _Method], head_mask, seed: int) -> dict[str, np.ndarray]:
-    """The head mask of each masked role the methods use: role -> float32 (L, H)."""
-    users = [name for name, m in chosen.items() if set(m.streams) & set(MASKED)]
+    """The head masks the masked roles read: ``_Masked.mask`` ("given", "random") -> float32 (L, H)."""
+    users = [name for name in chosen if name in MASKED_METHODS]
     if not users:
         return {}
     if head_mask is None:
         raise ValueError(f"head_mask: methods {users} need a head mask (HeadMask or (layers, heads) array)")
     mask = as_head_mask(model, head_mask)
-    return {"masked": mask, "random": random_head_mask(mask, seed)}
+    return {"given": mask, "random": random_head_mask(mask, seed)}
 
 
 @dataclass
@@ -237,20 +261,27 @@ class _Taps:
 
 
 def _plan(chosen: dict[str, _Method], masks: dict[str, np.ndarray], renormalize: bool,
-          mask_semantics: str) -> tuple[dict[str, str], dict[str, object], dict[str, _Taps]]:
+          mask_semantics: str) -> tuple[dict[Role, str], dict[str, object], dict[str, _Taps]]:
     """Engine streams for the methods' stream roles: role -> engine key, key -> stream item
     (a rule name or a masked :class:`Stream`), key -> the taps it must carry.
 
-    A mask of all ones gives bitwise the unmasked stream (the engine's contract), so such a
-    role shares the plain "attnlrp" stream instead of costing a stream of its own.
+    A masked role takes the call's ``mask_semantics`` unless it names its own, so roles that
+    come to the same sweep ("mask-lrp" with ``mask_semantics="strict"`` and "mask-lrp-strict")
+    share one stream. A mask of all ones gives bitwise the unmasked stream under either
+    reading (the engine's contract), so such a role shares the plain "attnlrp" stream instead
+    of costing a stream of its own.
     """
     keys, items, taps = {}, {}, {}
-    for role in sorted({role for m in chosen.values() for role in m.streams}):
-        key = role
-        if role in MASKED and np.all(masks[role] == 1):
-            key = "attnlrp"
+    for role in sorted({role for m in chosen.values() for role in m.streams}, key=str):
+        key, item = str(role), str(role)
+        if isinstance(role, _Masked):
+            resolved = _Masked(role.mask, role.semantics or mask_semantics)
+            key, mask = str(resolved), masks[role.mask]
+            item = Stream(key, "attnlrp", mask, renormalize, resolved.semantics)
+            if np.all(mask == 1):
+                key = item = "attnlrp"
         keys[role] = key
-        items[key] = (Stream(key, "attnlrp", masks[role], renormalize, mask_semantics) if key in MASKED else key)
+        items[key] = item
         taps.setdefault(key, _Taps())
     for m in chosen.values():
         for role in m.streams:
@@ -291,7 +322,7 @@ def _run(model: Model, inputs: Inputs, items: dict, taps: dict[str, _Taps], chos
     return out, seed, targets
 
 
-def _score(model: Model, inputs: Inputs, out: dict, keys: dict[str, str], seed: np.ndarray,
+def _score(model: Model, inputs: Inputs, out: dict, keys: dict[Role, str], seed: np.ndarray,
            chosen: dict[str, _Method], normalize_rows: bool) -> dict[str, np.ndarray]:
     """(B, T) float32 scores of every map-based method; padding gets 0 (and is cut later)."""
     B, T = inputs.input_ids.shape

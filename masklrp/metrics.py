@@ -3,7 +3,8 @@
 Pure functions on probabilities; ``p_full`` is ``(N,)`` (the explained class's probability
 on each unperturbed sequence), ``p_*`` are ``(N, K)`` (the same after perturbation at each
 of ``K`` fractions ``k``). Each returns a :class:`Curve`: ``per_k`` (the mean over sequences
-at each ``k``) and ``mean`` (the mean of ``per_k``).
+at each ``k``), ``mean`` (the mean of ``per_k``) and ``per_sequence`` (each sequence's mean
+over ``k``, whose mean is ``mean`` too: what paired comparisons resample).
 
 * :func:`aopc` ``mean_k (p(x) − p(x̃_k))`` and :func:`lodds` ``mean_k log(p(x̃_k) / p(x))``,
   ``x̃_k`` with the top ``k`` of the tokens replaced (paper App. D; higher AOPC, lower LOdds
@@ -18,7 +19,8 @@ at each ``k``) and ``mean`` (the mean of ``per_k``).
 
 :func:`perturbation_curves` builds the perturbed inputs (token ids replaced in place, so
 positions, token types and the attention mask stay as they were) and runs them batched
-through the C engine.
+through the C engine; :func:`shared_perturbation_curves` does so for several methods at once,
+running a perturbed sequence that two of them share only once.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from .model import Inputs, Model
 
 __all__ = ["ERASER_BINS", "KS", "MODES", "Curve", "PerturbationCurves", "abpc", "aopc",
            "comprehensiveness", "lodds", "n_replaced", "perturb", "perturbation_curves",
-           "precision_at", "special_tokens", "sufficiency"]
+           "precision_at", "shared_perturbation_curves", "special_tokens", "sufficiency"]
 
 KS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # paper App. D
 ERASER_BINS = (0.01, 0.05, 0.1, 0.2, 0.5)          # DeYoung et al. (2020), §4.2
@@ -44,10 +46,12 @@ _TINY = np.finfo(np.float64).tiny
 
 
 class Curve(NamedTuple):
-    """A metric at each ``k`` (mean over sequences) and its mean over ``k``."""
+    """A metric at each ``k`` (mean over sequences), its mean over ``k`` and, when known,
+    ``(N,)`` each sequence's mean over ``k``."""
 
     per_k: np.ndarray
     mean: float
+    per_sequence: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------- pure metrics
@@ -127,7 +131,7 @@ def _probabilities(p_full, p, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _curve(diff: np.ndarray) -> Curve:
     per_k = diff.mean(axis=0)
-    return Curve(per_k, float(per_k.mean()))
+    return Curve(per_k, float(per_k.mean()), diff.mean(axis=1))
 
 
 # ---------------------------------------------------------------------------- perturbation
@@ -224,6 +228,22 @@ def perturbation_curves(model: Model, inputs: Inputs, scores, ks: Sequence[float
     "keep the top m" is "replace the lowest n − m", and small fractions of short sequences
     often replace the same number of tokens.
     """
+    return shared_perturbation_curves(model, inputs, [scores], ks, modes=modes, target=target,
+                                      replacement=replacement, special_tokens_mask=special_tokens_mask,
+                                      rounding=rounding, logits=logits, batch_size=batch_size, threads=threads)[0]
+
+
+def shared_perturbation_curves(model: Model, inputs: Inputs, runs: Sequence, ks: Sequence[float] = KS, *,
+                               modes: Sequence[str] = ("most",), target=None, replacement: int | str | None = None,
+                               special_tokens_mask=None, rounding: str = "ceil", logits=None, batch_size: int = 256,
+                               threads: int | None = None) -> list[PerturbationCurves]:
+    """:func:`perturbation_curves` of several score sets for the same ``inputs`` (one per
+    method or seed; each as ``scores`` there), one :class:`PerturbationCurves` per run.
+
+    A perturbed sequence is keyed by the set of positions it replaces, so one that several
+    runs ask for (methods that agree on the top tokens, e.g. a rollout and its masked variants)
+    runs through the engine once for all of them.
+    """
     ks, modes, rounding = _check_plan(ks, modes, rounding)
     if model.spec.pool == "none":
         raise ValueError("model: perturbation metrics need a pooled classifier (one distribution per "
@@ -231,29 +251,31 @@ def perturbation_curves(model: Model, inputs: Inputs, scores, ks: Sequence[float
     batch_size = positive_int(batch_size, "batch_size")
     replacement = resolve_replacement(model, replacement)
     special = special_tokens(model, inputs, special_tokens_mask)
-    ranked = _rankings(inputs, scores, special)
+    rankings = [_rankings(inputs, scores, special) for scores in runs]
 
-    B = len(ranked)
+    B = inputs.input_ids.shape[0]
     full = _softmax(_forward(model, inputs, batch_size, threads) if logits is None
                     else _given_logits(logits, (B, model.spec.n_outputs)))
     target = _targets(target, full)
-    # (sequence, order, count) -> its row among the perturbed inputs, each distinct one once
-    rows: dict[tuple[int, str, int], int] = {}
-    where = {mode: np.zeros((B, len(ks)), dtype=np.int64) for mode in modes}
-    for b, (_, index) in enumerate(ranked):
-        for mode in modes:
-            for j, k in enumerate(ks):
-                key = (b, *_plan_row(len(index), k, mode, rounding))
-                where[mode][b, j] = rows.setdefault(key, len(rows))
-    picks = [b for b, _, _ in rows]
+    # (sequence, replaced positions) -> its row among the perturbed inputs, each distinct one once
+    rows: dict[tuple[int, tuple[int, ...]], int] = {}
+    where = [{mode: np.zeros((B, len(ks)), dtype=np.int64) for mode in modes} for _ in rankings]
+    for ranked, found in zip(rankings, where):
+        for b, (order, index) in enumerate(ranked):
+            for mode in modes:
+                for j, k in enumerate(ks):
+                    positions = _positions(order, index, *_plan_row(len(index), k, mode, rounding))
+                    found[mode][b, j] = rows.setdefault((b, tuple(sorted(positions.tolist()))), len(rows))
+    picks = [b for b, _ in rows]
     ids = inputs.input_ids[picks].copy()
-    for r, (b, kind, count) in enumerate(rows):
-        ids[r, _positions(*ranked[b], kind, count)] = replacement
+    for r, (_, positions) in enumerate(rows):
+        ids[r, list(positions)] = replacement
     probs = _softmax(_forward(model, _with_ids(inputs, ids, picks), batch_size, threads))
     p_row = probs[np.arange(len(rows)), target[picks]]
-    return PerturbationCurves(ks=ks, target=target, p_full=full[np.arange(B), target],
-                              probs={mode: p_row[where[mode]] for mode in modes},
-                              n_candidates=np.array([len(index) for _, index in ranked], dtype=np.int64))
+    return [PerturbationCurves(ks=ks, target=target, p_full=full[np.arange(B), target],
+                               probs={mode: p_row[found[mode]] for mode in modes},
+                               n_candidates=np.array([len(index) for _, index in ranked], dtype=np.int64))
+            for ranked, found in zip(rankings, where)]
 
 
 def resolve_replacement(model: Model, replacement: int | str | None) -> int:

@@ -28,7 +28,9 @@ torch = pytest.importorskip("torch", reason="the oracle tests need torch (pip in
 pytest.importorskip("transformers", reason="the oracle tests need transformers (pip install '.[test]')")
 
 import masklrp  # noqa: E402
-from masklrp.methods import ALIASES, METHODS, MaskLRP, explain_all, random_head_mask  # noqa: E402
+from masklrp.methods import (ALIASES, MASKED_METHODS, METHODS, RANDOM_METHODS, MaskLRP, explain_all,  # noqa: E402
+                             random_head_mask)
+from masklrp.model import MASK_SEMANTICS  # noqa: E402
 from oracle import models as oracle  # noqa: E402
 from test_engine import case  # noqa: E402
 from test_mask_lrp import check_relevance, conditioning  # noqa: E402
@@ -89,8 +91,9 @@ def chefer_rollout(cams, normalize_rows=False):
 
 def reference_scores(method, d, rows, normalize_rows=False):
     """(scores, scale) of one method on one sequence's real tokens; ``d`` torch float64
-    tensors A, gA (L,H,n,n), h, gh (L,n,C), R_masked / R_random / R_plain (L,H,n,n), the
-    oracle's input relevance attnlrp / cp (n,)."""
+    tensors A, gA (L,H,n,n), h, gh (L,n,C), R_masked / R_random / R_plain (L,H,n,n) (the
+    first two also ``_strict``: read the strict way whatever the call's option), the oracle's
+    input relevance attnlrp / cp (n,)."""
     A, gA = d["A"], d["gA"]
     pick = (lambda M: M.mean(0)) if rows is None else (lambda M: M[rows].sum(0))
     if method in ("attnlrp", "cp-lrp"):
@@ -112,6 +115,10 @@ def reference_scores(method, d, rows, normalize_rows=False):
         s = lrp_rollout(d["R_masked"])
     elif method == "random-mask":
         s = lrp_rollout(d["R_random"])
+    elif method == "mask-lrp-strict":
+        s = lrp_rollout(d["R_masked_strict"])
+    elif method == "random-mask-strict":
+        s = lrp_rollout(d["R_random_strict"])
     elif method == "rel-rollout":
         s = lrp_rollout(d["R_plain"])
     elif method == "partial-lrp":
@@ -152,16 +159,18 @@ def computed(name, renormalize=True, normalize_rows=False, mask_semantics="refer
 
     ref = hf_reference(hf, model.spec.task, batch, seed)
     random_mask = random_head_mask(HEAD_MASK, RANDOM_SEED)
-    masked, random = run_oracle(HEAD_MASK), run_oracle(random_mask)
+    masks = {"masked": HEAD_MASK, "random": random_mask}
+    read = {(kind, s): run_oracle(m, semantics=s) for kind, m in masks.items() for s in MASK_SEMANTICS}
     plain, cp = run_oracle(None), run_oracle(None, "cp")
-    ref.update(R_masked=masked["attention_relevance"], R_random=random["attention_relevance"],
-               R_plain=plain["attention_relevance"], attnlrp=plain["tokens"], cp=cp["tokens"])
+    ref.update(R_plain=plain["attention_relevance"], attnlrp=plain["tokens"], cp=cp["tokens"])
+    for kind in masks:
+        ref[f"R_{kind}"] = read[kind, mask_semantics]["attention_relevance"]
+        ref[f"R_{kind}_strict"] = read[kind, "strict"]["attention_relevance"]
     kappa = {}
     if renormalize:  # read from the heads' arriving relevance, the reference reading
-        arriving = {"mask-lrp": (masked, HEAD_MASK), "random-mask": (random, random_mask)}
-        if mask_semantics != "reference":
-            arriving = {k: (run_oracle(m, semantics="reference"), m) for k, (_, m) in arriving.items()}
-        kappa = {k: conditioning(r, m) for k, (r, m) in arriving.items()}
+        for method in MASKED_METHODS:
+            kind = "random" if method in RANDOM_METHODS else "masked"
+            kappa[method] = conditioning(read[kind, "reference"], masks[kind])
     references = {}
     for method in ALL:
         scores, scales = [], []
@@ -215,7 +224,7 @@ def test_rollout_options_equal_reference(name, option):
     """renormalize=False (the reference code's Mask-LRP), Chefer's row normalisation and the
     strict reading of Eq. 10 (R_A of block b after b's own mask)."""
     _, _, ours, references, kappa = computed(name, **option)
-    for method in ("mask-lrp", "random-mask", "rel-rollout"):
+    for method in MASKED_METHODS + ("rel-rollout",):
         check_method(method, ours[method], references[method], kappa.get(method))
 
 
@@ -225,6 +234,38 @@ def test_options_change_the_result():
     for option in (dict(renormalize=False), dict(normalize_rows=True), dict(mask_semantics="strict")):
         other = computed("bert-cls", **option)[2]["mask-lrp"][0].scores
         assert not np.allclose(base, other, rtol=1e-3), option
+
+
+@pytest.mark.parametrize("name", ["bert-cls", "llama-lm"])
+def test_strict_variants_are_the_strict_reading_bitwise(name):
+    """"mask-lrp-strict" / "random-mask-strict" beside the reference-reading methods in one
+    call are bitwise explain_all(..., mask_semantics="strict") of "mask-lrp" / "random-mask"
+    (same masks, same seed); with mask_semantics="strict" both names share one stream."""
+    _, model, _, inputs = case(name, 0)
+    both = explain_all(model, inputs, ("mask-lrp", "mask-lrp-strict", "random-mask", "random-mask-strict"),
+                       head_mask=HEAD_MASK, seed=RANDOM_SEED)
+    strict = explain_all(model, inputs, ("mask-lrp", "random-mask"), head_mask=HEAD_MASK, seed=RANDOM_SEED,
+                         mask_semantics="strict")
+    reference = explain_all(model, inputs, ("mask-lrp", "random-mask"), head_mask=HEAD_MASK, seed=RANDOM_SEED)
+    for method in ("mask-lrp", "random-mask"):
+        for b, (s, t, r, x) in enumerate(zip(both[f"{method}-strict"], strict[method], reference[method],
+                                             both[method])):
+            np.testing.assert_array_equal(s.scores, t.scores, err_msg=f"{method}-strict[{b}]")
+            np.testing.assert_array_equal(x.scores, r.scores, err_msg=f"{method}[{b}]")
+            assert s.method == f"{method}-strict" and s.target == t.target
+        assert not np.allclose(both[method][0].scores, both[f"{method}-strict"][0].scores, rtol=1e-3)
+
+    counting = CountingModel(model)
+    shared = explain_all(counting, inputs, ("mask-lrp", "mask-lrp-strict"), head_mask=HEAD_MASK,
+                         mask_semantics="strict")
+    assert counting.calls == [(2, True, False)]  # the gradient and one masked stream
+    for a, b in zip(shared["mask-lrp"], shared["mask-lrp-strict"]):
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_masked_and_random_method_lists():
+    assert set(MASKED_METHODS) == {"mask-lrp", "random-mask", "mask-lrp-strict", "random-mask-strict"}
+    assert set(RANDOM_METHODS) == {"random-mask", "random-mask-strict"}
 
 
 @pytest.mark.parametrize("name", ["bert-qa", "distilbert-qa"])
@@ -286,7 +327,8 @@ class CountingModel:
 
 
 @pytest.mark.parametrize("methods, target, calls", [
-    (ALL, None, [(4, True, True), (1, False, False)]),  # attnlrp, gradient, masked, random + cp
+    # gradient, attnlrp, masked, masked-strict + random, random-strict, cp
+    (ALL, None, [(4, True, True), (3, True, False)]),
     (("mask-lrp", "gae", "cam", "gradcam", "attcat", "rawatt", "rollout", "partial-lrp", "rel-rollout",
       "attnlrp"), None, [(3, True, True)]),
     (("rawatt", "rollout"), None, [(0, True, False)]),
@@ -305,10 +347,11 @@ def test_an_all_ones_mask_shares_the_unmasked_stream():
     _, model, _, inputs = case("bert-cls", 0)
     counting = CountingModel(model)
     ones = np.ones_like(HEAD_MASK)
-    out = explain_all(counting, inputs, ("mask-lrp", "rel-rollout"), head_mask=ones)
+    out = explain_all(counting, inputs, ("mask-lrp", "mask-lrp-strict", "rel-rollout"), head_mask=ones)
     assert counting.calls == [(2, True, False)]
-    for a, b in zip(out["mask-lrp"], out["rel-rollout"]):
-        np.testing.assert_array_equal(a.scores, b.scores)
+    for a, b, c in zip(out["mask-lrp"], out["mask-lrp-strict"], out["rel-rollout"]):
+        np.testing.assert_array_equal(a.scores, c.scores)
+        np.testing.assert_array_equal(b.scores, c.scores)
 
 
 def test_random_mask_is_seeded_and_keeps_the_count():
