@@ -111,7 +111,7 @@ def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], ta
     :func:`needs_logits` says no, and the explainer saves a forward pass.
     """
     B = shape[0]
-    targets = _per_row(target, B)
+    targets = per_row(target, B)
     seed = np.zeros(shape, dtype=np.float32)
     resolved = []
     for b, tgt in enumerate(targets):
@@ -139,13 +139,13 @@ def seed_for(model: Model, logits: np.ndarray | None, shape: tuple[int, ...], ta
 
 def needs_logits(model: Model, target) -> bool:
     """Whether resolving ``target`` takes an argmax over the logits."""
-    targets = _per_row(target)
+    targets = per_row(target)
     if model.spec.pool != "none":
         return any(t is None for t in targets)
     return any(not (isinstance(t, tuple) and len(t) == 2 and t[1] is not None) for t in targets)
 
 
-def _per_row(target, B: int | None = None) -> list:
+def per_row(target, B: int | None = None) -> list:
     """``target`` row by row: a list, tuple or 1-d array gives one per row (``B`` of them, when
     given); anything else is every row's. A tuple whose first item is a str is one QA target
     ``(kind, position)``; a 0-d array stands for its value."""

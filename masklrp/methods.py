@@ -18,11 +18,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import rollout
-from .explain import Explanation, as_inputs, explanations, needs_logits, seed_for
+from .explain import Explanation, as_inputs, explanations, needs_logits, per_row, seed_for
 from .headmask import HeadMask, random_head_mask
 from .model import MASK_SEMANTICS, Inputs, Model, Stream
 
 MAX_STREAMS = 4  # the engine's limit per call
+# Taps are full (B, L, H, T, T) arrays per stream (issue G.8: GAE on 512 tokens took 1.2 GiB per
+# sequence). Methods that read them run over batches of rows whose taps fit this budget and are
+# reduced to scores before the next batch, so peak memory does not grow with B.
+TAP_BUDGET_BYTES = 256 << 20
 
 
 class _Sequence:
@@ -167,12 +171,44 @@ def explain_all(model: Model, inputs, methods: str | Sequence[str] = ("mask-lrp"
     masks = _masks(model, chosen, head_mask, seed)
     inputs = as_inputs(model, inputs, truncation=truncation)
     keys, items, taps = _plan(chosen, masks, renormalize, mask_semantics)
-    out, seed_g, targets = _run(model, inputs, items, taps, chosen, target, contrastive, threads)
-    scored = _score(model, inputs, out, keys, seed_g, chosen, normalize_rows)
-    results = {method: explanations(model, inputs, out, out[keys[m.streams[0]]] if m.score is None
-                                    else {"tokens": scored[method]}, seed_g, targets, method)
-               for method, m in chosen.items()}
+    results: dict[str, list[Explanation]] = {method: [] for method in chosen}
+    for rows in _row_batches(model, inputs, taps, chosen):
+        part, part_target = _take_rows(inputs, rows), _target_rows(target, rows, len(inputs.input_ids))
+        out, seed_g, targets = _run(model, part, items, taps, chosen, part_target, contrastive, threads)
+        scored = _score(model, part, out, keys, seed_g, chosen, normalize_rows)
+        for method, m in chosen.items():
+            results[method] += explanations(model, part, out, out[keys[m.streams[0]]] if m.score is None
+                                            else {"tokens": scored[method]}, seed_g, targets, method)
+        del out, scored  # this batch's taps go before the next batch's come
     return {name: results[method] for name, method in canonical.items()}
+
+
+def _row_batches(model: Model, inputs: Inputs, taps: dict[str, "_Taps"], chosen: dict[str, "_Method"]):
+    """Row slices of the batch whose taps fit TAP_BUDGET_BYTES (all rows when none are needed)."""
+    B, T = inputs.input_ids.shape
+    s = model.spec
+    attention = s.n_layers * s.n_heads * T * T
+    hidden = (s.n_layers + 1) * T * s.hidden
+    att_streams = sum(t.attentions for t in taps.values())
+    hid_streams = sum(t.hidden for t in taps.values())
+    any_att = att_streams > 0 or any(m.attentions for m in chosen.values())
+    any_hid = hid_streams > 0 or any(m.hidden for m in chosen.values())
+    # per row: each stream's gradient and relevance taps, plus the forward's own maps / states
+    per_row = 4 * (attention * (2 * att_streams + any_att) + hidden * (2 * hid_streams + any_hid))
+    step = B if per_row == 0 else max(1, min(B, TAP_BUDGET_BYTES // per_row))
+    return [slice(i, min(i + step, B)) for i in range(0, B, step)]
+
+
+def _take_rows(inputs: Inputs, rows: slice) -> Inputs:
+    if rows == slice(0, len(inputs.input_ids)):
+        return inputs
+    return Inputs(**{name: None if value is None else value[rows] for name, value in vars(inputs).items()})
+
+
+def _target_rows(target, rows: slice, B: int):
+    """The targets of ``rows`` (:func:`masklrp.explain.per_row` reads ``target`` row by row);
+    None stays None, so the engine may still seed each row's argmax itself."""
+    return None if target is None else per_row(target, B)[rows]
 
 
 class MaskLRP:

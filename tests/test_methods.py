@@ -458,3 +458,32 @@ def test_mask_lrp_explainer_checks_its_mask():
         MaskLRP(model, np.ones((3, 4)))
     with pytest.raises(TypeError, match="head_mask"):
         MaskLRP(model, object())
+
+
+def test_tap_methods_run_in_row_batches_that_give_one_calls_results(monkeypatch):
+    """Methods that read taps ((B, L, H, T, T) per stream) run over row batches sized by
+    TAP_BUDGET_BYTES, so peak memory does not grow with B (issue G.8). One row per batch gives
+    what one call gives, up to float32 rounding (GEMMs with fewer rows: 1e-5 of the largest
+    score, as for the engine's own chunks in test_engine.py); targets follow their rows."""
+    import masklrp.methods as methods_module
+
+    _, model, _, inputs = case("bert-cls", 0)
+    names = ("gae", "mask-lrp", "attcat", "attnlrp")
+    B = len(inputs.input_ids)
+    targets = [b % 3 for b in range(B)]
+    whole = explain_all(model, inputs, names, target=targets, head_mask=HEAD_MASK)
+    taps, chosen = {"attnlrp": methods_module._Taps(attentions=True)}, {"gae": METHODS["gae"]}
+    assert methods_module._row_batches(model, inputs, taps, chosen) == [slice(0, B)]
+    monkeypatch.setattr(methods_module, "TAP_BUDGET_BYTES", 1)
+    assert methods_module._row_batches(model, inputs, taps, chosen) == [slice(b, b + 1) for b in range(B)]
+    for target in (targets, None, 1):
+        rows = explain_all(model, inputs, names, target=target, head_mask=HEAD_MASK)
+        want = whole if target is targets else explain_all(model, inputs, names, target=target,
+                                                            head_mask=HEAD_MASK)
+        for name in names:
+            assert len(rows[name]) == B
+            for a, b in zip(rows[name], want[name]):
+                assert a.target == b.target and a.tokens == b.tokens
+                np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5 * np.abs(b.scores).max())
+    with pytest.raises(ValueError, match="got 2 targets for a batch of"):
+        explain_all(model, inputs, names, target=[0, 1], head_mask=HEAD_MASK)
