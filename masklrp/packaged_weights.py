@@ -105,6 +105,7 @@ def model_dir(weights: SplitZip = ALL_MPNET_BASE_V2, *, assemble_missing: bool =
 
 
 def is_assembled(weights: SplitZip, folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a finished assembly: its record is written last, renamed in whole."""
     folder = Path(folder)
     return all((folder / name).is_file() for name in (*weights.files, RECORD_FILE))
 
