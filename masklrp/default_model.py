@@ -176,12 +176,13 @@ def default_head_mask(name: str = DEFAULT) -> "HeadMask":
     return stats
 
 
-def build(name: str = DEFAULT, *, force: bool = False) -> dict[str, Any]:
+def build(name: str = DEFAULT, *, force: bool = False,
+          threads: int | None = None) -> dict[str, Any]:
     """Fine-tune ``name`` into :func:`cache_dir` when it is not built (or always, with
-    ``force``); returns the training record."""
+    ``force``), on ``threads`` torch threads (default: all cores); returns the training record."""
     folder = cache_dir(name)
     if force or not _is_built(folder):
-        return fine_tune(folder, name=name)
+        return fine_tune(folder, name=name, threads=threads)
     return json.loads((folder / "training.json").read_text(encoding="utf-8"))
 
 
@@ -477,10 +478,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", choices=list(MODELS), default=DEFAULT,
                         help=f"which default model (default: {DEFAULT})")
     parser.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for fine-tuning (default: all cores; on cores other "
+                             "jobs share, 1 can be several times faster than 2)")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     folder = cache_dir(args.model)
     found = _is_built(folder) and not args.force
-    record = build(args.model, force=args.force)
+    record = build(args.model, force=args.force, threads=args.threads)
     print(f"{'found' if found else 'built'} {folder}")
     print(f"dev accuracy {record['dev_accuracy']:.4f} (transformers), "
           f"{record['dev_accuracy_engine']:.4f} (masklrp engine) on {record['n_dev']} sentences; "

@@ -107,8 +107,8 @@ def test_cache_builds_once(small_build, monkeypatch, tmp_path, capsys):
     built, record = small_build
     calls = []
 
-    def fake_fine_tune(folder, name):  # the real one, already run by small_build
-        assert name == "minilm-sst2"
+    def fake_fine_tune(folder, name, threads=None):  # the real one, already run by small_build
+        assert name == "minilm-sst2" and threads is None
         calls.append(folder)
         shutil.copytree(built, folder, dirs_exist_ok=True)
         return record
@@ -243,20 +243,23 @@ def test_cli_builds_the_named_model(small_build, monkeypatch, tmp_path, capsys):
     built, record = small_build
     calls = []
 
-    def fake_fine_tune(folder, name):
-        calls.append((folder.name, name))
-        shutil.copytree(built, folder)
+    def fake_fine_tune(folder, name, threads=None):
+        calls.append((folder.name, name, threads))
+        shutil.copytree(built, folder, dirs_exist_ok=True)
         return record
 
     monkeypatch.setattr(dm, "fine_tune", fake_fine_tune)
     monkeypatch.setenv("MASKLRP_CACHE", str(tmp_path))
     assert dm.main(["--model", "mpnet-sst2"]) == 0
-    assert calls == [("mpnet-sst2", "mpnet-sst2")]
+    assert calls == [("mpnet-sst2", "mpnet-sst2", None)]
     assert f"built {tmp_path / 'mpnet-sst2'}" in capsys.readouterr().out
     assert dm.default_model_dir("mpnet-sst2") == tmp_path / "mpnet-sst2" and len(calls) == 1
     assert not (tmp_path / "minilm-sst2").exists()
-    with pytest.raises(SystemExit):
-        dm.main(["--model", "gpt2"])
+    assert dm.main(["--model", "mpnet-sst2", "--force", "--threads", "1"]) == 0
+    assert calls[-1] == ("mpnet-sst2", "mpnet-sst2", 1)
+    for bad in (["--model", "gpt2"], ["--threads", "0"]):
+        with pytest.raises(SystemExit):
+            dm.main(bad)
 
 
 def test_seeded_subset():
