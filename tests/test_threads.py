@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -101,6 +102,8 @@ def _cpu_flags() -> set[str]:
 
 @pytest.mark.skipif("avx2" not in _cpu_flags(), reason="this CPU has no AVX2 (or /proc/cpuinfo is unreadable): "
                                                        "a generic OpenBLAS kernel is then the right one")
+@pytest.mark.skipif("OPENBLAS_CORETYPE" in os.environ, reason="OPENBLAS_CORETYPE is set: the kernels are forced, "
+                                                              "not detected")
 def test_blas_core_is_not_a_generic_fallback_on_an_avx2_cpu():
     """Debian's OpenBLAS 0.3.21 fell back to Prescott on current Intel CPUs (issue H)."""
     core = masklrp.blas_info()["core"]
