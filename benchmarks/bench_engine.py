@@ -233,15 +233,7 @@ class Lxt:
         cmd = [str(self.python), str(Path(__file__).with_name("lxt_runner.py")), "--model-dir", str(self.folder),
                "--ids", str(ids_file), "--threads", str(threads), "--repeats", str(repeats),
                "--target", str(TARGET_CLASS)]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            print(f"LXT timed out after {timeout:.0f} s on ids {ids.shape}", file=sys.stderr)
-            return None
-        if done.returncode != 0:
-            print(f"LXT failed on ids {ids.shape}:\n{done.stderr.strip()}", file=sys.stderr)
-            return None
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return json_line_of(cmd, timeout, f"LXT on ids {ids.shape}")
 
 
 def engine_flops(config, T: int, B: int) -> float:
@@ -353,13 +345,18 @@ def run_probe(method: str, model: str, T: int, B: int, threads: int, timeout: fl
     """Runs :func:`probe` in a fresh interpreter; None if it failed or timed out."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", method, "--model", model,
            "--T", str(T), "--B", str(B), "--threads", str(threads)]
+    return json_line_of(cmd, timeout, f"[{model} T={T} B={B}] {method} probe")
+
+
+def json_line_of(cmd: list[str], timeout: float, what: str) -> dict | None:
+    """The JSON object a child process prints last; None (said on stderr) if it failed or timed out."""
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        print(f"[{model} T={T} B={B}] {method} probe timed out after {timeout:.0f} s", file=sys.stderr)
+        print(f"{what} timed out after {timeout:.0f} s", file=sys.stderr)
         return None
     if done.returncode != 0:
-        print(f"[{model} T={T} B={B}] {method} probe failed:\n{done.stderr.strip()}", file=sys.stderr)
+        print(f"{what} failed:\n{done.stderr.strip()}", file=sys.stderr)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
 

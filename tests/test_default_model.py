@@ -36,14 +36,19 @@ def slice_data():
         pytest.skip(f"SST-2 is not shipped beside the project: {e}")
 
 
+def _fine_tuned(tmp_path_factory, name: str, **options):
+    """(folder, training record) of ``name`` fine-tuned briefly into a fresh folder."""
+    pytest.importorskip("torch", reason="fine-tuning needs torch (the test extra)")
+    pytest.importorskip("transformers", reason="fine-tuning needs transformers (the test extra)")
+    folder = tmp_path_factory.mktemp("build") / name
+    return folder, dm.fine_tune(folder, name=name, **options)
+
+
 @pytest.fixture(scope="module")
 def small_build(tmp_path_factory, minilm_dir, slice_data):
     """A model fine-tuned for 4 steps on 64 sentences: (folder, training record)."""
-    pytest.importorskip("torch", reason="fine-tuning needs torch (the test extra)")
-    pytest.importorskip("transformers", reason="fine-tuning needs transformers (the test extra)")
     train, dev = slice_data
-    folder = tmp_path_factory.mktemp("build") / "minilm-sst2"
-    return folder, dm.fine_tune(folder, train=train, dev=dev, **SLICE)
+    return _fine_tuned(tmp_path_factory, "minilm-sst2", train=train, dev=dev, **SLICE)
 
 
 def test_folder_and_record(small_build):
@@ -276,13 +281,9 @@ def test_seeded_subset():
 @pytest.fixture(scope="module")
 def mpnet_small_build(tmp_path_factory, mpnet_dir, slice_data):
     """MPNet fine-tuned for 2 steps of 8 sentences (the mpnet-sst2 recipe otherwise)."""
-    pytest.importorskip("torch", reason="fine-tuning needs torch (the test extra)")
-    pytest.importorskip("transformers", reason="fine-tuning needs transformers (the test extra)")
     train, dev = slice_data
-    folder = tmp_path_factory.mktemp("build") / "mpnet-sst2"
-    record = dm.fine_tune(folder, name="mpnet-sst2", train=train[:16], dev=dev[:8], batch_size=8,
-                          progress=False)
-    return folder, record
+    return _fine_tuned(tmp_path_factory, "mpnet-sst2", train=train[:16], dev=dev[:8], batch_size=8,
+                       progress=False)
 
 
 def test_mpnet_folder_and_record(mpnet_small_build):
