@@ -3,8 +3,9 @@
 // would change the bits of every other call running beside it. All parallel
 // work is ours instead: the engine's workers take chunks of the batch, and a
 // worker that has more threads than chunks to share leads a team that splits
-// its GEMMs (linalg.c). Teams belong to one call; nothing here is shared
-// between calls, so calls from several Python threads run side by side.
+// its GEMMs (linalg.c) and its attention heads (engine.c). Teams belong to one
+// call; nothing here is shared between calls, so calls from several Python
+// threads run side by side.
 #define _POSIX_C_SOURCE 200112L // clock_gettime under -std=c11
 #include <pthread.h>
 #include <stdatomic.h>
@@ -141,7 +142,6 @@ void team_for(Team *t, ptrdiff_t count, TeamTask task, void *ctx) {
         pthread_mutex_unlock(&t->lock);
     }
 }
-
 
 Team *team_current(void) { return current; }
 
