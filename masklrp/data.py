@@ -5,6 +5,8 @@
 * :func:`squad`: SQuAD v1.1 dev, first two articles (1057 questions), as :class:`QAExample`.
 * :func:`ud_ewt`: the path of the UD English EWT dev treebank (CoNLL-U, 2001 sentences), the
   gold dependency trees head statistics count on.
+* :func:`corpus`: a named corpus of dependency trees (:data:`CORPORA`): UD EWT dev's gold
+  trees, or SST-2 train parsed by spaCy (the task's own data, as the paper counted).
 
 The folder is found by :func:`data_dir`: ``$MASKLRP_DATA`` if set, else ``shared/data`` beside
 the repository (``<repo>/../shared/data``). ``../shared/data/SOURCES.md`` cites every file.
@@ -14,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
-__all__ = ["QAExample", "SentimentExample", "data_dir", "squad", "sst2", "ud_ewt"]
+__all__ = ["CORPORA", "QAExample", "SentimentExample", "corpus", "data_dir", "squad", "sst2", "ud_ewt"]
 
 SST2_SPLITS = ("train", "dev")
 UD_EWT_SPLITS = ("dev",)  # the one split shipped
+CORPORA = ("ud-ewt-dev", "sst2-train")
 PTB_ESCAPES = (("-lrb-", "("), ("-rrb-", ")"), ("\\/", "/"), ("\\*", "*"))
 
 
@@ -108,3 +111,33 @@ def ud_ewt(split: str = "dev") -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no UD EWT {split} treebank at {path}")
     return path
+
+
+def corpus(name: str, nlp=None) -> tuple[Iterable, str]:
+    """The dependency trees of corpus ``name`` (one of :data:`CORPORA`) and a label for them.
+
+    ``"ud-ewt-dev"``: the gold trees of :func:`ud_ewt` (streamed); ``"sst2-train"``: the 6920
+    SST-2 train sentences parsed by ``nlp`` (a spaCy pipeline or its name; default
+    :data:`masklrp.corpus.SPACY_MODEL`), which the label names with its version.
+    """
+    from .corpus import SPACY_MODEL, parse, read_conllu
+
+    if name == "ud-ewt-dev":
+        if nlp is not None:
+            raise ValueError("nlp: UD EWT dev has gold trees; a parser applies to sst2-train only")
+        return read_conllu(ud_ewt("dev")), ud_ewt("dev").name
+    if name == "sst2-train":
+        sentences = parse([e.sentence for e in sst2("train")], SPACY_MODEL if nlp is None else nlp)
+        return sentences, f"sst2-train parsed by {_pipeline_name(SPACY_MODEL if nlp is None else nlp)}"
+    raise ValueError(f"corpus must be one of {CORPORA}, got {name!r}")
+
+
+def _pipeline_name(nlp) -> str:
+    if isinstance(nlp, str):
+        try:
+            from importlib.metadata import version
+            return f"{nlp} {version(nlp)}"
+        except Exception:  # not an installed package (e.g. a folder): the name alone
+            return nlp
+    meta = getattr(nlp, "meta", {})
+    return f"{meta.get('lang', '?')}_{meta.get('name', '?')} {meta.get('version', '?')}"

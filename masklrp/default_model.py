@@ -25,7 +25,8 @@ Each lives in its own cache folder, ``$MASKLRP_CACHE/<name>`` (default
 
 :func:`default_model_dir` builds the folder when it is missing; ``python -m
 masklrp.default_model [--model NAME] --force`` rebuilds it. :func:`default_head_mask` counts a
-model's head statistics over UD EWT dev once and keeps them in its folder. Building needs torch
+model's head statistics over UD EWT dev (or SST-2 train parsed by spaCy) once and keeps them in
+its folder. Building needs torch
 and transformers (the ``test`` extra) and the base weights' packages; using a built folder
 needs neither torch nor transformers. Both models are fine-tuned by the one :func:`fine_tune`.
 """
@@ -65,6 +66,8 @@ TOKENIZER_FILES = ("tokenizer_config.json", "vocab.txt", "special_tokens_map.jso
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "training.json")
 # Inside the model folder, so a rebuilt model (a new folder) never meets a stale mask.
 HEAD_MASK_FILE = "heads-ud-ewt-dev.npz"
+# The cached head mask of each corpus masklrp.data.corpus names, in the model's folder.
+HEAD_MASK_FILES = {"ud-ewt-dev": HEAD_MASK_FILE, "sst2-train": "heads-sst2-train-spacy.npz"}
 
 
 @dataclass(frozen=True)
@@ -159,20 +162,25 @@ def load_default(name: str = DEFAULT) -> Model:
     return load(default_model_dir(name))
 
 
-def default_head_mask(name: str = DEFAULT) -> "HeadMask":
-    """The default model ``name``'s Mask-LRP head mask: head statistics over UD EWT dev
-    (:func:`masklrp.data.ud_ewt`), counted on first use and cached in the model folder.
+def default_head_mask(name: str = DEFAULT, corpus: str = "ud-ewt-dev") -> "HeadMask":
+    """The default model ``name``'s Mask-LRP head mask, counted on first use over ``corpus``
+    (:func:`masklrp.data.corpus`: ``"ud-ewt-dev"``, gold trees, the default; or
+    ``"sst2-train"``, the model's own training sentences parsed by spaCy) and cached in the
+    model folder.
 
     It takes a name, not a model: the cache belongs to the named model's folder, so only that
     model may fill it (count another model's mask with :func:`masklrp.head_statistics`)."""
     from . import headstats
-    from .data import ud_ewt
+    from .data import corpus as named_corpus
     from .headmask import HeadMask
 
-    path = default_model_dir(name) / HEAD_MASK_FILE
+    if corpus not in HEAD_MASK_FILES:
+        raise ValueError(f"corpus must be one of {tuple(HEAD_MASK_FILES)}, got {corpus!r}")
+    path = default_model_dir(name) / HEAD_MASK_FILES[corpus]
     if path.is_file():
         return HeadMask.load(path)
-    stats = headstats.head_statistics(load_default(name), ud_ewt("dev"), progress=False)
+    sentences, label = named_corpus(corpus)
+    stats = headstats.head_statistics(load_default(name), sentences, progress=False, corpus_name=label)
     stats.save(path)  # written whole or not at all: a killed run leaves no half file
     return stats
 

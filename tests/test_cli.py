@@ -96,8 +96,23 @@ def test_heads_plot(tmp_path, minilm_dir):
     assert (tmp_path / "h.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_heads_on_sst2_train_parsed_by_spacy(tmp_path, minilm_dir):
+    from masklrp.corpus import SPACY_MODEL
+    from conftest import missing
+    if missing(("spacy", SPACY_MODEL)):
+        pytest.skip(f"sst2-train is parsed by spaCy (the spacy extra, {SPACY_MODEL})")
+    out = tmp_path / "heads.npz"
+    done = run_masklrp("heads", "--model", str(minilm_dir), "--corpus", "sst2-train", "--limit", "5",
+                       "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = masklrp.HeadMask.load(out)
+    assert saved.n_sentences == 5 and saved.corpus.startswith(f"sst2-train parsed by {SPACY_MODEL}")
+    assert saved.arcs.sum() > 0
+
+
 @pytest.mark.parametrize("args, message", [
     (("--corpus", "missing.conllu"), "--corpus"),
+    (("--corpus", "ud-ewt-dev", "--spacy-model", "en_core_web_sm"), "--spacy-model"),
     (("--corpus", str(SAMPLE), "--limit", "0"), "--limit"),
 ])
 def test_heads_bad_arguments(tmp_path, minilm_dir, args, message):

@@ -164,3 +164,57 @@ def test_malformed_conllu_file_names_the_file(tmp_path):
     path.write_bytes(b"1\t\xff\n\n")
     with pytest.raises(ValueError, match="bad.conllu is not UTF-8 text"):
         list(read_conllu(path))
+
+
+# ----------------------------------------------------------------------------- spaCy parsing
+
+def _spacy_pipeline():
+    from masklrp.corpus import SPACY_MODEL
+    from conftest import missing
+    gone = missing(("spacy", SPACY_MODEL))
+    if gone:
+        pytest.skip(f"parsing needs the spacy extra ({', '.join(gone)} not installed)")
+    return SPACY_MODEL
+
+
+def test_parse_gives_one_sentence_per_text_with_its_arcs():
+    from masklrp.corpus import parse
+    name = _spacy_pipeline()
+    texts = ["the movie is a charming journey .", "it drags . then it ends ."]
+    first, second = parse(texts, name)
+    assert first.words == tuple(texts[0].split()) and first.text == texts[0]
+    assert first.heads.count(0) == 1
+    # "movie" is the subject of "is", "charming" modifies "journey" (spaCy's sm parse)
+    arcs = {(first.words[d], first.words[h], RELATIONS[r]) for d, h, r in first.arcs()}
+    assert ("movie", "is", "nsubj") in arcs and ("charming", "journey", "amod") in arcs
+    # two sentences in one text stay one example, with a root each
+    assert second.text == texts[1] and second.heads.count(0) == 2
+    for s, text in zip((first, second), texts):
+        assert [text[a:b] for a, b in s.spans] == list(s.words)
+
+
+def test_parse_rejects_bad_input():
+    from masklrp.corpus import parse
+    name = _spacy_pipeline()
+    with pytest.raises(ValueError, match=r"texts\[1\]"):
+        parse(["fine", "  "], name)
+    with pytest.raises(ValueError, match="no installed spaCy pipeline"):
+        parse(["fine"], "en_no_such_pipeline")
+    with pytest.raises(TypeError, match="spaCy pipeline"):
+        parse(["fine"], object())
+
+
+def test_named_corpora():
+    from masklrp import data
+    from masklrp.corpus import parse
+    name = _spacy_pipeline()
+    sentences, label = data.corpus("sst2-train")
+    first = next(iter(sentences))
+    assert first == next(parse([data.sst2("train")[0].sentence], name))
+    assert label.startswith(f"sst2-train parsed by {name} ")  # with the pipeline's version
+    ud, ud_label = data.corpus("ud-ewt-dev")
+    assert ud_label == "en_ewt-ud-dev.conllu" and len(ud) == 2001
+    with pytest.raises(ValueError, match="corpus must be one of"):
+        data.corpus("sst2-dev")
+    with pytest.raises(ValueError, match="nlp: UD EWT dev has gold trees"):
+        data.corpus("ud-ewt-dev", name)

@@ -212,7 +212,7 @@ def test_default_head_mask_is_the_default_models_only(tmp_path, monkeypatch):
     default = object()
     counted = []
 
-    def count(model, corpus, progress):
+    def count(model, corpus, progress, corpus_name):
         counted.append(model)
         return HeadMask(np.zeros((1, 2, 3), np.int64), np.zeros((1, 2, 1), np.int64), 0, [0],
                         np.zeros((1, 3), np.int64), relations=("nsubj",), model="default")
@@ -226,6 +226,8 @@ def test_default_head_mask_is_the_default_models_only(tmp_path, monkeypatch):
     assert again.model == first.model == "default"
     with pytest.raises(TypeError, match="named by a str"):
         dm.default_head_mask(object())
+    with pytest.raises(ValueError, match="corpus must be one of"):
+        dm.default_head_mask(corpus="sst2-dev")
 
 
 # ----------------------------------------------------------------------------- two named models
