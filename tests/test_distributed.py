@@ -236,6 +236,25 @@ def test_cli_workers_and_scheduler_give_the_single_process_results(client, class
         assert results[name] == results["single"], name
 
 
+def test_cli_sst2_train_is_parsed_on_the_client_and_counted_on_the_cluster(client, classifier_dir, tmp_path):
+    """The spaCy-parsed corpus is not a file the workers can read: the client parses it and
+    the trees travel with their shards; the counters equal one process's."""
+    from masklrp.corpus import SPACY_MODEL
+    from conftest import missing
+    if missing(("spacy", SPACY_MODEL)):
+        pytest.skip(f"sst2-train is parsed by spaCy (the spacy extra, {SPACY_MODEL})")
+    masks = {}
+    for name, where in {"single": [], "scheduler": ["--scheduler", client.scheduler.address]}.items():
+        out = tmp_path / f"heads-{name}.npz"
+        done = run_masklrp("heads", "--model", str(classifier_dir), "--corpus", "sst2-train", "--limit", "12",
+                           "--batch-size", "4", "--no-progress", "--out", str(out), *where, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        masks[name] = HeadMask.load(out)
+    assert masks["single"].n_sentences == 12 and masks["single"].corpus.startswith("sst2-train parsed by")
+    assert masks["scheduler"].corpus == masks["single"].corpus
+    assert_same_counters(masks["scheduler"], masks["single"])
+
+
 def test_cli_resume_reuses_finished_shards(client, classifier_dir, ud_dev, tmp_path):
     out = tmp_path / "heads.npz"
     cache = tmp_path / "heads.npz.shards"
