@@ -33,7 +33,8 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
     const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO);
     const Carve parts[] = {
         {&w->emb, N * C}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
-        {&w->v, L * N * KV * D}, {&w->att, L * S * H * T * T},
+        {&w->v, L * N * KV * D}, {&w->qk_raw, m->qk_norm ? L * N * (H + KV) * D : 0},
+        {&w->qk_rstd, m->qk_norm ? L * N * (H + KV) : 0}, {&w->att, L * S * H * T * T},
         {&w->ctx, L * N * HD}, {&w->mid, L * N * C},
         {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->fc, L * N * FU},
         {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 4 * N}, {&w->xf, N * C},
@@ -309,6 +310,48 @@ static float *seq_att(const Model *m, const Workspace *w, int l, ptrdiff_t seq) 
     return w->att + ((ptrdiff_t)l * w->S + seq) * m->H * w->T * w->T;
 }
 
+static float *seq_qk_raw(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
+    return w->qk_raw + ((ptrdiff_t)l * w->S + seq) * (m->H + m->KV) * w->T * m->D;
+}
+static float *seq_qk_rstd(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
+    return w->qk_rstd + ((ptrdiff_t)l * w->S + seq) * (m->H + m->KV) * w->T;
+}
+
+// qkv (T,QKV) of one sequence -> q (H,T,D), k (KV,T,D) head-major; with qk_norm each
+// head is RMSNorm-ed over D first (Qwen3), its input and rstd cached for the backward.
+static void qk_heads_forward(const Model *m, Workspace *w, int l, ptrdiff_t seq, const float *qkv, float *q,
+                             float *k) {
+    const ptrdiff_t T = w->T, H = m->H, KV = m->KV, D = m->D, QKV = qkv_width(m);
+    if (!m->qk_norm) {
+        to_heads(q, qkv, T, H, D, QKV, 0);
+        to_heads(k, qkv, T, KV, D, QKV, H * D);
+        return;
+    }
+    const LayerWeights *lw = &m->layers[l];
+    float *raw = seq_qk_raw(m, w, l, seq), *rstd = seq_qk_rstd(m, w, l, seq);
+    to_heads(raw, qkv, T, H, D, QKV, 0);
+    to_heads(raw + H * T * D, qkv, T, KV, D, QKV, H * D);
+    rmsnorm_forward(q, rstd, raw, lw->q_norm.w, H * T, D, m->eps);
+    rmsnorm_forward(k, rstd + H * T, raw + H * T * D, lw->k_norm.w, KV * T, D, m->eps);
+}
+
+// *gq (H,T,D), *gk (KV,T,D) at the normed heads -> at their input, written into the
+// other buffer of each pair (gq / gq_rot, gk / gk_rot); the RMSNorm rule of DESIGN.md §2.
+static void qk_heads_backward(const Model *m, Workspace *w, int l, ptrdiff_t seq, const float **gq,
+                              const float **gk, UnaryRule rule) {
+    if (!m->qk_norm) return;
+    const ptrdiff_t T = w->T, H = m->H, KV = m->KV, D = m->D;
+    const LayerWeights *lw = &m->layers[l];
+    const float *raw = seq_qk_raw(m, w, l, seq), *rstd = seq_qk_rstd(m, w, l, seq);
+    float *nq = *gq == w->gq ? w->gq_rot : w->gq, *nk = *gk == w->gk ? w->gk_rot : w->gk;
+    zero(nq, H * T * D);
+    zero(nk, KV * T * D);
+    rmsnorm_backward(nq, *gq, raw, lw->q_norm.w, rstd, H * T, D, rule);
+    rmsnorm_backward(nk, *gk, raw + H * T * D, lw->k_norm.w, rstd + H * T, KV * T, D, rule);
+    *gq = nq;
+    *gk = nk;
+}
+
 // The last layer of a pooled head only needs the rows the head reads: the query
 // rows of its attention, its residual, norms and MLP (see Workspace.pruned).
 ptrdiff_t layer_rows(const Model *m, const Workspace *w, int l) {
@@ -381,15 +424,11 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
         float *q = seq_q(m, w, l, seq), *k = seq_k(m, w, l, seq), *v = seq_v(m, w, l, seq);
         float *att = seq_att(m, w, l, seq);
         to_heads(v, qkv, T, KV, D, QKV, (H + KV) * D);
+        qk_heads_forward(m, w, l, seq, qkv, m->rope ? w->hm : q, m->rope ? w->kv_raw : k);
         if (m->rope) {
             const float *cos = w->cos + seq * T * D, *sin = w->sin + seq * T * D;
-            to_heads(w->hm, qkv, T, H, D, QKV, 0);
-            to_heads(w->kv_raw, qkv, T, KV, D, QKV, H * D);
             rope_forward(q, w->hm, cos, sin, H, T, D);
             rope_forward(k, w->kv_raw, cos, sin, KV, T, D);
-        } else {
-            to_heads(q, qkv, T, H, D, QKV, 0);
-            to_heads(k, qkv, T, KV, D, QKV, H * D);
         }
         HeadsForward heads = {.m = m, .w = w, .seq = seq, .q = q, .k = k, .v = v, .att = att, .out = w->hm2};
         query_rows(m, w, l, seq, &heads.q0, &heads.nq);
@@ -496,6 +535,7 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
             gq = w->gq_rot;
             gk = w->gk_rot;
         }
+        qk_heads_backward(m, w, l, seq, &gq, &gk, s->rules.unary);
         float *gqkv = w->gqkv + seq * T * QKV;
         from_heads(gqkv, gq, T, H, D, QKV, 0);
         from_heads(gqkv, gk, T, KV, D, QKV, H * D);

@@ -28,6 +28,7 @@ typedef struct {
     float *emb;               // (N,C) embedding sum (encoder: input of the embedding norm)
     float *x;                 // (L+1,N,C) hidden states: input of layer l, x[L] = last output
     float *q, *k, *v;         // (L,S,H,T,D), (L,S,KV,T,D) x2: head-major, after RoPE
+    float *qk_raw, *qk_rstd;  // qk_norm: (L,S,H+KV,T,D) q and k heads before their norm; (L,S,H+KV,T)
     float *att;               // (L,S,H,T,T) attention probabilities
     float *ctx;               // (L,N,HD) heads' outputs A·V: the relevance a head receives (Mask-LRP)
     float *mid;               // (L,N,C) residual stream after the attention branch

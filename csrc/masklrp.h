@@ -131,6 +131,7 @@ typedef struct {
 
 typedef struct {
     Affine attn_norm, qkv, out, mlp_norm, up, down;
+    Affine q_norm, k_norm; // RMSNorm scales (D) of each query / key head (Qwen3); .w NULL: none
 } LayerWeights;
 
 typedef struct {
@@ -141,6 +142,7 @@ typedef struct {
     int L, H, KV, D, C, F, V, P, TT, NO; // see masklrp/spec.py; P = 0 without a table, TT = 0 without types
     float eps, attn_scale, rope_scaling;
     bool causal, rope;
+    bool qk_norm;              // q and k heads RMSNorm-ed (layers[l].q_norm, k_norm) before RoPE
     int window;                // sliding window, 0 = none
     Pool pool;
     Activation head_act;       // after head_dense, when head_dense.w != NULL

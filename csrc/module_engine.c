@@ -170,6 +170,7 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     if (!spec_choice(spec, "family", FAMILY_NAMES, 2, &family) || !spec_choice(spec, "norm", NORM_NAMES, 2, &norm) ||
         !spec_choice(spec, "activation", ACTIVATION_NAMES, 5, &act) || !spec_choice(spec, "pool", POOL_NAMES, 4, &pool) ||
         !spec_bool(spec, "gated_mlp", &m.gated) || !spec_bool(spec, "causal", &m.causal) ||
+        !spec_bool(spec, "qk_norm", &m.qk_norm) ||
         !spec_int(spec, "n_layers", 1, &m.L) || !spec_int(spec, "n_heads", 1, &m.H) ||
         !spec_int(spec, "n_kv_heads", 1, &m.KV) || !spec_int(spec, "head_dim", 1, &m.D) ||
         !spec_int(spec, "hidden", 1, &m.C) || !spec_int(spec, "intermediate", 1, &m.F) ||
@@ -235,7 +236,8 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     (snprintf(name, sizeof name, "layers.%d." key, l), affine(weights, name, required, out_dim, in_dim, &lw->field))
         if (!LAYER_AFFINE(attn_norm, "attn_norm", true, C, 0) || !LAYER_AFFINE(qkv, "qkv", true, QKV, C) ||
             !LAYER_AFFINE(out, "out", true, C, HD) || !LAYER_AFFINE(mlp_norm, "mlp_norm", true, C, 0) ||
-            !LAYER_AFFINE(up, "up", true, FU, C) || !LAYER_AFFINE(down, "down", true, C, m.F)) {
+            !LAYER_AFFINE(up, "up", true, FU, C) || !LAYER_AFFINE(down, "down", true, C, m.F) ||
+            !LAYER_AFFINE(q_norm, "q_norm", m.qk_norm, m.D, 0) || !LAYER_AFFINE(k_norm, "k_norm", m.qk_norm, m.D, 0)) {
             PyMem_Free(layers);
             return -1;
         }

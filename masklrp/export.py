@@ -74,7 +74,8 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "GPT2ForSequenceClassification": ("gpt2", "sequence-classification"),
     "GPT2ForQuestionAnswering": ("gpt2", "question-answering"),
     **{f"{name}{suffix}": (model_type, task)
-       for name, model_type in (("Llama", "llama"), ("Mistral", "mistral"), ("Qwen2", "qwen2"))
+       for name, model_type in (("Llama", "llama"), ("Mistral", "mistral"), ("Qwen2", "qwen2"),
+                                ("Qwen3", "qwen3"))
        for suffix, task in (("Model", "base"), ("ForCausalLM", "causal-lm"),
                             ("ForSequenceClassification", "sequence-classification"),
                             ("ForQuestionAnswering", "question-answering"))},
@@ -123,6 +124,12 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                   hidden_act="silu", max_position_embeddings=32768, rms_norm_eps=1e-6,
                   tie_word_embeddings=False, use_sliding_window=False, sliding_window=4096,
                   max_window_layers=28, layer_types=None, pad_token_id=None),
+    "qwen3": dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016,
+                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                  head_dim=128, hidden_act="silu", max_position_embeddings=32768,
+                  rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False,
+                  use_sliding_window=False, sliding_window=4096, max_window_layers=28,
+                  layer_types=None, pad_token_id=None),
 }
 
 # HF activation names (ACT2FN keys) -> masklrp.kernels.ACTIVATIONS. Only exact matches:
@@ -700,7 +707,7 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
         return 0
     if model_type == "mistral":
         return cfg.size("sliding_window", 0, default=0)
-    # qwen2: Qwen2Config drops the window unless use_sliding_window, then layer_types decides
+    # qwen2, qwen3: the config drops the window unless use_sliding_window, then layer_types decides
     if not cfg.get("use_sliding_window", False) or not cfg.get("sliding_window"):
         return 0
     n = cfg.size("num_hidden_layers")
@@ -721,7 +728,8 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
 
 
 def _llama(arch, model_type, task, cfg, tensors):
-    """LLaMA, Mistral, Qwen2: RMSNorm, RoPE, SwiGLU, grouped-query attention."""
+    """LLaMA, Mistral, Qwen2, Qwen3: RMSNorm, RoPE, SwiGLU, grouped-query attention (Qwen3:
+    each q / k head RMSNorm-ed before RoPE)."""
     for key in ("num_experts", "num_local_experts", "n_routed_experts"):
         if cfg.get(key):
             raise NotImplementedError(f"{arch} with {key}={cfg.get(key)} (mixture of experts) "
@@ -736,8 +744,10 @@ def _llama(arch, model_type, task, cfg, tensors):
     V = cfg.size("vocab_size")
     cfg.size("max_position_embeddings")  # checked here: the RoPE code reads it as it is
     act = _activation(cfg, "hidden_act")
-    qkv_bias = model_type == "qwen2" or (model_type == "llama" and cfg.get("attention_bias", False))
-    out_bias = model_type == "llama" and bool(cfg.get("attention_bias", False))
+    attention_bias = model_type in ("llama", "qwen3") and bool(cfg.get("attention_bias", False))
+    qkv_bias = model_type == "qwen2" or attention_bias
+    out_bias = attention_bias
+    qk_norm = model_type == "qwen3"
     mlp_bias = model_type == "llama" and bool(cfg.get("mlp_bias", False))
     window = _sliding_window(arch, model_type, cfg)
     inv_freq, rope_scaling = rope_parameters(cfg.values, D)
@@ -757,6 +767,9 @@ def _llama(arch, model_type, task, cfg, tensors):
                                         (s + "self_attn.k_proj", KV * D),
                                         (s + "self_attn.v_proj", KV * D)], C, bias=qkv_bias)
         _linear(tensors, w, o + ".out", s + "self_attn.o_proj", C, H * D, bias=out_bias)
+        if qk_norm:
+            _norm(tensors, w, o + ".q_norm", s + "self_attn.q_norm", D, False)
+            _norm(tensors, w, o + ".k_norm", s + "self_attn.k_norm", D, False)
         _norm(tensors, w, o + ".mlp_norm", s + "post_attention_layernorm", C, False)
         _fused(tensors, w, o + ".up", [(s + "mlp.gate_proj", F), (s + "mlp.up_proj", F)], C,
                bias=mlp_bias)
@@ -771,11 +784,11 @@ def _llama(arch, model_type, task, cfg, tensors):
                   norm_eps=eps, attn_scale=D ** -0.5, causal=True,
                   sliding_window=window, positions="rope",
                   rope_attention_scaling=float(rope_scaling), pool=pool, head_activation="",
-                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels)
+                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels, qk_norm=qk_norm)
     return fields, w
 
 
 _FAMILIES: dict[str, Callable] = {
     "bert": _encoder, "roberta": _encoder, "distilbert": _encoder, "mpnet": _encoder,
-    "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama,
+    "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
 }

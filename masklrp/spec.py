@@ -35,6 +35,8 @@ final_norm.weight / .bias      (C,)          *opt*   decoders: norm after the la
 head.dense.weight / .bias      (C, C)        *opt*   pooler / pre-classifier, then head_activation
 head.out.weight                (NO, C)       *opt*   classifier, QA outputs, LM head (may be
 head.out.bias                  (NO,)         *opt*   the very array ``embed.word`` when tied)
+layers.{i}.q_norm.weight       (D,)          *opt*   RMSNorm of every query / key head before
+layers.{i}.k_norm.weight       (D,)          *opt*   RoPE (Qwen3); required iff ``qk_norm``
 rope.inv_freq                  (D/2,)        *opt*   RoPE inverse frequencies, scaling applied
 attn.relative_bias             (H, 2P'-1)    *opt*   MPNet: every layer's score bias by key −
                                                      query offset, P' = max_positions
@@ -73,7 +75,7 @@ class ModelSpec:
     """Sizes and options of one exported model (see the module docstring for weights)."""
 
     architecture: str          # the HF class it came from, e.g. "BertForSequenceClassification"
-    model_type: str            # config.model_type: bert, roberta, distilbert, mpnet, gpt2, llama, mistral, qwen2
+    model_type: str            # config.model_type: bert, gpt2, llama, qwen3, ... (export.ARCHITECTURES)
     task: str                  # "base", "sequence-classification", "question-answering", "causal-lm"
     family: str                # "encoder" (post-norm) or "decoder" (pre-norm, causal)
     norm: str                  # "layernorm" or "rmsnorm"
@@ -100,6 +102,7 @@ class ModelSpec:
     pad_token_id: int          # -1 when the config names none
     labels: tuple[str, ...] = ()  # id2label, when the config has one
     relative_bias: bool = False   # MPNet: attn.relative_bias added to every layer's scores
+    qk_norm: bool = False         # Qwen3: each q / k head RMSNorm-ed over head_dim before RoPE
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -149,6 +152,9 @@ class ModelSpec:
             for name, shape in (("attn_norm", (C,)), ("mlp_norm", (C,))):
                 out[p + name + ".weight"] = (shape, True)
                 out[p + name + ".bias"] = (shape, False)
+            if self.qk_norm:
+                out[p + "q_norm.weight"] = ((D,), True)
+                out[p + "k_norm.weight"] = ((D,), True)
             for name, rows, cols in (("qkv", qkv, C), ("out", C, H * D), ("up", F, C),
                                      ("down", C, self.intermediate)):
                 out[p + name + ".weight"] = ((rows, cols), True)

@@ -116,6 +116,15 @@ def _qwen2():
                           initializer_range=INIT_STD)
 
 
+def _qwen3(**extra):
+    # head_dim 12 is not hidden/heads: q and k heads are RMSNorm-ed over it (q_norm, k_norm).
+    return tf.Qwen3Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, head_dim=12,
+                          num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                          num_key_value_heads=2, max_position_embeddings=POSITIONS,
+                          rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                          initializer_range=INIT_STD, **extra)
+
+
 _LABELS = {"id2label": {0: "neg", 1: "neu", 2: "pos"}, "label2id": {"neg": 0, "neu": 1, "pos": 2}}
 
 MODELS: dict[str, ModelDef] = {
@@ -148,6 +157,14 @@ MODELS: dict[str, ModelDef] = {
                               lambda: _llama(attention_bias=True, mlp_bias=True)),
     "mistral-lm": ModelDef("MistralForCausalLM", "causal-lm", _mistral),
     "qwen2-lm": ModelDef("Qwen2ForCausalLM", "causal-lm", _qwen2),
+    "qwen3-lm": ModelDef("Qwen3ForCausalLM", "causal-lm", _qwen3),
+    # every layer windowed (8 < the test lengths), biased projections, tied LM head
+    "qwen3-lm-options": ModelDef("Qwen3ForCausalLM", "causal-lm",
+                                 lambda: _qwen3(attention_bias=True, tie_word_embeddings=True,
+                                                use_sliding_window=True, sliding_window=8,
+                                                max_window_layers=0)),
+    "qwen3-cls": ModelDef("Qwen3ForSequenceClassification", "sequence-classification",
+                          lambda: _qwen3(**_LABELS)),
 }
 
 

@@ -85,6 +85,11 @@ def _config(model_type: str, three_labels: bool = True):
                                                "factor": 4.0,
                                                "original_max_position_embeddings": 16},
                               **labels)
+    if model_type == "qwen3":  # head_dim != hidden/heads, q/k norms, all projections biased
+        return tf.Qwen3Config(vocab_size=V, hidden_size=C, intermediate_size=F, num_hidden_layers=L,
+                              num_attention_heads=H, num_key_value_heads=2, head_dim=8,
+                              max_position_embeddings=64, attention_bias=True, pad_token_id=0,
+                              **labels)
     raise KeyError(model_type)
 
 
@@ -208,6 +213,9 @@ def reference_weights(model) -> dict[str, np.ndarray]:
             _lin(w, p + "attn_norm", l.input_layernorm)
             _cat(w, p + "qkv", [a.q_proj, a.k_proj, a.v_proj])
             _lin(w, p + "out", a.o_proj)
+            if hasattr(a, "q_norm"):
+                _lin(w, p + "q_norm", a.q_norm)
+                _lin(w, p + "k_norm", a.k_norm)
             _lin(w, p + "mlp_norm", l.post_attention_layernorm)
             _cat(w, p + "up", [m.gate_proj, m.up_proj])
             _lin(w, p + "down", m.down_proj)
@@ -271,13 +279,17 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                   n_kv_heads=2, head_dim=C // H, intermediate=F, max_positions=64, type_vocab=0,
                   norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0,
                   rope_attention_scaling=0.1 * np.log(4.0) + 1.0),
+    "qwen3": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                  n_kv_heads=2, head_dim=8, intermediate=F, max_positions=64, type_vocab=0,
+                  norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0, qk_norm=True),
 }
 
 
 def expected_spec(arch: str) -> dict:
     model_type, task = ARCHITECTURES[arch]
     want = dict(architecture=arch, model_type=model_type, task=task, n_layers=L, n_heads=H,
-                hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False)
+                hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False,
+                qk_norm=False)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
     encoder = want["family"] == "encoder"
@@ -404,7 +416,8 @@ def test_config_defaults_match_transformers():
     _, tf = _hf()
     classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
-               "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config}
+               "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
+               "qwen3": tf.Qwen3Config}
     for model_type, defaults in CONFIG_DEFAULTS.items():
         fields = {f.name: f.default for f in dataclasses.fields(classes[model_type])}
         for key, value in defaults.items():
@@ -552,6 +565,8 @@ REFUSALS = [  # (architecture, config change, text the message must contain)
     ("LlamaForTokenClassification", {}, "LlamaForTokenClassification"),
     ("Qwen2ForCausalLM", {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8,
                           "max_window_layers": 1}, "max_window_layers"),
+    ("Qwen3ForCausalLM", {"model_type": "qwen3", "use_sliding_window": True, "sliding_window": 8,
+                          "max_window_layers": 1}, "max_window_layers=1"),
     ("BertModel", {"model_type": "bert", "position_embedding_type": "relative_key"},
      "position_embedding_type"),
     ("BertModel", {"model_type": "bert", "is_decoder": True}, "is_decoder"),

@@ -14,7 +14,8 @@ attention (every architecture)     an ``AttentionInterface``  softmax true gradi
                                    function "masklrp_oracle",  Prop. 3.1); ``Q Kᵀ`` and ``A V``:
                                    HF's eager additive mask   uniform ½/½ (Prop. 3.3), cp 0/1
 nn.LayerNorm                       instance ``forward``   σ held constant, mean keeps its grad
-*RMSNorm (LLaMA, Mistral, Qwen2)   instance ``forward``   rsqrt factor held constant
+*RMSNorm (LLaMA family; Qwen3's    instance ``forward``   rsqrt factor held constant
+per-head q_norm / k_norm too)
 GELU / gelu_new / SiLU / tanh      instance ``forward``   identity rule ``x · (f(x)/x)``
 modules; RoBERTa head's torch.tanh (head ``forward``)     detached, ``f'(0)`` at ``x = 0``
 gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: gate detached
@@ -90,7 +91,7 @@ _ACTIVATION_KINDS = {
     nn.Tanh: "tanh",
     nn.ReLU: "relu",
 }
-_DECODERS = ("gpt2", "llama", "mistral", "qwen2")
+_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
 
 
 # ----------------------------------------------------------------------------- float64
