@@ -191,7 +191,35 @@ void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g
 // ----------------------------------------------------------------------------
 // Embeddings: a sum of table rows, crossed by the true gradient (DESIGN.md §2).
 
-// ids, positions, types (N) -> emb (N,C); cos/sin (N,D) for RoPE models
+// The inverse frequencies of sequence seq: LongRoPE's long table once the sequence
+// reaches rope_long_after positions. HF picks one table per batch, by its padded
+// length; per sequence, an explanation does not depend on the batch it came in.
+static const float *inv_freq_of(const Model *m, const Workspace *w, ptrdiff_t seq) {
+    if (m->inv_freq_long == NULL) return m->inv_freq;
+    int64_t longest = 0;
+    for (ptrdiff_t t = seq * w->T; t < (seq + 1) * w->T; t++)
+        if (w->mask[t] && w->positions[t] + 1 > longest) longest = w->positions[t] + 1;
+    return longest > m->rope_long_after ? m->inv_freq_long : m->inv_freq;
+}
+
+// positions (N) -> cos, sin (N,R). HF's float32 order: angle = position · inv_freq,
+// cos/sin scaled by the YaRN / LongRoPE attention factor; the two halves share frequencies.
+static void rope_tables(const Model *m, Workspace *w) {
+    const ptrdiff_t R = m->rope_dim, half = R / 2;
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        const float *inv_freq = inv_freq_of(m, w, seq);
+        for (ptrdiff_t t = seq * w->T; t < (seq + 1) * w->T; t++) {
+            for (ptrdiff_t j = 0; j < half; j++) {
+                const float angle = (float)w->positions[t] * inv_freq[j];
+                const float c = cosf(angle) * m->rope_scaling, s = sinf(angle) * m->rope_scaling;
+                w->cos[t * R + j] = w->cos[t * R + j + half] = c;
+                w->sin[t * R + j] = w->sin[t * R + j + half] = s;
+            }
+        }
+    }
+}
+
+// ids, positions, types (N) -> emb (N,C); cos/sin (N,R) for RoPE models
 void embed_forward(const Model *m, Workspace *w) {
     const ptrdiff_t C = m->C, T = w->N;
     for (ptrdiff_t t = 0; t < T; t++) {
@@ -207,19 +235,7 @@ void embed_forward(const Model *m, Workspace *w) {
             for (ptrdiff_t c = 0; c < C; c++) e[c] += type[c];
         }
     }
-    if (m->rope) {
-        // HF's float32 order: angle = position · inv_freq, cos/sin scaled by the
-        // YaRN attention factor; the two halves of a head share frequencies.
-        const ptrdiff_t D = m->D, half = D / 2;
-        for (ptrdiff_t t = 0; t < T; t++) {
-            for (ptrdiff_t j = 0; j < half; j++) {
-                const float angle = (float)w->positions[t] * m->inv_freq[j];
-                const float c = cosf(angle) * m->rope_scaling, s = sinf(angle) * m->rope_scaling;
-                w->cos[t * D + j] = w->cos[t * D + j + half] = c;
-                w->sin[t * D + j] = w->sin[t * D + j + half] = s;
-            }
-        }
-    }
+    if (m->rope) rope_tables(m, w);
 }
 
 static double dot(const float *a, const float *b, ptrdiff_t n) {
@@ -309,7 +325,6 @@ static float *seq_v(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
 static float *seq_att(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
     return w->att + ((ptrdiff_t)l * w->S + seq) * m->H * w->T * w->T;
 }
-
 static float *seq_qk_raw(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
     return w->qk_raw + ((ptrdiff_t)l * w->S + seq) * (m->H + m->KV) * w->T * m->D;
 }
@@ -426,9 +441,9 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
         to_heads(v, qkv, T, KV, D, QKV, (H + KV) * D);
         qk_heads_forward(m, w, l, seq, qkv, m->rope ? w->hm : q, m->rope ? w->kv_raw : k);
         if (m->rope) {
-            const float *cos = w->cos + seq * T * D, *sin = w->sin + seq * T * D;
-            rope_forward(q, w->hm, cos, sin, H, T, D);
-            rope_forward(k, w->kv_raw, cos, sin, KV, T, D);
+            const float *cos = w->cos + seq * T * m->rope_dim, *sin = w->sin + seq * T * m->rope_dim;
+            rope_forward(q, w->hm, cos, sin, H, T, D, m->rope_dim);
+            rope_forward(k, w->kv_raw, cos, sin, KV, T, D, m->rope_dim);
         }
         HeadsForward heads = {.m = m, .w = w, .seq = seq, .q = q, .k = k, .v = v, .att = att, .out = w->hm2};
         query_rows(m, w, l, seq, &heads.q0, &heads.nq);
@@ -527,11 +542,11 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
         }
         const float *gq = w->gq, *gk = w->gk;
         if (m->rope) {
-            const float *cos = w->cos + seq * T * D, *sin = w->sin + seq * T * D;
+            const float *cos = w->cos + seq * T * m->rope_dim, *sin = w->sin + seq * T * m->rope_dim;
             zero(w->gq_rot, H * T * D);
             zero(w->gk_rot, KV * T * D);
-            rope_backward(w->gq_rot, w->gq, cos, sin, H, T, D);
-            rope_backward(w->gk_rot, w->gk, cos, sin, KV, T, D);
+            rope_backward(w->gq_rot, w->gq, cos, sin, H, T, D, m->rope_dim);
+            rope_backward(w->gk_rot, w->gk, cos, sin, KV, T, D, m->rope_dim);
             gq = w->gq_rot;
             gk = w->gk_rot;
         }

@@ -38,7 +38,7 @@ typedef struct {
     float *stats;             // (L+1,2,2,N) norm mean, rstd; slot 0: embedding/final norm, 1+l: layer l
     float *xf;                // (N,C) input of the head (decoder: after the final norm)
     float *pooled, *dense, *activated; // (S,C) pooled rows; head_dense before/after its activation
-    float *cos, *sin;         // (S,T,D) RoPE tables for each sequence's positions
+    float *cos, *sin;         // (S,T,R) RoPE tables for each sequence's positions, R = rope_dim
     float *key_bias;          // (S,T) 0 for real keys, -inf for padding
     // scratch
     float *a, *b;             // (N,max(C,FU)) block inputs/outputs

@@ -104,12 +104,13 @@ void rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
 void rmsnorm_backward(float *gx, const float *g, const float *x, const float *w,
                       const float *rstd, ptrdiff_t N, ptrdiff_t C, UnaryRule rule);
 
-// x (B,T,D), cos, sin (T,D), D even -> y (B,T,D)
+// x (B,T,D), cos, sin (T,R), R <= D even -> y (B,T,D): the first R of each row
+// rotated, the rest copied
 void rope_forward(float *y, const float *x, const float *cos, const float *sin,
-                  ptrdiff_t B, ptrdiff_t T, ptrdiff_t D);
+                  ptrdiff_t B, ptrdiff_t T, ptrdiff_t D, ptrdiff_t R);
 // g (B,T,D) -> gx (B,T,D) += Rᵀ g
 void rope_backward(float *gx, const float *g, const float *cos, const float *sin,
-                   ptrdiff_t B, ptrdiff_t T, ptrdiff_t D);
+                   ptrdiff_t B, ptrdiff_t T, ptrdiff_t D, ptrdiff_t R);
 
 // x, g (n) -> r (n) = x g   (R_x = x ⊙ g_x, DESIGN.md §2)
 void relevance(float *r, const float *x, const float *g, ptrdiff_t n);
@@ -147,6 +148,11 @@ typedef struct {
     Pool pool;
     Activation head_act;       // after head_dense, when head_dense.w != NULL
     const float *wte, *wpe, *wtt, *inv_freq; // wpe, wtt, inv_freq may be NULL
+    int rope_dim;              // RoPE rotates the first rope_dim (even, <= D) values of each head
+    // LongRoPE: a sequence longer than rope_long_after (its last real position + 1)
+    // takes inv_freq_long instead of inv_freq (NULL: one table)
+    const float *inv_freq_long;
+    int rope_long_after;
     // MPNet's relative position bias, shared by every layer: (H, 2R-1), head h's score of
     // query i and key j gets rel_bias[h][j - i + R - 1] (R = rel_span >= T); NULL: none.
     const float *rel_bias;

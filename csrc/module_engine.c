@@ -176,6 +176,7 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         !spec_int(spec, "hidden", 1, &m.C) || !spec_int(spec, "intermediate", 1, &m.F) ||
         !spec_int(spec, "vocab", 1, &m.V) || !spec_int(spec, "type_vocab", 0, &m.TT) ||
         !spec_int(spec, "sliding_window", 0, &m.window) || !spec_float(spec, "norm_eps", &m.eps) ||
+        !spec_int(spec, "rotary_dim", 0, &m.rope_dim) || !spec_int(spec, "rope_long_after", 0, &m.rope_long_after) ||
         !spec_float(spec, "attn_scale", &m.attn_scale) ||
         !spec_float(spec, "rope_attention_scaling", &m.rope_scaling))
         return -1;
@@ -194,8 +195,10 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         PyErr_Format(PyExc_ValueError, "spec: n_heads (%d) must be a multiple of n_kv_heads (%d)", m.H, m.KV);
         return -1;
     }
-    if (m.rope && m.D % 2 != 0) {
-        PyErr_Format(PyExc_ValueError, "spec: RoPE needs an even head_dim, got %d", m.D);
+    if (m.rope_dim == 0) m.rope_dim = m.D; // the whole head
+    if (m.rope && (m.rope_dim % 2 != 0 || m.rope_dim > m.D)) {
+        PyErr_Format(PyExc_ValueError, "spec: RoPE needs an even rotary_dim <= head_dim (%d), got %d", m.D,
+                     m.rope_dim);
         return -1;
     }
     const npy_intp C = m.C, HD = (npy_intp)m.H * m.D, QKV = (npy_intp)(m.H + 2 * m.KV) * m.D;
@@ -209,10 +212,13 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         !affine(weights, "head.dense", false, C, C, &m.head_dense) ||
         !weight(weights, "head.out.weight", m.pool == POOL_NONE, ANY, C, &m.head_out.w, &NO) ||
         !weight(weights, "head.out.bias", false, NO > 0 ? NO : 1, 0, &m.head_out.b, NULL) ||
-        !weight(weights, "rope.inv_freq", m.rope, m.D / 2 > 0 ? m.D / 2 : 1, 0, &m.inv_freq, NULL) ||
+        !weight(weights, "rope.inv_freq", m.rope, m.rope_dim / 2 > 0 ? m.rope_dim / 2 : 1, 0, &m.inv_freq, NULL) ||
+        !weight(weights, "rope.inv_freq_long", m.rope && m.rope_long_after > 0,
+                m.rope_dim / 2 > 0 ? m.rope_dim / 2 : 1, 0, &m.inv_freq_long, NULL) ||
         !relative_bias(weights, &m))
         return -1;
     if (m.wtt == NULL) m.TT = 0;
+    if (m.rope_long_after == 0) m.inv_freq_long = NULL; // one table
     m.P = (int)P;
     m.NO = m.head_out.w != NULL ? (int)NO : m.C;
     if (m.head_dense.w != NULL) {

@@ -38,7 +38,7 @@ import numpy as np
 
 from ._checks import INT32_MAX, integer, number
 from . import relative_position
-from .rope import max_rope_positions, rope_parameters
+from .rope import max_rope_positions, rope_config, rope_long_inv_freq, rope_parameters, rotary_dim
 from .spec import ModelSpec, check_weights
 from .tokenizer import Tokenizer
 
@@ -79,6 +79,9 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
        for suffix, task in (("Model", "base"), ("ForCausalLM", "causal-lm"),
                             ("ForSequenceClassification", "sequence-classification"),
                             ("ForQuestionAnswering", "question-answering"))},
+    "Phi3Model": ("phi3", "base"),
+    "Phi3ForCausalLM": ("phi3", "causal-lm"),
+    "Phi3ForSequenceClassification": ("phi3", "sequence-classification"),
 }
 
 # When config.json names no architecture: the base model of its model_type.
@@ -130,6 +133,11 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                   rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False,
                   use_sliding_window=False, sliding_window=4096, max_window_layers=28,
                   layer_types=None, pad_token_id=None),
+    "phi3": dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=None, hidden_act="silu",
+                 max_position_embeddings=4096, original_max_position_embeddings=4096,
+                 rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=32000,
+                 sliding_window=None),
 }
 
 # HF activation names (ACT2FN keys) -> masklrp.kernels.ACTIVATIONS. Only exact matches:
@@ -705,7 +713,7 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
     """One window for every layer, or 0; per-layer windows are refused."""
     if model_type == "llama":
         return 0
-    if model_type == "mistral":
+    if model_type in ("mistral", "phi3"):
         return cfg.size("sliding_window", 0, default=0)
     # qwen2, qwen3: the config drops the window unless use_sliding_window, then layer_types decides
     if not cfg.get("use_sliding_window", False) or not cfg.get("sliding_window"):
@@ -728,8 +736,9 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
 
 
 def _llama(arch, model_type, task, cfg, tensors):
-    """LLaMA, Mistral, Qwen2, Qwen3: RMSNorm, RoPE, SwiGLU, grouped-query attention (Qwen3:
-    each q / k head RMSNorm-ed before RoPE)."""
+    """LLaMA, Mistral, Qwen2, Qwen3, Phi-3: RMSNorm, RoPE, SwiGLU, grouped-query attention
+    (Qwen3: each q / k head RMSNorm-ed before RoPE; Phi-3: q/k/v and gate/up stored fused,
+    in the canonical row order already, LongRoPE, partial RoPE)."""
     for key in ("num_experts", "num_local_experts", "n_routed_experts"):
         if cfg.get(key):
             raise NotImplementedError(f"{arch} with {key}={cfg.get(key)} (mixture of experts) "
@@ -750,10 +759,15 @@ def _llama(arch, model_type, task, cfg, tensors):
     qk_norm = model_type == "qwen3"
     mlp_bias = model_type == "llama" and bool(cfg.get("mlp_bias", False))
     window = _sliding_window(arch, model_type, cfg)
-    inv_freq, rope_scaling = rope_parameters(cfg.values, D)
-    if not np.isfinite(inv_freq * np.float32(max_rope_positions(cfg.values))).all():
-        raise ValueError("config RoPE parameters give rotation angles beyond float32 "
-                         f"(largest inverse frequency {inv_freq.max():g})")
+    phi3 = model_type == "phi3"
+    R = rotary_dim(cfg.values, D, partial=phi3)
+    inv_freq, rope_scaling = rope_parameters(cfg.values, R)
+    inv_freq_long = rope_long_inv_freq(cfg.values, R)
+    for table in (inv_freq, inv_freq_long):
+        if table is not None and not np.isfinite(
+                table * np.float32(max_rope_positions(cfg.values))).all():
+            raise ValueError("config RoPE parameters give rotation angles beyond float32 "
+                             f"(largest inverse frequency {table.max():g})")
     eps = cfg.epsilon("rms_norm_eps")
     n_out, labels = _classifier_head(task, cfg, C, V)
     tensors.prefixes = ("model.", "transformer.")
@@ -763,19 +777,31 @@ def _llama(arch, model_type, task, cfg, tensors):
     for i in range(L):
         o, s = f"layers.{i}", f"layers.{i}."
         _norm(tensors, w, o + ".attn_norm", s + "input_layernorm", C, False)
-        _fused(tensors, w, o + ".qkv", [(s + "self_attn.q_proj", H * D),
-                                        (s + "self_attn.k_proj", KV * D),
-                                        (s + "self_attn.v_proj", KV * D)], C, bias=qkv_bias)
+        if phi3:
+            _linear(tensors, w, o + ".qkv", s + "self_attn.qkv_proj", (H + 2 * KV) * D, C,
+                    bias=False)
+        else:
+            _fused(tensors, w, o + ".qkv", [(s + "self_attn.q_proj", H * D),
+                                            (s + "self_attn.k_proj", KV * D),
+                                            (s + "self_attn.v_proj", KV * D)], C, bias=qkv_bias)
         _linear(tensors, w, o + ".out", s + "self_attn.o_proj", C, H * D, bias=out_bias)
         if qk_norm:
             _norm(tensors, w, o + ".q_norm", s + "self_attn.q_norm", D, False)
             _norm(tensors, w, o + ".k_norm", s + "self_attn.k_norm", D, False)
         _norm(tensors, w, o + ".mlp_norm", s + "post_attention_layernorm", C, False)
-        _fused(tensors, w, o + ".up", [(s + "mlp.gate_proj", F), (s + "mlp.up_proj", F)], C,
-               bias=mlp_bias)
+        if phi3:
+            _linear(tensors, w, o + ".up", s + "mlp.gate_up_proj", 2 * F, C, bias=False)
+        else:
+            _fused(tensors, w, o + ".up", [(s + "mlp.gate_proj", F), (s + "mlp.up_proj", F)], C,
+                   bias=mlp_bias)
         _linear(tensors, w, o + ".down", s + "mlp.down_proj", C, F, bias=mlp_bias)
     _norm(tensors, w, "final_norm", "norm", C, False)
     w["rope.inv_freq"] = inv_freq
+    long_after = 0
+    if inv_freq_long is not None:
+        w["rope.inv_freq_long"] = inv_freq_long
+        long_after = integer(rope_config(cfg.values)["original_max_position_embeddings"],
+                             "config original_max_position_embeddings", 1, maximum=INT32_MAX)
     pool = _decoder_head(task, cfg, tensors, w, C, V, n_out, "embed_tokens.weight")
 
     fields = dict(family="decoder", norm="rmsnorm", activation=act, gated_mlp=True,
@@ -784,11 +810,13 @@ def _llama(arch, model_type, task, cfg, tensors):
                   norm_eps=eps, attn_scale=D ** -0.5, causal=True,
                   sliding_window=window, positions="rope",
                   rope_attention_scaling=float(rope_scaling), pool=pool, head_activation="",
-                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels, qk_norm=qk_norm)
+                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels, qk_norm=qk_norm,
+                  rotary_dim=R if R != D else 0, rope_long_after=long_after)
     return fields, w
 
 
 _FAMILIES: dict[str, Callable] = {
     "bert": _encoder, "roberta": _encoder, "distilbert": _encoder, "mpnet": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
+    "phi3": _llama,
 }

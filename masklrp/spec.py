@@ -37,7 +37,10 @@ head.out.weight                (NO, C)       *opt*   classifier, QA outputs, LM 
 head.out.bias                  (NO,)         *opt*   the very array ``embed.word`` when tied)
 layers.{i}.q_norm.weight       (D,)          *opt*   RMSNorm of every query / key head before
 layers.{i}.k_norm.weight       (D,)          *opt*   RoPE (Qwen3); required iff ``qk_norm``
-rope.inv_freq                  (D/2,)        *opt*   RoPE inverse frequencies, scaling applied
+rope.inv_freq                  (R/2,)        *opt*   RoPE inverse frequencies, scaling applied;
+                                                     R = rotary_dim (or D when it is 0)
+rope.inv_freq_long             (R/2,)        *opt*   LongRoPE's long_factor frequencies, taken by
+                                                     a sequence longer than rope_long_after
 attn.relative_bias             (H, 2P'-1)    *opt*   MPNet: every layer's score bias by key −
                                                      query offset, P' = max_positions
                                                      (masklrp/relative_position.py)
@@ -67,7 +70,7 @@ POSITION_KINDS = ("absolute", "roberta", "rope")
 # int fields -> their least valid value
 _SIZES = {"n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "head_dim": 1, "hidden": 1,
           "intermediate": 1, "vocab": 1, "max_positions": 1, "type_vocab": 0, "sliding_window": 0,
-          "n_outputs": 1, "pad_token_id": -1}
+          "n_outputs": 1, "pad_token_id": -1, "rotary_dim": 0, "rope_long_after": 0}
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,9 @@ class ModelSpec:
     labels: tuple[str, ...] = ()  # id2label, when the config has one
     relative_bias: bool = False   # MPNet: attn.relative_bias added to every layer's scores
     qk_norm: bool = False         # Qwen3: each q / k head RMSNorm-ed over head_dim before RoPE
+    rotary_dim: int = 0           # RoPE rotates the first rotary_dim values of a head; 0: all D
+    rope_long_after: int = 0      # LongRoPE: a sequence longer than this (its last real position
+                                  # + 1) takes rope.inv_freq_long; 0: one table for all
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -115,6 +121,9 @@ class ModelSpec:
             integer(getattr(self, name), f"ModelSpec.{name}", minimum, maximum=INT32_MAX)
         for name in ("norm_eps", "attn_scale", "rope_attention_scaling"):
             number(getattr(self, name), f"ModelSpec.{name}", positive=True, float32=True)
+        if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
+            raise ValueError(f"rotary_dim ({self.rotary_dim}) must be even and at most "
+                             f"head_dim ({self.head_dim})")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")
@@ -139,7 +148,10 @@ class ModelSpec:
         elif self.positions == "roberta":
             out["embed.position"] = ((self.max_positions + self.pad_token_id + 1, C), True)
         else:
-            out["rope.inv_freq"] = ((D // 2,), True)
+            half = (self.rotary_dim or D) // 2
+            out["rope.inv_freq"] = ((half,), True)
+            if self.rope_long_after:
+                out["rope.inv_freq_long"] = ((half,), True)
         if self.type_vocab > 0:
             out["embed.type"] = ((self.type_vocab, C), True)
         if self.relative_bias:

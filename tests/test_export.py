@@ -90,6 +90,15 @@ def _config(model_type: str, three_labels: bool = True):
                               num_attention_heads=H, num_key_value_heads=2, head_dim=8,
                               max_position_embeddings=64, attention_bias=True, pad_token_id=0,
                               **labels)
+    if model_type == "phi3":  # fused q/k/v and gate/up, LongRoPE on half of each head
+        return tf.Phi3Config(vocab_size=V, hidden_size=C, intermediate_size=F, num_hidden_layers=L,
+                             num_attention_heads=H, num_key_value_heads=2,
+                             max_position_embeddings=64, original_max_position_embeddings=16,
+                             sliding_window=8, pad_token_id=0,
+                             rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                              "partial_rotary_factor": 0.5, "factor": 4.0,
+                                              "short_factor": [1.0], "long_factor": [3.0]},
+                             **labels)
     raise KeyError(model_type)
 
 
@@ -211,16 +220,26 @@ def reference_weights(model) -> dict[str, np.ndarray]:
             p = f"layers.{i}."
             a, m = l.self_attn, l.mlp
             _lin(w, p + "attn_norm", l.input_layernorm)
-            _cat(w, p + "qkv", [a.q_proj, a.k_proj, a.v_proj])
+            if model_type == "phi3":
+                _lin(w, p + "qkv", a.qkv_proj)
+            else:
+                _cat(w, p + "qkv", [a.q_proj, a.k_proj, a.v_proj])
             _lin(w, p + "out", a.o_proj)
             if hasattr(a, "q_norm"):
                 _lin(w, p + "q_norm", a.q_norm)
                 _lin(w, p + "k_norm", a.k_norm)
             _lin(w, p + "mlp_norm", l.post_attention_layernorm)
-            _cat(w, p + "up", [m.gate_proj, m.up_proj])
+            if model_type == "phi3":
+                _lin(w, p + "up", m.gate_up_proj)
+            else:
+                _cat(w, p + "up", [m.gate_proj, m.up_proj])
             _lin(w, p + "down", m.down_proj)
         _lin(w, "final_norm", base.norm)
         w["rope.inv_freq"] = _np(base.rotary_emb.inv_freq)
+        if model_type == "phi3":  # what HF switches to past original_max_position_embeddings
+            from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+            w["rope.inv_freq_long"] = _np(ROPE_INIT_FUNCTIONS["longrope"](model.config, seq_len=17)[0])
     if arch.endswith("ForQuestionAnswering"):
         _lin(w, "head.out", model.qa_outputs)
     elif arch.endswith(("LMHeadModel", "ForCausalLM")):
@@ -282,6 +301,11 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
     "qwen3": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
                   n_kv_heads=2, head_dim=8, intermediate=F, max_positions=64, type_vocab=0,
                   norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0, qk_norm=True),
+    "phi3": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                 n_kv_heads=2, head_dim=C // H, intermediate=F, max_positions=64, type_vocab=0,
+                 norm_eps=1e-5, causal=True, positions="rope", sliding_window=8, pad_token_id=0,
+                 rotary_dim=2, rope_long_after=16,
+                 rope_attention_scaling=float(np.sqrt(1 + np.log(4.0) / np.log(16)))),
 }
 
 
@@ -289,7 +313,7 @@ def expected_spec(arch: str) -> dict:
     model_type, task = ARCHITECTURES[arch]
     want = dict(architecture=arch, model_type=model_type, task=task, n_layers=L, n_heads=H,
                 hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False,
-                qk_norm=False)
+                qk_norm=False, rotary_dim=0, rope_long_after=0)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
     encoder = want["family"] == "encoder"
@@ -417,7 +441,7 @@ def test_config_defaults_match_transformers():
     classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
-               "qwen3": tf.Qwen3Config}
+               "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config}
     for model_type, defaults in CONFIG_DEFAULTS.items():
         fields = {f.name: f.default for f in dataclasses.fields(classes[model_type])}
         for key, value in defaults.items():
@@ -567,6 +591,7 @@ REFUSALS = [  # (architecture, config change, text the message must contain)
                           "max_window_layers": 1}, "max_window_layers"),
     ("Qwen3ForCausalLM", {"model_type": "qwen3", "use_sliding_window": True, "sliding_window": 8,
                           "max_window_layers": 1}, "max_window_layers=1"),
+    ("Phi3ForTokenClassification", {"model_type": "phi3"}, "Phi3ForTokenClassification"),
     ("BertModel", {"model_type": "bert", "position_embedding_type": "relative_key"},
      "position_embedding_type"),
     ("BertModel", {"model_type": "bert", "is_decoder": True}, "is_decoder"),

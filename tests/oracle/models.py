@@ -19,6 +19,7 @@ per-head q_norm / k_norm too)
 GELU / gelu_new / SiLU / tanh      instance ``forward``   identity rule ``x · (f(x)/x)``
 modules; RoBERTa head's torch.tanh (head ``forward``)     detached, ``f'(0)`` at ``x = 0``
 gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: gate detached
+(Phi-3's fused ``gate_up_proj`` too)
 =================================  =====================  =================================
 
 ``head_mask`` (Mask-LRP, DESIGN.md §3.2): an (L, H) array; :class:`HeadMask` multiplies the g
@@ -91,7 +92,7 @@ _ACTIVATION_KINDS = {
     nn.Tanh: "tanh",
     nn.ReLU: "relu",
 }
-_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
+_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3")
 
 
 # ----------------------------------------------------------------------------- float64
@@ -232,6 +233,12 @@ def _gated_mlp_forward(module, rule, x):
     return module.down_proj(rules.product(gate, module.up_proj(x), rule=_PRODUCT[rule]))
 
 
+def _phi3_mlp_forward(module, rule, x):
+    """Phi3MLP: gate and up from one fused projection, then as :func:`_gated_mlp_forward`."""
+    gate, up = module.gate_up_proj(x).chunk(2, dim=-1)
+    return module.down_proj(rules.product(module.activation_fn(gate), up, rule=_PRODUCT[rule]))
+
+
 def _roberta_head_forward(module, rule, features, **kwargs):
     """RobertaClassificationHead (and MPNet's copy): <s> → dense → tanh (identity rule) → out_proj."""
     x = module.dense(features[:, 0, :])
@@ -241,6 +248,7 @@ def _roberta_head_forward(module, rule, features, **kwargs):
 # Source lines a patched forward replaces: if transformers changes them, fail loudly.
 _EXPECTED_SOURCE = {
     "gated_mlp": "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))",
+    "phi3_mlp": "up_states = up_states * self.activation_fn(gate)",
     "roberta_head": "x = torch.tanh(x)",
     "mpnet_attention": "attention_scores += position_bias",
 }
@@ -310,6 +318,9 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         elif all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
             _check_source(module, "gated_mlp")
             _bind(module, _gated_mlp_forward, module, rule)
+        elif kind.__name__ == "Phi3MLP":
+            _check_source(module, "phi3_mlp")
+            _bind(module, _phi3_mlp_forward, module, rule)
         elif kind.__name__ in ("RobertaClassificationHead", "MPNetClassificationHead"):
             _check_source(module, "roberta_head")
             _bind(module, _roberta_head_forward, module, rule)
