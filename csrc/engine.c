@@ -16,6 +16,7 @@ static ptrdiff_t max_p(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
 
 static ptrdiff_t qkv_width(const Model *m) { return (ptrdiff_t)(m->H + 2 * m->KV) * m->D; }
 static ptrdiff_t fc_width(const Model *m) { return (ptrdiff_t)(m->gated ? 2 : 1) * m->F; }
+bool post_norms(const Model *m) { return m->layers[0].attn_post_norm.w != NULL; }
 
 // ----------------------------------------------------------------------------
 // Workspace: one allocation, carved into the named pointers of engine.h.
@@ -30,16 +31,20 @@ typedef struct {
 static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, float *mem) {
     const ptrdiff_t L = m->L, H = m->H, KV = m->KV, D = m->D, C = m->C, F = m->F, N = S * T;
     const ptrdiff_t QKV = qkv_width(m), HD = H * D, FU = fc_width(m);
-    const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO);
+    const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO), logit_rows = m->pool == POOL_NONE ? N : S;
     const Carve parts[] = {
         {&w->emb, N * C}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
         {&w->v, L * N * KV * D}, {&w->qk_raw, m->qk_norm ? L * N * (H + KV) * D : 0},
         {&w->qk_rstd, m->qk_norm ? L * N * (H + KV) : 0}, {&w->att, L * S * H * T * T},
         {&w->ctx, L * N * HD}, {&w->mid, L * N * C},
         {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->fc, L * N * FU},
-        {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 4 * N}, {&w->xf, N * C},
+        {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 8 * N}, {&w->xf, N * C},
         {&w->pooled, S * C}, {&w->dense, S * C}, {&w->activated, S * C}, {&w->cos, m->rope ? N * D : 0},
-        {&w->sin, m->rope ? N * D : 0}, {&w->key_bias, N}, {&w->a, N * wide}, {&w->b, N * wide},
+        {&w->sin, m->rope ? N * D : 0},
+        {&w->cos_local, m->inv_freq_local != NULL ? N * D : 0}, {&w->sin_local, m->inv_freq_local != NULL ? N * D : 0},
+        {&w->branch_out, post_norms(m) ? L * 2 * N * C : 0}, {&w->gpost, post_norms(m) ? N * C : 0},
+        {&w->raw_logits, m->final_softcap > 0.0f ? logit_rows * m->NO : 0},
+        {&w->gseed, m->final_softcap > 0.0f ? logit_rows * m->NO : 0}, {&w->key_bias, N}, {&w->a, N * wide}, {&w->b, N * wide},
         {&w->qkv, N * QKV}, {&w->hm, T * HD}, {&w->hm2, T * HD}, {&w->kv_raw, T * KV * D},
         {&w->hidden, N * F}, {&w->gx, N * C}, {&w->g1, N * C},
         {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
@@ -163,7 +168,7 @@ static void zero(float *p, ptrdiff_t n) { memset(p, 0, (size_t)n * sizeof(float)
 // Norms: LayerNorm or RMSNorm by the model's kind; statistics cached per slot.
 
 static float *stat(const Workspace *w, int slot, int which, int kind) {
-    return w->stats + (((ptrdiff_t)slot * 2 + which) * 2 + kind) * w->N;
+    return w->stats + (((ptrdiff_t)slot * 4 + which) * 2 + kind) * w->N;
 }
 
 // x (rows,C) -> y (rows,C)
@@ -204,19 +209,31 @@ static const float *inv_freq_of(const Model *m, const Workspace *w, ptrdiff_t se
 
 // positions (N) -> cos, sin (N,R). HF's float32 order: angle = position · inv_freq,
 // cos/sin scaled by the YaRN / LongRoPE attention factor; the two halves share frequencies.
-static void rope_tables(const Model *m, Workspace *w) {
+static void rope_table(const Model *m, Workspace *w, ptrdiff_t seq, const float *inv_freq, float *cos, float *sin) {
     const ptrdiff_t R = m->rope_dim, half = R / 2;
-    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
-        const float *inv_freq = inv_freq_of(m, w, seq);
-        for (ptrdiff_t t = seq * w->T; t < (seq + 1) * w->T; t++) {
-            for (ptrdiff_t j = 0; j < half; j++) {
-                const float angle = (float)w->positions[t] * inv_freq[j];
-                const float c = cosf(angle) * m->rope_scaling, s = sinf(angle) * m->rope_scaling;
-                w->cos[t * R + j] = w->cos[t * R + j + half] = c;
-                w->sin[t * R + j] = w->sin[t * R + j + half] = s;
-            }
+    for (ptrdiff_t t = seq * w->T; t < (seq + 1) * w->T; t++) {
+        for (ptrdiff_t j = 0; j < half; j++) {
+            const float angle = (float)w->positions[t] * inv_freq[j];
+            const float c = cosf(angle) * m->rope_scaling, s = sinf(angle) * m->rope_scaling;
+            cos[t * R + j] = cos[t * R + j + half] = c;
+            sin[t * R + j] = sin[t * R + j + half] = s;
         }
     }
+}
+
+static void rope_tables(const Model *m, Workspace *w) {
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        rope_table(m, w, seq, inv_freq_of(m, w, seq), w->cos, w->sin);
+        if (m->inv_freq_local != NULL) rope_table(m, w, seq, m->inv_freq_local, w->cos_local, w->sin_local);
+    }
+}
+
+// Layer l's RoPE tables (cos and sin) of sequence seq.
+static void layer_rope(const Model *m, const Workspace *w, int l, ptrdiff_t seq, const float **cos, const float **sin) {
+    const bool local = m->layers[l].local_rope;
+    const ptrdiff_t at = seq * w->T * m->rope_dim;
+    *cos = (local ? w->cos_local : w->cos) + at;
+    *sin = (local ? w->sin_local : w->sin) + at;
 }
 
 // ids, positions, types (N) -> emb (N,C); cos/sin (N,R) for RoPE models
@@ -225,7 +242,7 @@ void embed_forward(const Model *m, Workspace *w) {
     for (ptrdiff_t t = 0; t < T; t++) {
         float *e = w->emb + t * C;
         const float *word = m->wte + w->ids[t] * C;
-        for (ptrdiff_t c = 0; c < C; c++) e[c] = word[c];
+        for (ptrdiff_t c = 0; c < C; c++) e[c] = word[c] * m->embed_scale; // exact when 1
         if (m->wpe != NULL) {
             const float *pos = m->wpe + w->positions[t] * C;
             for (ptrdiff_t c = 0; c < C; c++) e[c] += pos[c];
@@ -250,9 +267,9 @@ void embed_backward(const Model *m, const Workspace *w, const float *g, const Ch
     if (s->embed_grad != NULL) memcpy(s->embed_grad, g, (size_t)(T * C) * sizeof(float));
     for (ptrdiff_t t = 0; t < T; t++) {
         const float *gt = g + t * C;
-        // Input relevance of token t: Σ_d e_td g_td at the word embeddings (DESIGN.md §2);
+        // Input relevance of token t: Σ_d e_td g_td at the (scaled) word embeddings (DESIGN.md §2);
         // the position and type tables take their own shares.
-        if (s->tokens != NULL) s->tokens[t] = (float)dot(m->wte + w->ids[t] * C, gt, C);
+        if (s->tokens != NULL) s->tokens[t] = (float)(m->embed_scale * dot(m->wte + w->ids[t] * C, gt, C));
         if (s->positions != NULL) s->positions[t] = (float)dot(m->wpe + w->positions[t] * C, gt, C);
         if (s->types != NULL) s->types[t] = (float)dot(m->wtt + w->types[t] * C, gt, C);
     }
@@ -264,14 +281,14 @@ void embed_backward(const Model *m, const Workspace *w, const float *g, const Ch
 
 // scores (nq,T) of queries [q0, q0 + nq) of sequence `seq`: -inf where query i may
 // not see key j (padding, causal, sliding window)
-static void mask_scores(const Model *m, const Workspace *w, ptrdiff_t seq, ptrdiff_t q0, ptrdiff_t nq,
+static void mask_scores(const Model *m, const Workspace *w, int l, ptrdiff_t seq, ptrdiff_t q0, ptrdiff_t nq,
                         float *scores) {
-    const ptrdiff_t T = w->T;
+    const ptrdiff_t T = w->T, window = m->layers[l].window;
     const float *key_bias = w->key_bias + seq * T;
     for (ptrdiff_t i = q0; i < q0 + nq; i++) {
         float *row = scores + (i - q0) * T;
         const ptrdiff_t hi = m->causal ? i + 1 : T; // visible keys: [lo, hi)
-        const ptrdiff_t lo = m->window > 0 && i - m->window + 1 > 0 ? i - m->window + 1 : 0;
+        const ptrdiff_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
         for (ptrdiff_t j = 0; j < lo; j++) row[j] = -INFINITY;
         for (ptrdiff_t j = lo; j < hi; j++) row[j] += key_bias[j];
         for (ptrdiff_t j = hi; j < T; j++) row[j] = -INFINITY;
@@ -406,6 +423,7 @@ void residual_rows_backward(const Model *m, const Workspace *w, int l, float *gx
 typedef struct {
     const Model *m;
     const Workspace *w;
+    int l;
     ptrdiff_t seq, q0, nq;
     const float *q, *k, *v; // (H,T,D), (KV,T,D) x2
     float *att;             // (H,T,T) the sequence's attention cache
@@ -422,7 +440,7 @@ static void attention_head_forward(void *ctx, ptrdiff_t h) {
     // The mask and MPNet's relative position bias are constants added to the scores, never
     // relevance receivers (DESIGN.md §2): the softmax's backward needs only its output.
     if (m->rel_bias != NULL) relative_bias_add(m, h, j->q0, nq, T, a);
-    mask_scores(m, j->w, j->seq, j->q0, nq, a);
+    mask_scores(m, j->w, j->l, j->seq, j->q0, nq, a);
     softmax_forward(a, a, nq, T);
     matmul_forward(j->out + h * nq * D, a, j->v + g * T * D, 1, nq, T, D, false, 1.0f);
 }
@@ -441,11 +459,12 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
         to_heads(v, qkv, T, KV, D, QKV, (H + KV) * D);
         qk_heads_forward(m, w, l, seq, qkv, m->rope ? w->hm : q, m->rope ? w->kv_raw : k);
         if (m->rope) {
-            const float *cos = w->cos + seq * T * m->rope_dim, *sin = w->sin + seq * T * m->rope_dim;
+            const float *cos, *sin;
+            layer_rope(m, w, l, seq, &cos, &sin);
             rope_forward(q, w->hm, cos, sin, H, T, D, m->rope_dim);
             rope_forward(k, w->kv_raw, cos, sin, KV, T, D, m->rope_dim);
         }
-        HeadsForward heads = {.m = m, .w = w, .seq = seq, .q = q, .k = k, .v = v, .att = att, .out = w->hm2};
+        HeadsForward heads = {.m = m, .w = w, .l = l, .seq = seq, .q = q, .k = k, .v = v, .att = att, .out = w->hm2};
         query_rows(m, w, l, seq, &heads.q0, &heads.nq);
         const ptrdiff_t nq = heads.nq;
         team_for(team_current(), H, attention_head_forward, &heads);
@@ -542,7 +561,8 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
         }
         const float *gq = w->gq, *gk = w->gk;
         if (m->rope) {
-            const float *cos = w->cos + seq * T * m->rope_dim, *sin = w->sin + seq * T * m->rope_dim;
+            const float *cos, *sin;
+            layer_rope(m, w, l, seq, &cos, &sin);
             zero(w->gq_rot, H * T * D);
             zero(w->gk_rot, KV * T * D);
             rope_backward(w->gq_rot, w->gq, cos, sin, H, T, D, m->rope_dim);
@@ -616,10 +636,18 @@ static ptrdiff_t count_real(const Workspace *w, ptrdiff_t seq) {
     return n;
 }
 
+// Gemma 3's final soft-capping of the logits (n of them), the raw ones kept for the backward.
+static void head_softcap(const Model *m, Workspace *w, float *logits, ptrdiff_t n) {
+    if (m->final_softcap <= 0.0f) return;
+    memcpy(w->raw_logits, logits, (size_t)n * sizeof(float));
+    softcap_forward(logits, w->raw_logits, n, m->final_softcap);
+}
+
 void head_forward(const Model *m, Workspace *w, float *logits) {
     const ptrdiff_t S = w->S, T = w->T, C = m->C;
     if (m->pool == POOL_NONE) {
         linear_forward(logits, w->xf, m->head_out.w, m->head_out.b, w->N, C, m->NO, false);
+        head_softcap(m, w, logits, w->N * m->NO);
         return;
     }
     for (ptrdiff_t seq = 0; seq < S; seq++) {
@@ -644,13 +672,23 @@ void head_forward(const Model *m, Workspace *w, float *logits) {
         activation_forward(w->activated, w->dense, S * C, m->head_act);
         p = w->activated;
     }
-    if (m->head_out.w != NULL) linear_forward(logits, p, m->head_out.w, m->head_out.b, S, C, m->NO, false);
-    else memcpy(logits, p, (size_t)(S * C) * sizeof(float));
+    if (m->head_out.w != NULL) {
+        linear_forward(logits, p, m->head_out.w, m->head_out.b, S, C, m->NO, false);
+        head_softcap(m, w, logits, S * m->NO);
+    } else {
+        memcpy(logits, p, (size_t)(S * C) * sizeof(float));
+    }
 }
 
 void head_backward(const Model *m, Workspace *w, float *gxf, const float *seed, const ChunkStream *s) {
     const ptrdiff_t S = w->S, T = w->T, C = m->C;
     zero(gxf, w->N * C);
+    if (m->final_softcap > 0.0f && m->head_out.w != NULL) { // the seed back through the capping
+        const ptrdiff_t n = (m->pool == POOL_NONE ? w->N : S) * m->NO;
+        zero(w->gseed, n);
+        softcap_backward(w->gseed, seed, w->raw_logits, n, m->final_softcap, s->rules.unary);
+        seed = w->gseed;
+    }
     if (m->pool == POOL_NONE) {
         linear_backward(gxf, seed, m->head_out.w, w->N, C, m->NO, false);
         return;

@@ -389,6 +389,25 @@ void rope_backward(float *gx, const float *g, const float *cos, const float *sin
 }
 
 // ----------------------------------------------------------------------------
+// Soft-capping y = c·tanh(x/c) (Gemma's final logits): an element-wise non-linearity,
+// so the identity rule of DESIGN.md §2 (tanh row): g_x = g ⊙ y/x, relevance passes
+// unchanged (R_x = x g_x = y g = R_y); the gradient stream takes 1 − tanh²(x/c).
+
+// x (n) -> y (n) = c tanh(x / c)
+void softcap_forward(float *y, const float *x, ptrdiff_t n, float c) {
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = (float)(c * tanh((double)x[i] / c));
+}
+
+// g, x (n) -> gx (n) += g y/x (RULE_LRP; 1 at x = 0) or g (1 − tanh²(x/c)) (RULE_GRADIENT)
+void softcap_backward(float *gx, const float *g, const float *x, ptrdiff_t n, float c, UnaryRule rule) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double u = (double)x[i] / c, t = tanh(u);
+        const double factor = rule == RULE_LRP ? (u == 0.0 ? 1.0 : t / u) : 1.0 - t * t;
+        gx[i] += (float)(g[i] * factor);
+    }
+}
+
+// ----------------------------------------------------------------------------
 // x, g (n) -> r (n) = x ⊙ g   (relevance of any tensor, DESIGN.md §2)
 VM_MULTIVERSION
 void relevance(float *r, const float *x, const float *g, ptrdiff_t n) {

@@ -27,6 +27,8 @@ layers.{i}.out.weight          (C, H·D)              attention output projectio
 layers.{i}.out.bias            (C,)          *opt*
 layers.{i}.mlp_norm.weight     (C,)                  encoder: LN after the MLP residual;
 layers.{i}.mlp_norm.bias       (C,)          *opt*   decoder: norm before the MLP
+layers.{i}.attn_post_norm.weight (C,)        *opt*   Gemma 3: norms of the attention and MLP
+layers.{i}.mlp_post_norm.weight  (C,)        *opt*   outputs; required iff ``post_norms``
 layers.{i}.up.weight           (F, C)/(2F, C)        gated MLP: rows [0, F) gate, [F, 2F) up
 layers.{i}.up.bias             (F,)/(2F,)    *opt*
 layers.{i}.down.weight         (C, F)
@@ -41,6 +43,7 @@ rope.inv_freq                  (R/2,)        *opt*   RoPE inverse frequencies, s
                                                      R = rotary_dim (or D when it is 0)
 rope.inv_freq_long             (R/2,)        *opt*   LongRoPE's long_factor frequencies, taken by
                                                      a sequence longer than rope_long_after
+rope.inv_freq_local            (R/2,)        *opt*   Gemma 3: the sliding_layers' frequencies
 attn.relative_bias             (H, 2P'-1)    *opt*   MPNet: every layer's score bias by key −
                                                      query offset, P' = max_positions
                                                      (masklrp/relative_position.py)
@@ -94,7 +97,7 @@ class ModelSpec:
     max_positions: int         # longest sequence the position table / RoPE config allows
     type_vocab: int            # 0 when the model has no token types
     norm_eps: float
-    attn_scale: float          # multiplies Q Kᵀ (1/sqrt(D) for every supported family)
+    attn_scale: float          # multiplies Q Kᵀ (1/sqrt(D); Gemma 3: query_pre_attn_scalar^-1/2)
     causal: bool
     sliding_window: int        # 0 = none; else key k is visible to query q iff q - k < window
     positions: str             # "absolute", "roberta" (offset by padding_idx + 1) or "rope"
@@ -109,6 +112,11 @@ class ModelSpec:
     rotary_dim: int = 0           # RoPE rotates the first rotary_dim values of a head; 0: all D
     rope_long_after: int = 0      # LongRoPE: a sequence longer than this (its last real position
                                   # + 1) takes rope.inv_freq_long; 0: one table for all
+    sliding_layers: tuple[bool, ...] = ()  # layers with the sliding window (and, given
+                                  # rope.inv_freq_local, that table); (): every layer
+    post_norms: bool = False      # Gemma 3: each branch's output normed before the residual add
+    embed_scale: float = 1.0      # multiplies the word embeddings (Gemma 3: sqrt(hidden))
+    final_softcap: float = 0.0    # logits = c·tanh(logits / c) (Gemma 3); 0: none
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -121,6 +129,13 @@ class ModelSpec:
             integer(getattr(self, name), f"ModelSpec.{name}", minimum, maximum=INT32_MAX)
         for name in ("norm_eps", "attn_scale", "rope_attention_scaling"):
             number(getattr(self, name), f"ModelSpec.{name}", positive=True, float32=True)
+        number(self.embed_scale, "ModelSpec.embed_scale", positive=True, float32=True)
+        number(self.final_softcap, "ModelSpec.final_softcap", float32=True)
+        if self.final_softcap < 0:
+            raise ValueError(f"ModelSpec.final_softcap must be >= 0, got {self.final_softcap}")
+        if len(self.sliding_layers) not in (0, self.n_layers) or not all(
+                isinstance(x, bool) for x in self.sliding_layers):
+            raise ValueError(f"ModelSpec.sliding_layers must be () or {self.n_layers} bools")
         if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
             raise ValueError(f"rotary_dim ({self.rotary_dim}) must be even and at most "
                              f"head_dim ({self.head_dim})")
@@ -152,6 +167,8 @@ class ModelSpec:
             out["rope.inv_freq"] = ((half,), True)
             if self.rope_long_after:
                 out["rope.inv_freq_long"] = ((half,), True)
+            if self.sliding_layers:
+                out["rope.inv_freq_local"] = ((half,), False)
         if self.type_vocab > 0:
             out["embed.type"] = ((self.type_vocab, C), True)
         if self.relative_bias:
@@ -167,6 +184,9 @@ class ModelSpec:
             if self.qk_norm:
                 out[p + "q_norm.weight"] = ((D,), True)
                 out[p + "k_norm.weight"] = ((D,), True)
+            if self.post_norms:
+                out[p + "attn_post_norm.weight"] = ((C,), True)
+                out[p + "mlp_post_norm.weight"] = ((C,), True)
             for name, rows, cols in (("qkv", qkv, C), ("out", C, H * D), ("up", F, C),
                                      ("down", C, self.intermediate)):
                 out[p + name + ".weight"] = ((rows, cols), True)

@@ -146,6 +146,20 @@ def _phi3(**extra):
                          initializer_range=INIT_STD, rope_parameters=rope, **extra)
 
 
+def _gemma3(**extra):
+    # Layer 0 slides (window 8 < the test lengths, local RoPE table), layer 1 is full (linear
+    # RoPE scaling); query_pre_attn_scalar 10 != head_dim 8; final logits soft-capped at 3.
+    return tf.Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=10,
+        max_position_embeddings=POSITIONS, rms_norm_eps=1e-6, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=3.0,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                            "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+        pad_token_id=0, bos_token_id=2, eos_token_id=1, initializer_range=INIT_STD, **extra)
+
+
 _LABELS = {"id2label": {0: "neg", 1: "neu", 2: "pos"}, "label2id": {"neg": 0, "neu": 1, "pos": 2}}
 
 MODELS: dict[str, ModelDef] = {
@@ -193,6 +207,9 @@ MODELS: dict[str, ModelDef] = {
                                               tie_word_embeddings=True)),
     "phi3-cls": ModelDef("Phi3ForSequenceClassification", "sequence-classification",
                          lambda: _phi3(**_LABELS)),
+    "gemma3-lm": ModelDef("Gemma3ForCausalLM", "causal-lm", _gemma3),
+    "gemma3-cls": ModelDef("Gemma3TextForSequenceClassification", "sequence-classification",
+                           lambda: _gemma3(attention_bias=True, **_LABELS)),
 }
 
 

@@ -92,7 +92,7 @@ _ACTIVATION_KINDS = {
     nn.Tanh: "tanh",
     nn.ReLU: "relu",
 }
-_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3")
+_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
 
 
 # ----------------------------------------------------------------------------- float64
@@ -218,6 +218,18 @@ def _rmsnorm_forward(module, rule, x):
     return y
 
 
+def _gemma_rmsnorm_forward(module, rule, x):
+    """Gemma3RMSNorm: the same rule, the scale being 1 + weight."""
+    y, _ = rules.rmsnorm(x, 1.0 + module.weight, module.eps, rule=_SINGLE[rule])
+    return y
+
+
+def _softcapped_head_forward(module, cap, rule, x):
+    """The LM head followed by Gemma's final soft-capping c·tanh(z/c): identity rule, as for
+    tanh (DESIGN.md §2), so relevance passes it unchanged (the model's own capping is off)."""
+    return rules.softcap(module.__class__.forward(module, x), cap, rule=_SINGLE[rule])
+
+
 def _activation_forward(kind, rule, x):
     """Identity rule y = x · (f(x)/x).detach(), f'(0) at 0 (DESIGN.md §2, GELU… row)."""
     return rules.activation(x, kind, rule=_SINGLE[rule])
@@ -249,6 +261,8 @@ def _roberta_head_forward(module, rule, features, **kwargs):
 _EXPECTED_SOURCE = {
     "gated_mlp": "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))",
     "phi3_mlp": "up_states = up_states * self.activation_fn(gate)",
+    "gemma_norm": "output * (1.0 + self.weight.float())",
+    "gemma_softcap": "logits = torch.tanh(logits)",
     "roberta_head": "x = torch.tanh(x)",
     "mpnet_attention": "attention_scores += position_bias",
 }
@@ -308,6 +322,9 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         kind = type(module)
         if kind is nn.LayerNorm:
             _bind(module, _layernorm_forward, module, rule)
+        elif kind.__name__ == "Gemma3RMSNorm":
+            _check_source(module, "gemma_norm")
+            _bind(module, _gemma_rmsnorm_forward, module, rule)
         elif kind.__name__.endswith("RMSNorm"):
             _bind(module, _rmsnorm_forward, module, rule)
         elif kind in _ACTIVATION_KINDS:
@@ -327,6 +344,12 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         elif kind.__name__ == "MPNetSelfAttention":
             _check_source(module, "mpnet_attention")
             _bind(module, _mpnet_attention_forward, module)
+
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap is not None and hasattr(model, "lm_head"):  # Gemma: the capping, as part of the head
+        _check_source(model, "gemma_softcap")
+        model.config.final_logit_softcapping = None
+        _bind(model.lm_head, _softcapped_head_forward, model.lm_head, cap, rule)
 
     def capture_input(layer_index):
         def hook(module, args, kwargs):
