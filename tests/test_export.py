@@ -487,6 +487,42 @@ def test_gemma3_older_config_keys(tmp_path):
         np.testing.assert_array_equal(old.weights[name], new.weights[name])
 
 
+def _readme_architectures() -> dict[str, tuple[list[str], list[str]]]:
+    """The README's table: model_type -> (HF classes, refused options as "key=json value")."""
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    start = lines.index("<!-- architectures: model_type | HF classes | heads | refused options -->")
+    rows = {}
+    for line in lines[start + 3:]:
+        if not line.startswith("| `"):
+            break
+        model_type, classes, _, refused = (c.strip() for c in line.strip("|").split(" | "))
+        rows[model_type.strip("`")] = (re.findall(r"`(\w+)`", classes),
+                                       re.findall(r"`(\w+=[^`]+)`", refused))
+    return rows
+
+
+def test_readme_table_is_what_the_loader_accepts():
+    rows = _readme_architectures()
+    assert set(rows) == {model_type for model_type, _ in ARCHITECTURES.values()}
+    for model_type, (classes, _) in rows.items():
+        want = sorted(a for a, (t, _) in ARCHITECTURES.items() if t == model_type)
+        assert sorted(classes) == want, f"README row {model_type}: {classes} vs loader {want}"
+
+
+@pytest.mark.parametrize("model_type,option", [
+    (t, option) for t, (_, options) in _readme_architectures().items() for option in options])
+def test_readme_refusals_are_raised(model_type, option, tmp_path):
+    """Each option the README lists as refused raises NotImplementedError naming it."""
+    arch = next(a for a, (t, task) in ARCHITECTURES.items() if t == model_type and task == "base")
+    tiny(arch).save_pretrained(tmp_path)
+    key, value = option.split("=", 1)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg[key] = json.loads(value)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(NotImplementedError, match=key):
+        export(tmp_path)
+
+
 def test_config_defaults_match_transformers():
     """CONFIG_DEFAULTS (what a config.json may omit) are the config dataclasses' field defaults."""
     import dataclasses
