@@ -780,13 +780,18 @@ def _gemma3_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dic
     return tuple(k == "sliding_attention" for k in kinds), views[0], views[1]
 
 
-def _rope_table(rope_config_: Mapping[str, Any], R: int) -> tuple[np.ndarray, float]:
-    """``rope_parameters`` of a config, checked to stay finite up to its max_positions."""
-    inv_freq, scaling = rope_parameters(rope_config_, R)
-    if not np.isfinite(inv_freq * np.float32(max_rope_positions(rope_config_))).all():
+def _finite_angles(inv_freq: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
+    """``inv_freq``, checked to give float32 angles up to the config's max positions."""
+    if not np.isfinite(inv_freq * np.float32(max_rope_positions(config))).all():
         raise ValueError("config RoPE parameters give rotation angles beyond float32 "
                          f"(largest inverse frequency {inv_freq.max():g})")
-    return inv_freq, scaling
+    return inv_freq
+
+
+def _rope_table(config: Mapping[str, Any], R: int) -> tuple[np.ndarray, float]:
+    """``rope_parameters`` of a config, checked to stay finite up to its max_positions."""
+    inv_freq, scaling = rope_parameters(config, R)
+    return _finite_angles(inv_freq, config), scaling
 
 
 def _unit_offset(w: dict, name: str) -> None:
@@ -850,10 +855,8 @@ def _llama(arch, model_type, task, cfg, tensors):
         window = _sliding_window(arch, model_type, cfg)
         inv_freq, rope_scaling = _rope_table(cfg.values, R)
         inv_freq_long = rope_long_inv_freq(cfg.values, R)
-        if inv_freq_long is not None and not np.isfinite(
-                inv_freq_long * np.float32(max_rope_positions(cfg.values))).all():
-            raise ValueError("config RoPE long_factor gives rotation angles beyond float32 "
-                             f"(largest inverse frequency {inv_freq_long.max():g})")
+        if inv_freq_long is not None:
+            _finite_angles(inv_freq_long, cfg.values)
         max_positions = max_rope_positions(cfg.values)
     eps = cfg.epsilon("rms_norm_eps")
     n_out, labels = _classifier_head(task, cfg, C, V)
