@@ -16,6 +16,7 @@ static ptrdiff_t max_p(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
 
 static ptrdiff_t qkv_width(const Model *m) { return (ptrdiff_t)(m->H + 2 * m->KV) * m->D; }
 static ptrdiff_t fc_width(const Model *m) { return (ptrdiff_t)(m->gated ? 2 : 1) * m->F; }
+bool post_norms(const Model *m) { return m->layers[0].attn_post_norm.w != NULL; }
 
 // ----------------------------------------------------------------------------
 // Workspace: one allocation, carved into the named pointers of engine.h.
@@ -30,15 +31,21 @@ typedef struct {
 static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, float *mem) {
     const ptrdiff_t L = m->L, H = m->H, KV = m->KV, D = m->D, C = m->C, F = m->F, N = S * T;
     const ptrdiff_t QKV = qkv_width(m), HD = H * D, FU = fc_width(m);
-    const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO);
+    const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO), logit_rows = m->pool == POOL_NONE ? N : S;
     const Carve parts[] = {
         {&w->emb, N * C}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
-        {&w->v, L * N * KV * D}, {&w->att, L * S * H * T * T},
+        {&w->v, L * N * KV * D}, {&w->qk_raw, m->qk_norm ? L * N * (H + KV) * D : 0},
+        {&w->qk_rstd, m->qk_norm ? L * N * (H + KV) : 0}, {&w->att, L * S * H * T * T},
         {&w->ctx, L * N * HD}, {&w->mid, L * N * C},
         {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->fc, L * N * FU},
-        {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 4 * N}, {&w->xf, N * C},
+        {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 8 * N}, {&w->xf, N * C},
         {&w->pooled, S * C}, {&w->dense, S * C}, {&w->activated, S * C}, {&w->cos, m->rope ? N * D : 0},
-        {&w->sin, m->rope ? N * D : 0}, {&w->key_bias, N}, {&w->a, N * wide}, {&w->b, N * wide},
+        {&w->sin, m->rope ? N * D : 0},
+        {&w->cos_local, m->inv_freq_local != NULL ? N * D : 0}, {&w->sin_local, m->inv_freq_local != NULL ? N * D : 0},
+        {&w->branch_out, post_norms(m) ? L * 2 * N * C : 0}, {&w->gpost, post_norms(m) ? N * C : 0},
+        {&w->raw_logits, m->final_softcap > 0.0f ? logit_rows * m->NO : 0},
+        {&w->gseed, m->final_softcap > 0.0f ? logit_rows * m->NO : 0},
+        {&w->key_bias, N}, {&w->a, N * wide}, {&w->b, N * wide},
         {&w->qkv, N * QKV}, {&w->hm, T * HD}, {&w->hm2, T * HD}, {&w->kv_raw, T * KV * D},
         {&w->hidden, N * F}, {&w->gx, N * C}, {&w->g1, N * C},
         {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
@@ -162,7 +169,7 @@ static void zero(float *p, ptrdiff_t n) { memset(p, 0, (size_t)n * sizeof(float)
 // Norms: LayerNorm or RMSNorm by the model's kind; statistics cached per slot.
 
 static float *stat(const Workspace *w, int slot, int which, int kind) {
-    return w->stats + (((ptrdiff_t)slot * 2 + which) * 2 + kind) * w->N;
+    return w->stats + (((ptrdiff_t)slot * 4 + which) * 2 + kind) * w->N;
 }
 
 // x (rows,C) -> y (rows,C)
@@ -190,13 +197,53 @@ void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g
 // ----------------------------------------------------------------------------
 // Embeddings: a sum of table rows, crossed by the true gradient (DESIGN.md §2).
 
-// ids, positions, types (N) -> emb (N,C); cos/sin (N,D) for RoPE models
+// The inverse frequencies of sequence seq: LongRoPE's long table once the sequence
+// reaches rope_long_after positions. HF picks one table per batch, by its padded
+// length; per sequence, an explanation does not depend on the batch it came in.
+static const float *inv_freq_of(const Model *m, const Workspace *w, ptrdiff_t seq) {
+    if (m->inv_freq_long == NULL) return m->inv_freq;
+    int64_t longest = 0;
+    for (ptrdiff_t t = seq * w->T; t < (seq + 1) * w->T; t++)
+        if (w->mask[t] && w->positions[t] + 1 > longest) longest = w->positions[t] + 1;
+    return longest > m->rope_long_after ? m->inv_freq_long : m->inv_freq;
+}
+
+// positions (N) -> cos, sin (N,R). HF's float32 order: angle = position · inv_freq,
+// cos/sin scaled by the YaRN / LongRoPE attention factor; the two halves share frequencies.
+static void rope_table(const Model *m, Workspace *w, ptrdiff_t seq, const float *inv_freq, float *cos, float *sin) {
+    const ptrdiff_t R = m->rope_dim, half = R / 2;
+    for (ptrdiff_t t = seq * w->T; t < (seq + 1) * w->T; t++) {
+        for (ptrdiff_t j = 0; j < half; j++) {
+            const float angle = (float)w->positions[t] * inv_freq[j];
+            const float c = cosf(angle) * m->rope_scaling, s = sinf(angle) * m->rope_scaling;
+            cos[t * R + j] = cos[t * R + j + half] = c;
+            sin[t * R + j] = sin[t * R + j + half] = s;
+        }
+    }
+}
+
+static void rope_tables(const Model *m, Workspace *w) {
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        rope_table(m, w, seq, inv_freq_of(m, w, seq), w->cos, w->sin);
+        if (m->inv_freq_local != NULL) rope_table(m, w, seq, m->inv_freq_local, w->cos_local, w->sin_local);
+    }
+}
+
+// Layer l's RoPE tables (cos and sin) of sequence seq.
+static void layer_rope(const Model *m, const Workspace *w, int l, ptrdiff_t seq, const float **cos, const float **sin) {
+    const bool local = m->layers[l].local_rope;
+    const ptrdiff_t at = seq * w->T * m->rope_dim;
+    *cos = (local ? w->cos_local : w->cos) + at;
+    *sin = (local ? w->sin_local : w->sin) + at;
+}
+
+// ids, positions, types (N) -> emb (N,C); cos/sin (N,R) for RoPE models
 void embed_forward(const Model *m, Workspace *w) {
     const ptrdiff_t C = m->C, T = w->N;
     for (ptrdiff_t t = 0; t < T; t++) {
         float *e = w->emb + t * C;
         const float *word = m->wte + w->ids[t] * C;
-        for (ptrdiff_t c = 0; c < C; c++) e[c] = word[c];
+        for (ptrdiff_t c = 0; c < C; c++) e[c] = word[c] * m->embed_scale; // exact when 1
         if (m->wpe != NULL) {
             const float *pos = m->wpe + w->positions[t] * C;
             for (ptrdiff_t c = 0; c < C; c++) e[c] += pos[c];
@@ -206,19 +253,7 @@ void embed_forward(const Model *m, Workspace *w) {
             for (ptrdiff_t c = 0; c < C; c++) e[c] += type[c];
         }
     }
-    if (m->rope) {
-        // HF's float32 order: angle = position · inv_freq, cos/sin scaled by the
-        // YaRN attention factor; the two halves of a head share frequencies.
-        const ptrdiff_t D = m->D, half = D / 2;
-        for (ptrdiff_t t = 0; t < T; t++) {
-            for (ptrdiff_t j = 0; j < half; j++) {
-                const float angle = (float)w->positions[t] * m->inv_freq[j];
-                const float c = cosf(angle) * m->rope_scaling, s = sinf(angle) * m->rope_scaling;
-                w->cos[t * D + j] = w->cos[t * D + j + half] = c;
-                w->sin[t * D + j] = w->sin[t * D + j + half] = s;
-            }
-        }
-    }
+    if (m->rope) rope_tables(m, w);
 }
 
 static double dot(const float *a, const float *b, ptrdiff_t n) {
@@ -233,9 +268,9 @@ void embed_backward(const Model *m, const Workspace *w, const float *g, const Ch
     if (s->embed_grad != NULL) memcpy(s->embed_grad, g, (size_t)(T * C) * sizeof(float));
     for (ptrdiff_t t = 0; t < T; t++) {
         const float *gt = g + t * C;
-        // Input relevance of token t: Σ_d e_td g_td at the word embeddings (DESIGN.md §2);
+        // Input relevance of token t: Σ_d e_td g_td at the (scaled) word embeddings (DESIGN.md §2);
         // the position and type tables take their own shares.
-        if (s->tokens != NULL) s->tokens[t] = (float)dot(m->wte + w->ids[t] * C, gt, C);
+        if (s->tokens != NULL) s->tokens[t] = (float)(m->embed_scale * dot(m->wte + w->ids[t] * C, gt, C));
         if (s->positions != NULL) s->positions[t] = (float)dot(m->wpe + w->positions[t] * C, gt, C);
         if (s->types != NULL) s->types[t] = (float)dot(m->wtt + w->types[t] * C, gt, C);
     }
@@ -247,14 +282,14 @@ void embed_backward(const Model *m, const Workspace *w, const float *g, const Ch
 
 // scores (nq,T) of queries [q0, q0 + nq) of sequence `seq`: -inf where query i may
 // not see key j (padding, causal, sliding window)
-static void mask_scores(const Model *m, const Workspace *w, ptrdiff_t seq, ptrdiff_t q0, ptrdiff_t nq,
+static void mask_scores(const Model *m, const Workspace *w, int l, ptrdiff_t seq, ptrdiff_t q0, ptrdiff_t nq,
                         float *scores) {
-    const ptrdiff_t T = w->T;
+    const ptrdiff_t T = w->T, window = m->layers[l].window;
     const float *key_bias = w->key_bias + seq * T;
     for (ptrdiff_t i = q0; i < q0 + nq; i++) {
         float *row = scores + (i - q0) * T;
         const ptrdiff_t hi = m->causal ? i + 1 : T; // visible keys: [lo, hi)
-        const ptrdiff_t lo = m->window > 0 && i - m->window + 1 > 0 ? i - m->window + 1 : 0;
+        const ptrdiff_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
         for (ptrdiff_t j = 0; j < lo; j++) row[j] = -INFINITY;
         for (ptrdiff_t j = lo; j < hi; j++) row[j] += key_bias[j];
         for (ptrdiff_t j = hi; j < T; j++) row[j] = -INFINITY;
@@ -308,6 +343,47 @@ static float *seq_v(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
 static float *seq_att(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
     return w->att + ((ptrdiff_t)l * w->S + seq) * m->H * w->T * w->T;
 }
+static float *seq_qk_raw(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
+    return w->qk_raw + ((ptrdiff_t)l * w->S + seq) * (m->H + m->KV) * w->T * m->D;
+}
+static float *seq_qk_rstd(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
+    return w->qk_rstd + ((ptrdiff_t)l * w->S + seq) * (m->H + m->KV) * w->T;
+}
+
+// qkv (T,QKV) of one sequence -> q (H,T,D), k (KV,T,D) head-major; with qk_norm each
+// head is RMSNorm-ed over D first (Qwen3), its input and rstd cached for the backward.
+static void qk_heads_forward(const Model *m, Workspace *w, int l, ptrdiff_t seq, const float *qkv, float *q,
+                             float *k) {
+    const ptrdiff_t T = w->T, H = m->H, KV = m->KV, D = m->D, QKV = qkv_width(m);
+    if (!m->qk_norm) {
+        to_heads(q, qkv, T, H, D, QKV, 0);
+        to_heads(k, qkv, T, KV, D, QKV, H * D);
+        return;
+    }
+    const LayerWeights *lw = &m->layers[l];
+    float *raw = seq_qk_raw(m, w, l, seq), *rstd = seq_qk_rstd(m, w, l, seq);
+    to_heads(raw, qkv, T, H, D, QKV, 0);
+    to_heads(raw + H * T * D, qkv, T, KV, D, QKV, H * D);
+    rmsnorm_forward(q, rstd, raw, lw->q_norm.w, H * T, D, m->eps);
+    rmsnorm_forward(k, rstd + H * T, raw + H * T * D, lw->k_norm.w, KV * T, D, m->eps);
+}
+
+// *gq (H,T,D), *gk (KV,T,D) at the normed heads -> at their input, written into the
+// other buffer of each pair (gq / gq_rot, gk / gk_rot); the RMSNorm rule of DESIGN.md §2.
+static void qk_heads_backward(const Model *m, Workspace *w, int l, ptrdiff_t seq, const float **gq,
+                              const float **gk, UnaryRule rule) {
+    if (!m->qk_norm) return;
+    const ptrdiff_t T = w->T, H = m->H, KV = m->KV, D = m->D;
+    const LayerWeights *lw = &m->layers[l];
+    const float *raw = seq_qk_raw(m, w, l, seq), *rstd = seq_qk_rstd(m, w, l, seq);
+    float *nq = *gq == w->gq ? w->gq_rot : w->gq, *nk = *gk == w->gk ? w->gk_rot : w->gk;
+    zero(nq, H * T * D);
+    zero(nk, KV * T * D);
+    rmsnorm_backward(nq, *gq, raw, lw->q_norm.w, rstd, H * T, D, rule);
+    rmsnorm_backward(nk, *gk, raw + H * T * D, lw->k_norm.w, rstd + H * T, KV * T, D, rule);
+    *gq = nq;
+    *gk = nk;
+}
 
 // The last layer of a pooled head only needs the rows the head reads: the query
 // rows of its attention, its residual, norms and MLP (see Workspace.pruned).
@@ -348,6 +424,7 @@ void residual_rows_backward(const Model *m, const Workspace *w, int l, float *gx
 typedef struct {
     const Model *m;
     const Workspace *w;
+    int l;
     ptrdiff_t seq, q0, nq;
     const float *q, *k, *v; // (H,T,D), (KV,T,D) x2
     float *att;             // (H,T,T) the sequence's attention cache
@@ -364,7 +441,7 @@ static void attention_head_forward(void *ctx, ptrdiff_t h) {
     // The mask and MPNet's relative position bias are constants added to the scores, never
     // relevance receivers (DESIGN.md §2): the softmax's backward needs only its output.
     if (m->rel_bias != NULL) relative_bias_add(m, h, j->q0, nq, T, a);
-    mask_scores(m, j->w, j->seq, j->q0, nq, a);
+    mask_scores(m, j->w, j->l, j->seq, j->q0, nq, a);
     softmax_forward(a, a, nq, T);
     matmul_forward(j->out + h * nq * D, a, j->v + g * T * D, 1, nq, T, D, false, 1.0f);
 }
@@ -381,17 +458,14 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
         float *q = seq_q(m, w, l, seq), *k = seq_k(m, w, l, seq), *v = seq_v(m, w, l, seq);
         float *att = seq_att(m, w, l, seq);
         to_heads(v, qkv, T, KV, D, QKV, (H + KV) * D);
+        qk_heads_forward(m, w, l, seq, qkv, m->rope ? w->hm : q, m->rope ? w->kv_raw : k);
         if (m->rope) {
-            const float *cos = w->cos + seq * T * D, *sin = w->sin + seq * T * D;
-            to_heads(w->hm, qkv, T, H, D, QKV, 0);
-            to_heads(w->kv_raw, qkv, T, KV, D, QKV, H * D);
-            rope_forward(q, w->hm, cos, sin, H, T, D);
-            rope_forward(k, w->kv_raw, cos, sin, KV, T, D);
-        } else {
-            to_heads(q, qkv, T, H, D, QKV, 0);
-            to_heads(k, qkv, T, KV, D, QKV, H * D);
+            const float *cos, *sin;
+            layer_rope(m, w, l, seq, &cos, &sin);
+            rope_forward(q, w->hm, cos, sin, H, T, D, m->rope_dim);
+            rope_forward(k, w->kv_raw, cos, sin, KV, T, D, m->rope_dim);
         }
-        HeadsForward heads = {.m = m, .w = w, .seq = seq, .q = q, .k = k, .v = v, .att = att, .out = w->hm2};
+        HeadsForward heads = {.m = m, .w = w, .l = l, .seq = seq, .q = q, .k = k, .v = v, .att = att, .out = w->hm2};
         query_rows(m, w, l, seq, &heads.q0, &heads.nq);
         const ptrdiff_t nq = heads.nq;
         team_for(team_current(), H, attention_head_forward, &heads);
@@ -488,14 +562,16 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
         }
         const float *gq = w->gq, *gk = w->gk;
         if (m->rope) {
-            const float *cos = w->cos + seq * T * D, *sin = w->sin + seq * T * D;
+            const float *cos, *sin;
+            layer_rope(m, w, l, seq, &cos, &sin);
             zero(w->gq_rot, H * T * D);
             zero(w->gk_rot, KV * T * D);
-            rope_backward(w->gq_rot, w->gq, cos, sin, H, T, D);
-            rope_backward(w->gk_rot, w->gk, cos, sin, KV, T, D);
+            rope_backward(w->gq_rot, w->gq, cos, sin, H, T, D, m->rope_dim);
+            rope_backward(w->gk_rot, w->gk, cos, sin, KV, T, D, m->rope_dim);
             gq = w->gq_rot;
             gk = w->gk_rot;
         }
+        qk_heads_backward(m, w, l, seq, &gq, &gk, s->rules.unary);
         float *gqkv = w->gqkv + seq * T * QKV;
         from_heads(gqkv, gq, T, H, D, QKV, 0);
         from_heads(gqkv, gk, T, KV, D, QKV, H * D);
@@ -561,10 +637,18 @@ static ptrdiff_t count_real(const Workspace *w, ptrdiff_t seq) {
     return n;
 }
 
+// Gemma 3's final soft-capping of the logits (n of them), the raw ones kept for the backward.
+static void head_softcap(const Model *m, Workspace *w, float *logits, ptrdiff_t n) {
+    if (m->final_softcap <= 0.0f) return;
+    memcpy(w->raw_logits, logits, (size_t)n * sizeof(float));
+    softcap_forward(logits, w->raw_logits, n, m->final_softcap);
+}
+
 void head_forward(const Model *m, Workspace *w, float *logits) {
     const ptrdiff_t S = w->S, T = w->T, C = m->C;
     if (m->pool == POOL_NONE) {
         linear_forward(logits, w->xf, m->head_out.w, m->head_out.b, w->N, C, m->NO, false);
+        head_softcap(m, w, logits, w->N * m->NO);
         return;
     }
     for (ptrdiff_t seq = 0; seq < S; seq++) {
@@ -589,13 +673,23 @@ void head_forward(const Model *m, Workspace *w, float *logits) {
         activation_forward(w->activated, w->dense, S * C, m->head_act);
         p = w->activated;
     }
-    if (m->head_out.w != NULL) linear_forward(logits, p, m->head_out.w, m->head_out.b, S, C, m->NO, false);
-    else memcpy(logits, p, (size_t)(S * C) * sizeof(float));
+    if (m->head_out.w != NULL) {
+        linear_forward(logits, p, m->head_out.w, m->head_out.b, S, C, m->NO, false);
+        head_softcap(m, w, logits, S * m->NO);
+    } else {
+        memcpy(logits, p, (size_t)(S * C) * sizeof(float));
+    }
 }
 
 void head_backward(const Model *m, Workspace *w, float *gxf, const float *seed, const ChunkStream *s) {
     const ptrdiff_t S = w->S, T = w->T, C = m->C;
     zero(gxf, w->N * C);
+    if (m->final_softcap > 0.0f && m->head_out.w != NULL) { // the seed back through the capping
+        const ptrdiff_t n = (m->pool == POOL_NONE ? w->N : S) * m->NO;
+        zero(w->gseed, n);
+        softcap_backward(w->gseed, seed, w->raw_logits, n, m->final_softcap, s->rules.unary);
+        seed = w->gseed;
+    }
     if (m->pool == POOL_NONE) {
         linear_backward(gxf, seed, m->head_out.w, w->N, C, m->NO, false);
         return;

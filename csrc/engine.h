@@ -28,16 +28,21 @@ typedef struct {
     float *emb;               // (N,C) embedding sum (encoder: input of the embedding norm)
     float *x;                 // (L+1,N,C) hidden states: input of layer l, x[L] = last output
     float *q, *k, *v;         // (L,S,H,T,D), (L,S,KV,T,D) x2: head-major, after RoPE
+    float *qk_raw, *qk_rstd;  // qk_norm: (L,S,H+KV,T,D) q and k heads before their norm; (L,S,H+KV,T)
     float *att;               // (L,S,H,T,T) attention probabilities
     float *ctx;               // (L,N,HD) heads' outputs A·V: the relevance a head receives (Mask-LRP)
     float *mid;               // (L,N,C) residual stream after the attention branch
     float *res2;              // (L,N,C) encoder: input of the MLP's LayerNorm
     float *fc;                // (L,N,FU) MLP pre-activation ([gate | up] rows when gated)
     float *gact;              // (L,N,F) gated: act(gate)
-    float *stats;             // (L+1,2,2,N) norm mean, rstd; slot 0: embedding/final norm, 1+l: layer l
+    float *stats;             // (L+1,4,2,N) norm mean, rstd; slot 0: embedding/final norm, 1+l: layer l
+                              // (its pre-attention, pre-MLP, post-attention, post-MLP norms)
+    float *branch_out;        // (L,2,N,C) post_norms: each layer's attention and MLP outputs, before their norms
+    float *raw_logits;        // (S or N,NO) final_softcap: the logits before capping
     float *xf;                // (N,C) input of the head (decoder: after the final norm)
     float *pooled, *dense, *activated; // (S,C) pooled rows; head_dense before/after its activation
-    float *cos, *sin;         // (S,T,D) RoPE tables for each sequence's positions
+    float *cos, *sin;         // (S,T,R) RoPE tables for each sequence's positions, R = rope_dim
+    float *cos_local, *sin_local; // (S,T,R) the same from inv_freq_local (Gemma 3's sliding layers)
     float *key_bias;          // (S,T) 0 for real keys, -inf for padding
     // scratch
     float *a, *b;             // (N,max(C,FU)) block inputs/outputs
@@ -56,6 +61,8 @@ typedef struct {
     float *gfc;               // (N,FU)
     float *ghid, *ghid2;      // (N,F)
     float *ghead, *ghead2;    // (S,max(C,NO)) head gradients
+    float *gpost;             // (N,C) post_norms: g at a branch's output, before its norm
+    float *gseed;             // like raw_logits: the seed crossed back through the soft-capping
     float *seed;              // (S,NO) the argmax seed, when the call gives none
     float *typed;             // carved storage for the two below
     double *head_sums;        // (H) relevance arriving at each head of one sequence
@@ -100,6 +107,9 @@ void head_forward(const Model *m, Workspace *w, float *logits);
 // seed like the logits -> gxf (N,C) =
 void head_backward(const Model *m, Workspace *w, float *gxf, const float *seed, const ChunkStream *s);
 void hidden_taps(const Model *m, const Workspace *w, int l, const float *g, const ChunkStream *s);
+
+// Gemma 3: each branch's output RMSNorm-ed before the residual add
+bool post_norms(const Model *m);
 
 // families: the order of the blocks
 void encoder_forward(const Model *m, Workspace *w);

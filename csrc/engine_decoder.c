@@ -1,6 +1,8 @@
-// Decoders (GPT-2, LLaMA, Mistral, Qwen2): pre-norm causal layers.
+// Decoders (GPT-2, LLaMA family, Gemma 3): pre-norm causal layers.
 //   x0 = word (+ position)
 //   mid = x + attention(norm1(x));  x' = mid + mlp(norm2(mid));  xf = final_norm(x_L)
+// Gemma 3 also norms each branch's output before the add (post_norms):
+//   mid = x + norm3(attention(norm1(x)));  x' = mid + norm4(mlp(norm2(mid)))
 // Residual adds are the identity in both streams: each branch's backward
 // accumulates (+=) straight into the residual stream's g. A layer's row-wise work
 // runs on layer_rows() rows (all, or one per sequence for a pruned last layer);
@@ -13,6 +15,35 @@ static void add(float *y, const float *a, const float *b, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
+// Norm slots of a layer (engine.h, Workspace.stats) and each branch's post-norm.
+enum { PRE_ATTENTION, PRE_MLP, POST_ATTENTION, POST_MLP };
+
+// The cached output of layer l's attention (POST_ATTENTION) or MLP (POST_MLP) branch.
+static float *branch_out(const Model *m, const Workspace *w, int l, int which) {
+    return w->branch_out + ((ptrdiff_t)l * 2 + which - POST_ATTENTION) * w->N * m->C;
+}
+
+// out (rows,C), a branch's output -> its post-norm, in place (Gemma 3); nothing otherwise
+static void post_norm_forward(const Model *m, Workspace *w, int l, int which, float *out, ptrdiff_t rows) {
+    if (!post_norms(m)) return;
+    const LayerWeights *lw = &m->layers[l];
+    float *raw = branch_out(m, w, l, which);
+    memcpy(raw, out, (size_t)(rows * m->C) * sizeof(float));
+    norm_forward(m, w, out, raw, which == POST_ATTENTION ? lw->attn_post_norm : lw->mlp_post_norm, 1 + l, which,
+                 rows);
+}
+
+// g (rows,C) at a branch's post-norm output -> g at the branch output: w->gpost, or g itself
+static const float *post_norm_backward(const Model *m, Workspace *w, int l, int which, const float *g, ptrdiff_t rows,
+                                       UnaryRule rule) {
+    if (!post_norms(m)) return g;
+    const LayerWeights *lw = &m->layers[l];
+    memset(w->gpost, 0, (size_t)(rows * m->C) * sizeof(float));
+    norm_backward(m, w, w->gpost, g, branch_out(m, w, l, which),
+                  which == POST_ATTENTION ? lw->attn_post_norm : lw->mlp_post_norm, 1 + l, which, rows, rule);
+    return w->gpost;
+}
+
 void decoder_forward(const Model *m, Workspace *w) {
     const ptrdiff_t C = m->C, n = w->N * C;
     embed_forward(m, w);
@@ -22,11 +53,13 @@ void decoder_forward(const Model *m, Workspace *w) {
         const ptrdiff_t rows = layer_rows(m, w, l);
         const float *x = w->x + l * n;
         float *mid = w->mid + l * n;
-        norm_forward(m, w, w->a, x, lw->attn_norm, 1 + l, 0, w->N);
+        norm_forward(m, w, w->a, x, lw->attn_norm, 1 + l, PRE_ATTENTION, w->N);
         attention_forward(m, w, l, w->b, w->a);
+        post_norm_forward(m, w, l, POST_ATTENTION, w->b, rows);
         add(mid, residual_rows(m, w, l, x), w->b, rows * C);
-        norm_forward(m, w, w->a, mid, lw->mlp_norm, 1 + l, 1, rows);
+        norm_forward(m, w, w->a, mid, lw->mlp_norm, 1 + l, PRE_MLP, rows);
         mlp_forward(m, w, l, w->b, w->a);
+        post_norm_forward(m, w, l, POST_MLP, w->b, rows);
         add(w->x + (l + 1) * n, mid, w->b, rows * C);
     }
     const ptrdiff_t rows = layer_rows(m, w, m->L - 1);
@@ -48,13 +81,13 @@ void decoder_backward(const Model *m, Workspace *w, const float *gxf, const Chun
         const LayerWeights *lw = &m->layers[l];
         const ptrdiff_t rows = layer_rows(m, w, l);
         memset(branch, 0, (size_t)(rows * C) * sizeof(float));
-        mlp_backward(m, w, l, branch, g, s);
-        norm_backward(m, w, g, branch, w->mid + l * n, lw->mlp_norm, 1 + l, 1, rows, rule); // g at mid
+        mlp_backward(m, w, l, branch, post_norm_backward(m, w, l, POST_MLP, g, rows, rule), s);
+        norm_backward(m, w, g, branch, w->mid + l * n, lw->mlp_norm, 1 + l, PRE_MLP, rows, rule); // g at mid
         memset(branch, 0, (size_t)n * sizeof(float));
-        attention_backward(m, w, l, branch, g, s);
+        attention_backward(m, w, l, branch, post_norm_backward(m, w, l, POST_ATTENTION, g, rows, rule), s);
         memset(below, 0, (size_t)n * sizeof(float));
         residual_rows_backward(m, w, l, below, g);
-        norm_backward(m, w, below, branch, w->x + l * n, lw->attn_norm, 1 + l, 0, w->N, rule); // g at x[l]
+        norm_backward(m, w, below, branch, w->x + l * n, lw->attn_norm, 1 + l, PRE_ATTENTION, w->N, rule); // g at x[l]
         float *t = g; // below becomes the stream's g
         g = below;
         below = t;

@@ -104,12 +104,18 @@ void rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
 void rmsnorm_backward(float *gx, const float *g, const float *x, const float *w,
                       const float *rstd, ptrdiff_t N, ptrdiff_t C, UnaryRule rule);
 
-// x (B,T,D), cos, sin (T,D), D even -> y (B,T,D)
+// x (B,T,D), cos, sin (T,R), R <= D even -> y (B,T,D): the first R of each row
+// rotated, the rest copied
 void rope_forward(float *y, const float *x, const float *cos, const float *sin,
-                  ptrdiff_t B, ptrdiff_t T, ptrdiff_t D);
+                  ptrdiff_t B, ptrdiff_t T, ptrdiff_t D, ptrdiff_t R);
 // g (B,T,D) -> gx (B,T,D) += Rᵀ g
 void rope_backward(float *gx, const float *g, const float *cos, const float *sin,
-                   ptrdiff_t B, ptrdiff_t T, ptrdiff_t D);
+                   ptrdiff_t B, ptrdiff_t T, ptrdiff_t D, ptrdiff_t R);
+
+// x (n) -> y (n) = c tanh(x / c)
+void softcap_forward(float *y, const float *x, ptrdiff_t n, float c);
+// g, x (n) -> gx (n) += g y/x (RULE_LRP) or g (1 - tanh²(x/c)) (RULE_GRADIENT)
+void softcap_backward(float *gx, const float *g, const float *x, ptrdiff_t n, float c, UnaryRule rule);
 
 // x, g (n) -> r (n) = x g   (R_x = x ⊙ g_x, DESIGN.md §2)
 void relevance(float *r, const float *x, const float *g, ptrdiff_t n);
@@ -131,6 +137,10 @@ typedef struct {
 
 typedef struct {
     Affine attn_norm, qkv, out, mlp_norm, up, down;
+    Affine q_norm, k_norm; // RMSNorm scales (D) of each query / key head (Qwen3); .w NULL: none
+    Affine attn_post_norm, mlp_post_norm; // Gemma 3: norms of each branch's output; .w NULL: none
+    int window;            // this layer's sliding window, 0 = none
+    bool local_rope;       // this layer's RoPE table is the model's inv_freq_local
 } LayerWeights;
 
 typedef struct {
@@ -141,10 +151,18 @@ typedef struct {
     int L, H, KV, D, C, F, V, P, TT, NO; // see masklrp/spec.py; P = 0 without a table, TT = 0 without types
     float eps, attn_scale, rope_scaling;
     bool causal, rope;
-    int window;                // sliding window, 0 = none
+    bool qk_norm;              // q and k heads RMSNorm-ed (layers[l].q_norm, k_norm) before RoPE
     Pool pool;
     Activation head_act;       // after head_dense, when head_dense.w != NULL
     const float *wte, *wpe, *wtt, *inv_freq; // wpe, wtt, inv_freq may be NULL
+    int rope_dim;              // RoPE rotates the first rope_dim (even, <= D) values of each head
+    // LongRoPE: a sequence longer than rope_long_after (its last real position + 1)
+    // takes inv_freq_long instead of inv_freq (NULL: one table)
+    const float *inv_freq_long;
+    int rope_long_after;
+    const float *inv_freq_local; // Gemma 3: the sliding-window layers' table (NULL: none)
+    float embed_scale;         // multiplies the word embeddings (Gemma 3: sqrt(C)); 1 otherwise
+    float final_softcap;       // logits = c·tanh(logits / c) (Gemma 3); 0: none
     // MPNet's relative position bias, shared by every layer: (H, 2R-1), head h's score of
     // query i and key j gets rel_bias[h][j - i + R - 1] (R = rel_span >= T); NULL: none.
     const float *rel_bias;

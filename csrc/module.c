@@ -752,7 +752,7 @@ static int rope_check(PyArrayObject *x, const char *xname, PyArrayObject *cos, P
 }
 
 typedef void (*RopeKernel)(float *, const float *, const float *, const float *, ptrdiff_t,
-                           ptrdiff_t, ptrdiff_t);
+                           ptrdiff_t, ptrdiff_t, ptrdiff_t);
 
 // Forward and backward have the same signature and checks; only the kernel differs.
 static PyObject *rope_call(PyObject *args, PyObject *kw, char **kwlist, RopeKernel kernel,
@@ -769,7 +769,7 @@ static PyObject *rope_call(PyObject *args, PyObject *kw, char **kwlist, RopeKern
         const npy_intp d = last_dim(x), t = PyArray_DIM(x, PyArray_NDIM(x) - 2);
         const npy_intp b = PyArray_SIZE(x) / (t * d);
         Py_BEGIN_ALLOW_THREADS
-        kernel(F(y), F(x), F(cos), F(sin), b, t, d);
+        kernel(F(y), F(x), F(cos), F(sin), b, t, d, d); // the whole row rotated
         Py_END_ALLOW_THREADS
     }
     result = (PyObject *)y;

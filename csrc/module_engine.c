@@ -164,17 +164,46 @@ static int relative_bias(PyObject *weights, Model *m) {
 }
 
 // Reads the spec and points a Model into the arrays of `weights` (the engine's own dict).
+// spec["sliding_layers"]: () or L bools, the layers the sliding window applies to and
+// that take the local RoPE table when there is one; () = every layer, one table.
+static int layer_windows(PyObject *spec, const Model *m, LayerWeights *layers, int window) {
+    PyObject *v = spec_item(spec, "sliding_layers");
+    if (v == NULL) return 0;
+    PyObject *seq = PySequence_Fast(v, "spec[sliding_layers] must be a sequence of bools");
+    if (seq == NULL) return 0;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    bool ok = n == 0 || n == m->L;
+    for (Py_ssize_t i = 0; i < n && ok; i++) ok = PyBool_Check(PySequence_Fast_GET_ITEM(seq, i));
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "spec[sliding_layers] must be () or %d bools (one per layer)", m->L);
+        Py_DECREF(seq);
+        return 0;
+    }
+    for (int l = 0; l < m->L; l++) {
+        const bool sliding = n == 0 || PySequence_Fast_GET_ITEM(seq, l) == Py_True;
+        layers[l].window = sliding ? window : 0;
+        layers[l].local_rope = n > 0 && sliding && m->inv_freq_local != NULL;
+    }
+    Py_DECREF(seq);
+    return 1;
+}
+
 static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     Model m = {0};
-    int family, norm, act, pool;
+    int family, norm, act, pool, window;
+    bool post;
     if (!spec_choice(spec, "family", FAMILY_NAMES, 2, &family) || !spec_choice(spec, "norm", NORM_NAMES, 2, &norm) ||
         !spec_choice(spec, "activation", ACTIVATION_NAMES, 5, &act) || !spec_choice(spec, "pool", POOL_NAMES, 4, &pool) ||
         !spec_bool(spec, "gated_mlp", &m.gated) || !spec_bool(spec, "causal", &m.causal) ||
+        !spec_bool(spec, "qk_norm", &m.qk_norm) ||
         !spec_int(spec, "n_layers", 1, &m.L) || !spec_int(spec, "n_heads", 1, &m.H) ||
         !spec_int(spec, "n_kv_heads", 1, &m.KV) || !spec_int(spec, "head_dim", 1, &m.D) ||
         !spec_int(spec, "hidden", 1, &m.C) || !spec_int(spec, "intermediate", 1, &m.F) ||
         !spec_int(spec, "vocab", 1, &m.V) || !spec_int(spec, "type_vocab", 0, &m.TT) ||
-        !spec_int(spec, "sliding_window", 0, &m.window) || !spec_float(spec, "norm_eps", &m.eps) ||
+        !spec_int(spec, "sliding_window", 0, &window) || !spec_float(spec, "norm_eps", &m.eps) ||
+        !spec_bool(spec, "post_norms", &post) || !spec_float(spec, "embed_scale", &m.embed_scale) ||
+        !spec_float(spec, "final_softcap", &m.final_softcap) ||
+        !spec_int(spec, "rotary_dim", 0, &m.rope_dim) || !spec_int(spec, "rope_long_after", 0, &m.rope_long_after) ||
         !spec_float(spec, "attn_scale", &m.attn_scale) ||
         !spec_float(spec, "rope_attention_scaling", &m.rope_scaling))
         return -1;
@@ -193,8 +222,15 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         PyErr_Format(PyExc_ValueError, "spec: n_heads (%d) must be a multiple of n_kv_heads (%d)", m.H, m.KV);
         return -1;
     }
-    if (m.rope && m.D % 2 != 0) {
-        PyErr_Format(PyExc_ValueError, "spec: RoPE needs an even head_dim, got %d", m.D);
+    if (!(m.embed_scale > 0.0f) || m.final_softcap < 0.0f) {
+        PyErr_Format(PyExc_ValueError, "spec: embed_scale must be > 0 and final_softcap >= 0, got %g and %g",
+                     (double)m.embed_scale, (double)m.final_softcap);
+        return -1;
+    }
+    if (m.rope_dim == 0) m.rope_dim = m.D; // the whole head
+    if (m.rope && (m.rope_dim % 2 != 0 || m.rope_dim > m.D)) {
+        PyErr_Format(PyExc_ValueError, "spec: RoPE needs an even rotary_dim <= head_dim (%d), got %d", m.D,
+                     m.rope_dim);
         return -1;
     }
     const npy_intp C = m.C, HD = (npy_intp)m.H * m.D, QKV = (npy_intp)(m.H + 2 * m.KV) * m.D;
@@ -208,10 +244,15 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         !affine(weights, "head.dense", false, C, C, &m.head_dense) ||
         !weight(weights, "head.out.weight", m.pool == POOL_NONE, ANY, C, &m.head_out.w, &NO) ||
         !weight(weights, "head.out.bias", false, NO > 0 ? NO : 1, 0, &m.head_out.b, NULL) ||
-        !weight(weights, "rope.inv_freq", m.rope, m.D / 2 > 0 ? m.D / 2 : 1, 0, &m.inv_freq, NULL) ||
+        !weight(weights, "rope.inv_freq", m.rope, m.rope_dim / 2 > 0 ? m.rope_dim / 2 : 1, 0, &m.inv_freq, NULL) ||
+        !weight(weights, "rope.inv_freq_long", m.rope && m.rope_long_after > 0,
+                m.rope_dim / 2 > 0 ? m.rope_dim / 2 : 1, 0, &m.inv_freq_long, NULL) ||
+        !weight(weights, "rope.inv_freq_local", false, m.rope_dim / 2 > 0 ? m.rope_dim / 2 : 1, 0, &m.inv_freq_local,
+                NULL) ||
         !relative_bias(weights, &m))
         return -1;
     if (m.wtt == NULL) m.TT = 0;
+    if (m.rope_long_after == 0) m.inv_freq_long = NULL; // one table
     m.P = (int)P;
     m.NO = m.head_out.w != NULL ? (int)NO : m.C;
     if (m.head_dense.w != NULL) {
@@ -235,11 +276,18 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     (snprintf(name, sizeof name, "layers.%d." key, l), affine(weights, name, required, out_dim, in_dim, &lw->field))
         if (!LAYER_AFFINE(attn_norm, "attn_norm", true, C, 0) || !LAYER_AFFINE(qkv, "qkv", true, QKV, C) ||
             !LAYER_AFFINE(out, "out", true, C, HD) || !LAYER_AFFINE(mlp_norm, "mlp_norm", true, C, 0) ||
-            !LAYER_AFFINE(up, "up", true, FU, C) || !LAYER_AFFINE(down, "down", true, C, m.F)) {
+            !LAYER_AFFINE(up, "up", true, FU, C) || !LAYER_AFFINE(down, "down", true, C, m.F) ||
+            !LAYER_AFFINE(q_norm, "q_norm", m.qk_norm, m.D, 0) || !LAYER_AFFINE(k_norm, "k_norm", m.qk_norm, m.D, 0) ||
+            (post && (!LAYER_AFFINE(attn_post_norm, "attn_post_norm", true, C, 0) ||
+                      !LAYER_AFFINE(mlp_post_norm, "mlp_post_norm", true, C, 0)))) {
             PyMem_Free(layers);
             return -1;
         }
 #undef LAYER_AFFINE
+    }
+    if (!layer_windows(spec, &m, layers, window)) {
+        PyMem_Free(layers);
+        return -1;
     }
     if (self->pool == NULL && (self->pool = workspace_pool_new()) == NULL) {
         PyMem_Free(layers);

@@ -330,7 +330,9 @@ void rmsnorm_backward(float *gx, const float *g, const float *x, const float *w,
 // ----------------------------------------------------------------------------
 // RoPE (DESIGN.md §2, linear row): a rotation with constant cos/sin, crossed by
 // its true gradient, the transposed rotation. HF convention (LLaMA):
-// y = x ⊙ cos + rotate_half(x) ⊙ sin, rotate_half(x) = (−x₂, x₁).
+// y = x ⊙ cos + rotate_half(x) ⊙ sin, rotate_half(x) = (−x₂, x₁). Partial RoPE
+// (Phi-3's partial_rotary_factor) rotates the first R of each row's D values
+// and passes the rest through: an identity, crossed by the identity.
 
 // Copies m elements of each half of a row block (p[k], p[k + h]) before anything
 // is written, so the output may be the input (in place); the copies also let GCC
@@ -342,14 +344,14 @@ VM_INLINE void rope_load(float *first, float *second, const float *p, ptrdiff_t 
     }
 }
 
-// x (B,T,D), cos, sin (T,D) -> y (B,T,D)
+// x (B,T,D), cos, sin (T,R), R <= D even -> y (B,T,D)
 VM_MULTIVERSION
 void rope_forward(float *y, const float *x, const float *cos, const float *sin,
-                  ptrdiff_t B, ptrdiff_t T, ptrdiff_t D) {
-    const ptrdiff_t h = D / 2;
+                  ptrdiff_t B, ptrdiff_t T, ptrdiff_t D, ptrdiff_t R) {
+    const ptrdiff_t h = R / 2;
     for (ptrdiff_t b = 0; b < B; b++) {
         for (ptrdiff_t t = 0; t < T; t++) {
-            const float *xt = x + (b * T + t) * D, *c = cos + t * D, *s = sin + t * D;
+            const float *xt = x + (b * T + t) * D, *c = cos + t * R, *s = sin + t * R;
             float *yt = y + (b * T + t) * D;
             for (ptrdiff_t j0 = 0; j0 < h; j0 += VM_LANES) {
                 const ptrdiff_t m = h - j0 < VM_LANES ? h - j0 : VM_LANES;
@@ -360,6 +362,7 @@ void rope_forward(float *y, const float *x, const float *cos, const float *sin,
                     yt[j0 + k + h] = x2[k] * c[j0 + k + h] + x1[k] * s[j0 + k + h];
                 }
             }
+            for (ptrdiff_t j = R; j < D; j++) yt[j] = xt[j];
         }
     }
 }
@@ -367,11 +370,11 @@ void rope_forward(float *y, const float *x, const float *cos, const float *sin,
 // g (B,T,D) -> gx (B,T,D) += Rᵀ g
 VM_MULTIVERSION
 void rope_backward(float *gx, const float *g, const float *cos, const float *sin,
-                   ptrdiff_t B, ptrdiff_t T, ptrdiff_t D) {
-    const ptrdiff_t h = D / 2;
+                   ptrdiff_t B, ptrdiff_t T, ptrdiff_t D, ptrdiff_t R) {
+    const ptrdiff_t h = R / 2;
     for (ptrdiff_t b = 0; b < B; b++) {
         for (ptrdiff_t t = 0; t < T; t++) {
-            const float *gt = g + (b * T + t) * D, *c = cos + t * D, *s = sin + t * D;
+            const float *gt = g + (b * T + t) * D, *c = cos + t * R, *s = sin + t * R;
             float *gxt = gx + (b * T + t) * D;
             for (ptrdiff_t j0 = 0; j0 < h; j0 += VM_LANES) {
                 const ptrdiff_t m = h - j0 < VM_LANES ? h - j0 : VM_LANES;
@@ -380,7 +383,27 @@ void rope_backward(float *gx, const float *g, const float *cos, const float *sin
                 for (ptrdiff_t k = 0; k < m; k++) gxt[j0 + k] += g1[k] * c[j0 + k] + g2[k] * s[j0 + k + h];
                 for (ptrdiff_t k = 0; k < m; k++) gxt[j0 + k + h] += g2[k] * c[j0 + k + h] - g1[k] * s[j0 + k];
             }
+            for (ptrdiff_t j = R; j < D; j++) gxt[j] += gt[j];
         }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Soft-capping y = c·tanh(x/c) (Gemma's final logits): an element-wise non-linearity,
+// so the identity rule of DESIGN.md §2 (tanh row): g_x = g ⊙ y/x, relevance passes
+// unchanged (R_x = x g_x = y g = R_y); the gradient stream takes 1 − tanh²(x/c).
+
+// x (n) -> y (n) = c tanh(x / c)
+void softcap_forward(float *y, const float *x, ptrdiff_t n, float c) {
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = (float)(c * tanh((double)x[i] / c));
+}
+
+// g, x (n) -> gx (n) += g y/x (RULE_LRP; 1 at x = 0) or g (1 − tanh²(x/c)) (RULE_GRADIENT)
+void softcap_backward(float *gx, const float *g, const float *x, ptrdiff_t n, float c, UnaryRule rule) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double u = (double)x[i] / c, t = tanh(u);
+        const double factor = rule == RULE_LRP ? (u == 0.0 ? 1.0 : t / u) : 1.0 - t * t;
+        gx[i] += (float)(g[i] * factor);
     }
 }
 

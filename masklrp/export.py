@@ -38,7 +38,7 @@ import numpy as np
 
 from ._checks import INT32_MAX, integer, number
 from . import relative_position
-from .rope import max_rope_positions, rope_parameters
+from .rope import max_rope_positions, rope_config, rope_long_inv_freq, rope_parameters, rotary_dim
 from .spec import ModelSpec, check_weights
 from .tokenizer import Tokenizer
 
@@ -74,10 +74,17 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "GPT2ForSequenceClassification": ("gpt2", "sequence-classification"),
     "GPT2ForQuestionAnswering": ("gpt2", "question-answering"),
     **{f"{name}{suffix}": (model_type, task)
-       for name, model_type in (("Llama", "llama"), ("Mistral", "mistral"), ("Qwen2", "qwen2"))
+       for name, model_type in (("Llama", "llama"), ("Mistral", "mistral"), ("Qwen2", "qwen2"),
+                                ("Qwen3", "qwen3"))
        for suffix, task in (("Model", "base"), ("ForCausalLM", "causal-lm"),
                             ("ForSequenceClassification", "sequence-classification"),
                             ("ForQuestionAnswering", "question-answering"))},
+    "Phi3Model": ("phi3", "base"),
+    "Phi3ForCausalLM": ("phi3", "causal-lm"),
+    "Phi3ForSequenceClassification": ("phi3", "sequence-classification"),
+    "Gemma3TextModel": ("gemma3_text", "base"),
+    "Gemma3ForCausalLM": ("gemma3_text", "causal-lm"),
+    "Gemma3TextForSequenceClassification": ("gemma3_text", "sequence-classification"),
 }
 
 # When config.json names no architecture: the base model of its model_type.
@@ -123,6 +130,24 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                   hidden_act="silu", max_position_embeddings=32768, rms_norm_eps=1e-6,
                   tie_word_embeddings=False, use_sliding_window=False, sliding_window=4096,
                   max_window_layers=28, layer_types=None, pad_token_id=None),
+    "qwen3": dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016,
+                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                  head_dim=128, hidden_act="silu", max_position_embeddings=32768,
+                  rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False,
+                  use_sliding_window=False, sliding_window=4096, max_window_layers=28,
+                  layer_types=None, pad_token_id=None),
+    "phi3": dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=None, hidden_act="silu",
+                 max_position_embeddings=4096, original_max_position_embeddings=4096,
+                 rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=32000,
+                 sliding_window=None),
+    "gemma3_text": dict(vocab_size=262_208, hidden_size=2304, intermediate_size=9216,
+                        num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+                        head_dim=256, hidden_activation="gelu_pytorch_tanh",
+                        max_position_embeddings=131_072, rms_norm_eps=1e-6, pad_token_id=0,
+                        tie_word_embeddings=True, attention_bias=False, query_pre_attn_scalar=256,
+                        sliding_window=4096, layer_types=None, final_logit_softcapping=None,
+                        attn_logit_softcapping=None, use_bidirectional_attention=False),
 }
 
 # HF activation names (ACT2FN keys) -> masklrp.kernels.ACTIVATIONS. Only exact matches:
@@ -698,9 +723,9 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
     """One window for every layer, or 0; per-layer windows are refused."""
     if model_type == "llama":
         return 0
-    if model_type == "mistral":
+    if model_type in ("mistral", "phi3"):
         return cfg.size("sliding_window", 0, default=0)
-    # qwen2: Qwen2Config drops the window unless use_sliding_window, then layer_types decides
+    # qwen2, qwen3: the config drops the window unless use_sliding_window, then layer_types decides
     if not cfg.get("use_sliding_window", False) or not cfg.get("sliding_window"):
         return 0
     n = cfg.size("num_hidden_layers")
@@ -720,12 +745,72 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
         "supported: the engine has one sliding_window for all layers")
 
 
+def _gemma3_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dict]:
+    """Gemma 3: which layers slide, and the config each kind of layer reads its RoPE from.
+
+    As ``Gemma3TextConfig`` standardises them: ``layer_types`` or, in older files, every
+    ``sliding_window_pattern``-th layer full; nested ``rope_parameters`` or, in older files,
+    ``rope_theta`` + ``rope_scaling`` (full layers) and ``rope_local_base_freq`` (sliding).
+    """
+    L = cfg.size("num_hidden_layers")
+    pattern = cfg.size("sliding_window_pattern", default=6)
+    kinds = cfg.get("layer_types") or [
+        "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(L)]
+    if (not isinstance(kinds, list) or len(kinds) != L
+            or not set(kinds) <= {"sliding_attention", "full_attention"}):
+        raise ValueError(f"config layer_types must list 'sliding_attention' or 'full_attention' "
+                         f"for each of the {L} layers, got {kinds!r}")
+    params = cfg.get("rope_parameters") or {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"config rope_parameters must be an object, got {params!r}")
+    if "full_attention" not in params and "sliding_attention" not in params:
+        params = {"full_attention": dict(params, **(cfg.get("rope_scaling") or {})),
+                  "sliding_attention": {"rope_theta": cfg.get("rope_local_base_freq", 10_000.0)}}
+        params["full_attention"].setdefault("rope_theta", cfg.get("rope_theta", 1_000_000.0))
+    views = []
+    for kind in ("full_attention", "sliding_attention"):
+        own = params.get(kind) or {}
+        if not isinstance(own, Mapping):
+            raise TypeError(f"config rope_parameters.{kind} must be an object, got {own!r}")
+        own = {"rope_type": own.get("type", "default"), **own}
+        if own["rope_type"] == "longrope":
+            raise NotImplementedError(f"{arch} with rope_type 'longrope' ({kind}) is not supported")
+        views.append({**cfg.values, "rope_parameters": own, "rope_scaling": None,
+                      "layer_types": None, "partial_rotary_factor": None})
+    return tuple(k == "sliding_attention" for k in kinds), views[0], views[1]
+
+
+def _finite_angles(inv_freq: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
+    """``inv_freq``, checked to give float32 angles up to the config's max positions."""
+    if not np.isfinite(inv_freq * np.float32(max_rope_positions(config))).all():
+        raise ValueError("config RoPE parameters give rotation angles beyond float32 "
+                         f"(largest inverse frequency {inv_freq.max():g})")
+    return inv_freq
+
+
+def _rope_table(config: Mapping[str, Any], R: int) -> tuple[np.ndarray, float]:
+    """``rope_parameters`` of a config, checked to stay finite up to its max_positions."""
+    inv_freq, scaling = rope_parameters(config, R)
+    return _finite_angles(inv_freq, config), scaling
+
+
+def _unit_offset(w: dict, name: str) -> None:
+    """Gemma's RMSNorm scales by (1 + weight): stored as that float32 sum, as HF computes it."""
+    w[name] = np.add(np.float32(1.0), w[name], dtype=np.float32)
+
+
 def _llama(arch, model_type, task, cfg, tensors):
-    """LLaMA, Mistral, Qwen2: RMSNorm, RoPE, SwiGLU, grouped-query attention."""
+    """LLaMA, Mistral, Qwen2, Qwen3, Phi-3, Gemma 3: RMSNorm, RoPE, gated MLP, grouped-query
+    attention. Qwen3 and Gemma 3 RMSNorm each q / k head before RoPE; Phi-3 stores q/k/v and
+    gate/up fused (in the canonical row order already), LongRoPE, partial RoPE; Gemma 3 norms
+    each branch's output too (RMSNorm by 1 + weight), scales the embeddings by √C, interleaves
+    sliding-window layers (with their own RoPE table) with full ones, scales scores by
+    query_pre_attn_scalar^-1/2 and may soft-cap the final logits."""
     for key in ("num_experts", "num_local_experts", "n_routed_experts"):
         if cfg.get(key):
             raise NotImplementedError(f"{arch} with {key}={cfg.get(key)} (mixture of experts) "
                                       "is not supported")
+    phi3, gemma = model_type == "phi3", model_type == "gemma3_text"
     C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
     H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
     KV = cfg.size("num_key_value_heads", default=H)
@@ -735,47 +820,110 @@ def _llama(arch, model_type, task, cfg, tensors):
          else _head_size(C, H, ("hidden_size", "num_attention_heads")))
     V = cfg.size("vocab_size")
     cfg.size("max_position_embeddings")  # checked here: the RoPE code reads it as it is
-    act = _activation(cfg, "hidden_act")
-    qkv_bias = model_type == "qwen2" or (model_type == "llama" and cfg.get("attention_bias", False))
-    out_bias = model_type == "llama" and bool(cfg.get("attention_bias", False))
+    act = _activation(cfg, "hidden_activation" if gemma else "hidden_act")
+    attention_bias = (model_type in ("llama", "qwen3", "gemma3_text")
+                      and bool(cfg.get("attention_bias", False)))
+    qkv_bias = model_type == "qwen2" or attention_bias
+    out_bias = attention_bias
+    qk_norm = model_type in ("qwen3", "gemma3_text")
     mlp_bias = model_type == "llama" and bool(cfg.get("mlp_bias", False))
-    window = _sliding_window(arch, model_type, cfg)
-    inv_freq, rope_scaling = rope_parameters(cfg.values, D)
-    if not np.isfinite(inv_freq * np.float32(max_rope_positions(cfg.values))).all():
-        raise ValueError("config RoPE parameters give rotation angles beyond float32 "
-                         f"(largest inverse frequency {inv_freq.max():g})")
+    R = D if gemma else rotary_dim(cfg.values, D, partial=phi3)  # Gemma's views: full heads
+    inv_freq_local = None
+    sliding_layers: tuple[bool, ...] = ()
+    if gemma:
+        if cfg.get("use_bidirectional_attention", False):
+            raise NotImplementedError(f"{arch} with use_bidirectional_attention=True is not "
+                                      "supported (the engine's decoders are causal)")
+        if cfg.get("attn_logit_softcapping") is not None:
+            raise NotImplementedError(
+                f"{arch} with attn_logit_softcapping={cfg.get('attn_logit_softcapping')} is not "
+                "supported: transformers 5.23's Gemma 3 never applies it, so there is no "
+                "reference to match")
+        sliding_layers, full, local = _gemma3_layers(arch, cfg)
+        inv_freq, rope_scaling = _rope_table(full, R)
+        inv_freq_local, local_scaling = _rope_table(local, R)
+        if local_scaling != rope_scaling:
+            raise NotImplementedError(f"{arch} with different RoPE attention scalings for "
+                                      f"full ({rope_scaling}) and sliding ({local_scaling}) "
+                                      "layers is not supported")
+        window = cfg.size("sliding_window", 0, default=0) if any(sliding_layers) else 0
+        if not window:
+            sliding_layers = ()
+        max_positions = min(max_rope_positions(full), max_rope_positions(local))
+        inv_freq_long = None
+    else:
+        window = _sliding_window(arch, model_type, cfg)
+        inv_freq, rope_scaling = _rope_table(cfg.values, R)
+        inv_freq_long = rope_long_inv_freq(cfg.values, R)
+        if inv_freq_long is not None:
+            _finite_angles(inv_freq_long, cfg.values)
+        max_positions = max_rope_positions(cfg.values)
     eps = cfg.epsilon("rms_norm_eps")
     n_out, labels = _classifier_head(task, cfg, C, V)
     tensors.prefixes = ("model.", "transformer.")
+    # the norms' HF names: before attention, after it, before the MLP, after it
+    norms = (("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+              "post_feedforward_layernorm") if gemma else
+             ("input_layernorm", None, "post_attention_layernorm", None))
 
     w: dict[str, np.ndarray] = {}
     w["embed.word"] = tensors.get("embed_tokens.weight", (V, C))
     for i in range(L):
         o, s = f"layers.{i}", f"layers.{i}."
-        _norm(tensors, w, o + ".attn_norm", s + "input_layernorm", C, False)
-        _fused(tensors, w, o + ".qkv", [(s + "self_attn.q_proj", H * D),
-                                        (s + "self_attn.k_proj", KV * D),
-                                        (s + "self_attn.v_proj", KV * D)], C, bias=qkv_bias)
+        for out, src in zip(("attn_norm", "attn_post_norm", "mlp_norm", "mlp_post_norm"), norms):
+            if src is not None:
+                _norm(tensors, w, f"{o}.{out}", s + src, C, False)
+        if phi3:
+            _linear(tensors, w, o + ".qkv", s + "self_attn.qkv_proj", (H + 2 * KV) * D, C,
+                    bias=False)
+        else:
+            _fused(tensors, w, o + ".qkv", [(s + "self_attn.q_proj", H * D),
+                                            (s + "self_attn.k_proj", KV * D),
+                                            (s + "self_attn.v_proj", KV * D)], C, bias=qkv_bias)
         _linear(tensors, w, o + ".out", s + "self_attn.o_proj", C, H * D, bias=out_bias)
-        _norm(tensors, w, o + ".mlp_norm", s + "post_attention_layernorm", C, False)
-        _fused(tensors, w, o + ".up", [(s + "mlp.gate_proj", F), (s + "mlp.up_proj", F)], C,
-               bias=mlp_bias)
+        if qk_norm:
+            _norm(tensors, w, o + ".q_norm", s + "self_attn.q_norm", D, False)
+            _norm(tensors, w, o + ".k_norm", s + "self_attn.k_norm", D, False)
+        if phi3:
+            _linear(tensors, w, o + ".up", s + "mlp.gate_up_proj", 2 * F, C, bias=False)
+        else:
+            _fused(tensors, w, o + ".up", [(s + "mlp.gate_proj", F), (s + "mlp.up_proj", F)], C,
+                   bias=mlp_bias)
         _linear(tensors, w, o + ".down", s + "mlp.down_proj", C, F, bias=mlp_bias)
     _norm(tensors, w, "final_norm", "norm", C, False)
+    if gemma:
+        for name in [k for k in w if k.endswith("norm.weight")]:
+            _unit_offset(w, name)
     w["rope.inv_freq"] = inv_freq
+    long_after = 0
+    if inv_freq_long is not None:
+        w["rope.inv_freq_long"] = inv_freq_long
+        long_after = integer(rope_config(cfg.values)["original_max_position_embeddings"],
+                             "config original_max_position_embeddings", 1, maximum=INT32_MAX)
+    if sliding_layers:
+        w["rope.inv_freq_local"] = inv_freq_local
     pool = _decoder_head(task, cfg, tensors, w, C, V, n_out, "embed_tokens.weight")
 
     fields = dict(family="decoder", norm="rmsnorm", activation=act, gated_mlp=True,
                   n_layers=L, n_heads=H, n_kv_heads=KV, head_dim=D, hidden=C, intermediate=F,
-                  vocab=V, max_positions=max_rope_positions(cfg.values), type_vocab=0,
+                  vocab=V, max_positions=max_positions, type_vocab=0,
                   norm_eps=eps, attn_scale=D ** -0.5, causal=True,
                   sliding_window=window, positions="rope",
                   rope_attention_scaling=float(rope_scaling), pool=pool, head_activation="",
-                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels)
+                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels, qk_norm=qk_norm,
+                  rotary_dim=R if R != D else 0, rope_long_after=long_after)
+    if gemma:
+        softcap = cfg.get("final_logit_softcapping")
+        fields.update(attn_scale=number(cfg["query_pre_attn_scalar"],
+                                        "config query_pre_attn_scalar", positive=True) ** -0.5,
+                      sliding_layers=sliding_layers, post_norms=True, embed_scale=C ** 0.5,
+                      final_softcap=0.0 if softcap is None or task != "causal-lm" else
+                      number(softcap, "config final_logit_softcapping", positive=True))
     return fields, w
 
 
 _FAMILIES: dict[str, Callable] = {
     "bert": _encoder, "roberta": _encoder, "distilbert": _encoder, "mpnet": _encoder,
-    "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama,
+    "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
+    "phi3": _llama, "gemma3_text": _llama,
 }

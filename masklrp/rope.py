@@ -24,12 +24,15 @@ Supported ``rope_type`` values:
 ``llama3``    Llama 3.1 wavelength-dependent smoothing.
 ``yarn``      YaRN ramp between interpolation and extrapolation, plus its attention factor
               (``attention_factor``, else ``0.1·ln(factor)+1`` or the ``mscale`` ratio).
-``longrope``  the ``short_factor`` frequencies and LongRoPE's attention factor. HF switches to
-              ``long_factor`` past ``original_max_position_embeddings``; the exporter caps
-              ``max_positions`` there (see :func:`max_rope_positions`).
+``longrope``  the ``short_factor`` frequencies and LongRoPE's attention factor; HF switches to
+              the ``long_factor`` frequencies (:func:`rope_long_inv_freq`) for a sequence
+              longer than ``original_max_position_embeddings``. Without a ``long_factor``
+              the exporter caps ``max_positions`` there (see :func:`max_rope_positions`).
 
-Anything else (``proportional``, multimodal ``mrope_section``, per-layer-type RoPE,
-``partial_rotary_factor`` < 1) raises ``NotImplementedError`` naming it.
+``partial_rotary_factor`` (Phi-3 only, ``partial=True``): frequencies for the first
+``int(head_dim · factor)`` values of a head, as HF's Phi-3 computes them; elsewhere, and for
+anything else (``proportional``, multimodal ``mrope_section``, per-layer-type RoPE),
+``NotImplementedError`` names it.
 """
 from __future__ import annotations
 
@@ -83,16 +86,50 @@ def max_rope_positions(config: Mapping[str, Any]) -> int:
     """Longest sequence for which the static table of :func:`rope_parameters` is what HF uses."""
     params = rope_config(config)
     limit = int(config["max_position_embeddings"])
-    if params["rope_type"] == "longrope":
+    if params["rope_type"] == "longrope" and params.get("long_factor") is None:
         limit = min(limit, int(params["original_max_position_embeddings"]))
     return limit
+
+
+def rotary_dim(config: Mapping[str, Any], head_dim: int, partial: bool = False) -> int:
+    """How many values of each head RoPE rotates: ``int(head_dim · partial_rotary_factor)``.
+
+    ``partial=False`` (every family but Phi-3) refuses a factor other than 1.
+    """
+    factor = rope_config(config).get("partial_rotary_factor", 1.0)
+    if factor is None or float(factor) == 1.0:
+        return int(head_dim)
+    if not partial:
+        raise NotImplementedError(
+            f"partial_rotary_factor={factor} is not supported (RoPE must rotate the whole head)")
+    number(factor, "rope_parameters.partial_rotary_factor", positive=True)
+    dim = int(head_dim * factor)
+    if not 0 < dim <= head_dim or dim % 2:
+        raise ValueError(f"partial_rotary_factor={factor} rotates {dim} of head_dim {head_dim} "
+                         "values: RoPE needs an even count in [2, head_dim]")
+    return dim
+
+
+def rope_long_inv_freq(config: Mapping[str, Any], head_dim: int) -> np.ndarray | None:
+    """LongRoPE's ``long_factor`` frequencies (like :func:`rope_parameters`' inv_freq), or None
+    when the config has none (not longrope, or no ``long_factor``)."""
+    params = rope_config(config)
+    if params["rope_type"] != "longrope" or params.get("long_factor") is None:
+        return None
+    _check_numbers(params)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # checked just below
+        inv_freq = _longrope_inv_freq(params, "long_factor", int(head_dim))
+    if not np.isfinite(inv_freq).all():
+        raise ValueError(f"RoPE long_factor gives inverse frequencies beyond float32: {inv_freq}")
+    return inv_freq
 
 
 def rope_parameters(config: Mapping[str, Any], head_dim: int) -> tuple[np.ndarray, float]:
     """``(inv_freq, attention_scaling)`` for a LLaMA-family ``config.json`` dict.
 
     ``inv_freq`` is float32, shape ``(head_dim // 2,)``; ``attention_scaling`` multiplies cos and
-    sin (1.0 except for yarn and longrope).
+    sin (1.0 except for yarn and longrope). ``head_dim`` is the rotated part of a head
+    (:func:`rotary_dim`) when RoPE is partial.
     """
     params = rope_config(config)
     rope_type = params["rope_type"]
@@ -102,10 +139,6 @@ def rope_parameters(config: Mapping[str, Any], head_dim: int) -> tuple[np.ndarra
     if params.get("mrope_section"):
         raise NotImplementedError(
             "multimodal RoPE (rope_parameters.mrope_section) is not supported")
-    partial = params.get("partial_rotary_factor", 1.0)
-    if partial is not None and float(partial) != 1.0:
-        raise NotImplementedError(
-            f"partial_rotary_factor={partial} is not supported (RoPE must rotate the whole head)")
     head_dim = int(head_dim)
     if head_dim <= 0 or head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
@@ -143,12 +176,15 @@ def _check_numbers(params: Mapping[str, Any]) -> None:
     if params["rope_type"] in ("linear", "dynamic") and params.get("factor") is None:
         raise ValueError(f"rope_parameters.factor is required for rope_type {params['rope_type']!r}")
     if params["rope_type"] == "longrope":
-        short = params.get("short_factor")
-        if not isinstance(short, (list, tuple)) or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-                for x in short):
-            raise ValueError(f"rope_parameters.short_factor must be a list of finite numbers > 0, "
-                             f"got {short!r}")
+        for key in ("short_factor", "long_factor"):
+            factors = params.get(key)
+            if factors is None and key == "long_factor":
+                continue
+            if not isinstance(factors, (list, tuple)) or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                    and x > 0 for x in factors):
+                raise ValueError(f"rope_parameters.{key} must be a list of finite numbers > 0, "
+                                 f"got {factors!r}")
 
 
 def _pow(base: float, exponent: np.ndarray) -> np.ndarray:
@@ -250,7 +286,6 @@ def _init_yarn(params, config, dim):
 
 
 def _init_longrope(params, config, dim):
-    base = params["rope_theta"]
     original_max = params["original_max_position_embeddings"]
     factor = params.get("factor")
     attention_factor = params.get("attention_factor")
@@ -261,12 +296,17 @@ def _init_longrope(params, config, dim):
             attention_factor = 1.0
         else:
             attention_factor = math.sqrt(1 + math.log(factor) / math.log(original_max))
-    short_factor = np.asarray(params["short_factor"], dtype=_f32)
-    if short_factor.shape != (dim // 2,):
-        raise ValueError(f"rope_parameters.short_factor has {short_factor.size} entries, "
+    return _longrope_inv_freq(params, "short_factor", dim), float(attention_factor)
+
+
+def _longrope_inv_freq(params, key, dim):
+    # 1.0 / (ext_factors * base ** (torch.arange(0, dim, 2).float() / dim))
+    factors = np.asarray(params[key], dtype=_f32)
+    if factors.shape != (dim // 2,):
+        raise ValueError(f"rope_parameters.{key} has {factors.size} entries, "
                          f"expected head_dim/2 = {dim // 2}")
     exponent = np.arange(0, dim, 2, dtype=_f32) / _f32(dim)
-    return _rdiv(1.0, short_factor * _pow(base, exponent)), float(attention_factor)
+    return _rdiv(1.0, factors * _pow(params["rope_theta"], exponent))
 
 
 _INIT = {

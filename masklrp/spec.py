@@ -27,6 +27,8 @@ layers.{i}.out.weight          (C, H·D)              attention output projectio
 layers.{i}.out.bias            (C,)          *opt*
 layers.{i}.mlp_norm.weight     (C,)                  encoder: LN after the MLP residual;
 layers.{i}.mlp_norm.bias       (C,)          *opt*   decoder: norm before the MLP
+layers.{i}.attn_post_norm.weight (C,)        *opt*   Gemma 3: norms of the attention and MLP
+layers.{i}.mlp_post_norm.weight  (C,)        *opt*   outputs; required iff ``post_norms``
 layers.{i}.up.weight           (F, C)/(2F, C)        gated MLP: rows [0, F) gate, [F, 2F) up
 layers.{i}.up.bias             (F,)/(2F,)    *opt*
 layers.{i}.down.weight         (C, F)
@@ -35,7 +37,13 @@ final_norm.weight / .bias      (C,)          *opt*   decoders: norm after the la
 head.dense.weight / .bias      (C, C)        *opt*   pooler / pre-classifier, then head_activation
 head.out.weight                (NO, C)       *opt*   classifier, QA outputs, LM head (may be
 head.out.bias                  (NO,)         *opt*   the very array ``embed.word`` when tied)
-rope.inv_freq                  (D/2,)        *opt*   RoPE inverse frequencies, scaling applied
+layers.{i}.q_norm.weight       (D,)          *opt*   RMSNorm of every query / key head before
+layers.{i}.k_norm.weight       (D,)          *opt*   RoPE (Qwen3); required iff ``qk_norm``
+rope.inv_freq                  (R/2,)        *opt*   RoPE inverse frequencies, scaling applied;
+                                                     R = rotary_dim (or D when it is 0)
+rope.inv_freq_long             (R/2,)        *opt*   LongRoPE's long_factor frequencies, taken by
+                                                     a sequence longer than rope_long_after
+rope.inv_freq_local            (R/2,)        *opt*   Gemma 3: the sliding_layers' frequencies
 attn.relative_bias             (H, 2P'-1)    *opt*   MPNet: every layer's score bias by key −
                                                      query offset, P' = max_positions
                                                      (masklrp/relative_position.py)
@@ -65,7 +73,7 @@ POSITION_KINDS = ("absolute", "roberta", "rope")
 # int fields -> their least valid value
 _SIZES = {"n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "head_dim": 1, "hidden": 1,
           "intermediate": 1, "vocab": 1, "max_positions": 1, "type_vocab": 0, "sliding_window": 0,
-          "n_outputs": 1, "pad_token_id": -1}
+          "n_outputs": 1, "pad_token_id": -1, "rotary_dim": 0, "rope_long_after": 0}
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class ModelSpec:
     """Sizes and options of one exported model (see the module docstring for weights)."""
 
     architecture: str          # the HF class it came from, e.g. "BertForSequenceClassification"
-    model_type: str            # config.model_type: bert, roberta, distilbert, mpnet, gpt2, llama, mistral, qwen2
+    model_type: str            # config.model_type: bert, gpt2, llama, qwen3, ... (export.ARCHITECTURES)
     task: str                  # "base", "sequence-classification", "question-answering", "causal-lm"
     family: str                # "encoder" (post-norm) or "decoder" (pre-norm, causal)
     norm: str                  # "layernorm" or "rmsnorm"
@@ -89,7 +97,7 @@ class ModelSpec:
     max_positions: int         # longest sequence the position table / RoPE config allows
     type_vocab: int            # 0 when the model has no token types
     norm_eps: float
-    attn_scale: float          # multiplies Q Kᵀ (1/sqrt(D) for every supported family)
+    attn_scale: float          # multiplies Q Kᵀ (1/sqrt(D); Gemma 3: query_pre_attn_scalar^-1/2)
     causal: bool
     sliding_window: int        # 0 = none; else key k is visible to query q iff q - k < window
     positions: str             # "absolute", "roberta" (offset by padding_idx + 1) or "rope"
@@ -100,6 +108,15 @@ class ModelSpec:
     pad_token_id: int          # -1 when the config names none
     labels: tuple[str, ...] = ()  # id2label, when the config has one
     relative_bias: bool = False   # MPNet: attn.relative_bias added to every layer's scores
+    qk_norm: bool = False         # Qwen3: each q / k head RMSNorm-ed over head_dim before RoPE
+    rotary_dim: int = 0           # RoPE rotates the first rotary_dim values of a head; 0: all D
+    rope_long_after: int = 0      # LongRoPE: a sequence longer than this (its last real position
+                                  # + 1) takes rope.inv_freq_long; 0: one table for all
+    sliding_layers: tuple[bool, ...] = ()  # layers with the sliding window (and, given
+                                  # rope.inv_freq_local, that table); (): every layer
+    post_norms: bool = False      # Gemma 3: each branch's output normed before the residual add
+    embed_scale: float = 1.0      # multiplies the word embeddings (Gemma 3: sqrt(hidden))
+    final_softcap: float = 0.0    # logits = c·tanh(logits / c) (Gemma 3); 0: none
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -112,6 +129,16 @@ class ModelSpec:
             integer(getattr(self, name), f"ModelSpec.{name}", minimum, maximum=INT32_MAX)
         for name in ("norm_eps", "attn_scale", "rope_attention_scaling"):
             number(getattr(self, name), f"ModelSpec.{name}", positive=True, float32=True)
+        number(self.embed_scale, "ModelSpec.embed_scale", positive=True, float32=True)
+        number(self.final_softcap, "ModelSpec.final_softcap", float32=True)
+        if self.final_softcap < 0:
+            raise ValueError(f"ModelSpec.final_softcap must be >= 0, got {self.final_softcap}")
+        if len(self.sliding_layers) not in (0, self.n_layers) or not all(
+                isinstance(x, bool) for x in self.sliding_layers):
+            raise ValueError(f"ModelSpec.sliding_layers must be () or {self.n_layers} bools")
+        if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
+            raise ValueError(f"rotary_dim ({self.rotary_dim}) must be even and at most "
+                             f"head_dim ({self.head_dim})")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")
@@ -136,7 +163,12 @@ class ModelSpec:
         elif self.positions == "roberta":
             out["embed.position"] = ((self.max_positions + self.pad_token_id + 1, C), True)
         else:
-            out["rope.inv_freq"] = ((D // 2,), True)
+            half = (self.rotary_dim or D) // 2
+            out["rope.inv_freq"] = ((half,), True)
+            if self.rope_long_after:
+                out["rope.inv_freq_long"] = ((half,), True)
+            if self.sliding_layers:
+                out["rope.inv_freq_local"] = ((half,), False)
         if self.type_vocab > 0:
             out["embed.type"] = ((self.type_vocab, C), True)
         if self.relative_bias:
@@ -149,6 +181,12 @@ class ModelSpec:
             for name, shape in (("attn_norm", (C,)), ("mlp_norm", (C,))):
                 out[p + name + ".weight"] = (shape, True)
                 out[p + name + ".bias"] = (shape, False)
+            if self.qk_norm:
+                out[p + "q_norm.weight"] = ((D,), True)
+                out[p + "k_norm.weight"] = ((D,), True)
+            if self.post_norms:
+                out[p + "attn_post_norm.weight"] = ((C,), True)
+                out[p + "mlp_post_norm.weight"] = ((C,), True)
             for name, rows, cols in (("qkv", qkv, C), ("out", C, H * D), ("up", F, C),
                                      ("down", C, self.intermediate)):
                 out[p + name + ".weight"] = ((rows, cols), True)

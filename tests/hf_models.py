@@ -116,6 +116,50 @@ def _qwen2():
                           initializer_range=INIT_STD)
 
 
+def _qwen3(**extra):
+    # head_dim 12 is not hidden/heads: q and k heads are RMSNorm-ed over it (q_norm, k_norm).
+    return tf.Qwen3Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, head_dim=12,
+                          num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                          num_key_value_heads=2, max_position_embeddings=POSITIONS,
+                          rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                          initializer_range=INIT_STD, **extra)
+
+
+# Phi-3's LongRoPE takes its long factors past ORIGINAL_POSITIONS tokens: the shared tests'
+# lengths (up to 17) stay short; tests/test_engine.py runs longer batches too.
+ORIGINAL_POSITIONS = 20
+
+
+def _phi3(**extra):
+    # hidden 48 / 4 heads: head_dim 12, so partial_rotary_factor 0.5 rotates 6 values.
+    partial = extra.pop("partial_rotary_factor", 1.0)
+    half = int(12 * partial) // 2
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": partial,
+            "factor": POSITIONS / ORIGINAL_POSITIONS,
+            "short_factor": [1.0 + 0.1 * i for i in range(half)],
+            "long_factor": [1.5 + 0.7 * i for i in range(half)]}
+    return tf.Phi3Config(vocab_size=VOCAB, hidden_size=48, intermediate_size=80,
+                         num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                         num_key_value_heads=2, max_position_embeddings=POSITIONS,
+                         original_max_position_embeddings=ORIGINAL_POSITIONS, rms_norm_eps=1e-5,
+                         pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                         initializer_range=INIT_STD, rope_parameters=rope, **extra)
+
+
+def _gemma3(**extra):
+    # Layer 0 slides (window 8 < the test lengths, local RoPE table), layer 1 is full (linear
+    # RoPE scaling); query_pre_attn_scalar 10 != head_dim 8; final logits soft-capped at 3.
+    return tf.Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=10,
+        max_position_embeddings=POSITIONS, rms_norm_eps=1e-6, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=3.0,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                            "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+        pad_token_id=0, bos_token_id=2, eos_token_id=1, initializer_range=INIT_STD, **extra)
+
+
 _LABELS = {"id2label": {0: "neg", 1: "neu", 2: "pos"}, "label2id": {"neg": 0, "neu": 1, "pos": 2}}
 
 MODELS: dict[str, ModelDef] = {
@@ -148,6 +192,24 @@ MODELS: dict[str, ModelDef] = {
                               lambda: _llama(attention_bias=True, mlp_bias=True)),
     "mistral-lm": ModelDef("MistralForCausalLM", "causal-lm", _mistral),
     "qwen2-lm": ModelDef("Qwen2ForCausalLM", "causal-lm", _qwen2),
+    "qwen3-lm": ModelDef("Qwen3ForCausalLM", "causal-lm", _qwen3),
+    # every layer windowed (8 < the test lengths), biased projections, tied LM head
+    "qwen3-lm-options": ModelDef("Qwen3ForCausalLM", "causal-lm",
+                                 lambda: _qwen3(attention_bias=True, tie_word_embeddings=True,
+                                                use_sliding_window=True, sliding_window=8,
+                                                max_window_layers=0)),
+    "qwen3-cls": ModelDef("Qwen3ForSequenceClassification", "sequence-classification",
+                          lambda: _qwen3(**_LABELS)),
+    "phi3-lm": ModelDef("Phi3ForCausalLM", "causal-lm", _phi3),
+    # half of each head rotated, a window of 8 on every layer, tied LM head
+    "phi3-lm-options": ModelDef("Phi3ForCausalLM", "causal-lm",
+                                lambda: _phi3(partial_rotary_factor=0.5, sliding_window=8,
+                                              tie_word_embeddings=True)),
+    "phi3-cls": ModelDef("Phi3ForSequenceClassification", "sequence-classification",
+                         lambda: _phi3(**_LABELS)),
+    "gemma3-lm": ModelDef("Gemma3ForCausalLM", "causal-lm", _gemma3),
+    "gemma3-cls": ModelDef("Gemma3TextForSequenceClassification", "sequence-classification",
+                           lambda: _gemma3(attention_bias=True, **_LABELS)),
 }
 
 

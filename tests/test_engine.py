@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch", reason="the oracle tests need torch (pip in
 pytest.importorskip("transformers", reason="the oracle tests need transformers (pip install '.[test]')")
 
 import masklrp  # noqa: E402
-from hf_models import MODELS, build, example_inputs  # noqa: E402
+from hf_models import MODELS, ORIGINAL_POSITIONS, build, example_inputs  # noqa: E402
 from oracle import models as oracle  # noqa: E402
 
 SEEDS = (0, 1)
@@ -246,3 +246,66 @@ def test_qa_default_target_is_a_real_position():
         for b, e in enumerate(explanations):
             real = np.flatnonzero(mask[b])
             assert e.target == (kind, int(real[np.argmax(logits[b, real, column])]))
+
+
+# ----------------------------------------------------------------------------- LongRoPE regimes
+
+def longrope_case(name: str, seed: int, length: int):
+    hf = build(name, seed=seed)
+    model = masklrp.load(hf)
+    batch = {k: v.numpy() for k, v in example_inputs(hf, BATCH, length, seed=seed).items()}
+    return hf, model, batch, model.prepare(batch["input_ids"], batch["attention_mask"])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", ["phi3-lm", "phi3-lm-options"])
+def test_longrope_long_regime_equals_hf_and_oracle(name, seed):
+    """Every row longer than original_max_position_embeddings: the long_factor table, as in HF.
+
+    Rows have 22 to 44 tokens (> 20), so HF (which picks by the padded length) and the engine
+    (which picks per sequence) agree; with the short table alone the logits would be far off.
+    """
+    hf, model, batch, inputs = longrope_case(name, seed, 2 * ORIGINAL_POSITIONS + 4)
+    assert model.spec.rope_long_after == ORIGINAL_POSITIONS
+    assert batch["attention_mask"].sum(1).min() > ORIGINAL_POSITIONS
+    ref = hf_outputs(hf, "causal-lm", batch)
+    logits = model.forward(inputs)["logits"]
+    err = np.abs(logits - ref).max() / np.abs(ref).max()
+    assert err <= 1e-5, f"{name}: max relative logit error {err:.2e} (long regime)"
+    weights = dict(model.weights)
+    weights["rope.inv_freq_long"] = weights["rope.inv_freq"]
+    short = masklrp.Model(model.spec, weights).forward(inputs)["logits"]
+    assert np.abs(short - ref).max() / np.abs(ref).max() > 1e-3, "the regimes are not told apart"
+    seed_g = argmax_seed(model, logits)
+    mask = batch["attention_mask"]
+    for rule, key in (("attnlrp", "tokens"), ("cp", "tokens"), ("gradient", "embed_grad")):
+        ref_r = run_oracle(hf, model, batch, seed_g, rule)[key]
+        ours = model.run(inputs, seed_g, (rule,))[rule][key]
+        keep = mask if key == "tokens" else mask[..., None]
+        check_relevance(ours, ref_r, keep, f"{name} {rule} {key} (long regime)")
+
+
+@pytest.mark.parametrize("name", ["phi3-lm", "phi3-lm-options"])
+def test_longrope_regime_is_chosen_per_sequence(name):
+    """A batch mixing a long and a short sequence explains each as it is explained alone, and
+    alone each equals HF. (HF picks one table per batch by its padded length, so HF's own
+    padded batch would give the short row the long table.)"""
+    hf = build(name, seed=0)
+    model = masklrp.load(hf)
+    rng = np.random.default_rng(3)
+    lengths = (ORIGINAL_POSITIONS + 9, ORIGINAL_POSITIONS - 6)
+    T = max(lengths)
+    ids = rng.integers(5, model.spec.vocab, size=(2, T))
+    mask = (np.arange(T)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, ids, 0)
+    together = model.run(model.prepare(ids, mask), None, ("attnlrp",))
+    for b, n in enumerate(lengths):
+        alone_ids, alone_mask = ids[b:b + 1, :n], mask[b:b + 1, :n]
+        alone = model.run(model.prepare(alone_ids, alone_mask), None, ("attnlrp",))
+        ref = hf_outputs(hf, "causal-lm", {"input_ids": alone_ids, "attention_mask": alone_mask})
+        err = np.abs(alone["logits"] - ref).max() / np.abs(ref).max()
+        assert err <= 1e-5, f"{name}: row {b} ({n} tokens) alone: relative logit error {err:.2e}"
+        np.testing.assert_allclose(together["logits"][b], alone["logits"][0], rtol=1e-5,
+                                   atol=1e-5 * np.abs(alone["logits"]).max())
+        check_relevance(together["attnlrp"]["tokens"][b:b + 1, :n], alone["attnlrp"]["tokens"], True,
+                        f"{name} row {b} in a mixed batch vs alone")

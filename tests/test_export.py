@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -85,6 +86,33 @@ def _config(model_type: str, three_labels: bool = True):
                                                "factor": 4.0,
                                                "original_max_position_embeddings": 16},
                               **labels)
+    if model_type == "qwen3":  # head_dim != hidden/heads, q/k norms, all projections biased
+        return tf.Qwen3Config(vocab_size=V, hidden_size=C, intermediate_size=F, num_hidden_layers=L,
+                              num_attention_heads=H, num_key_value_heads=2, head_dim=8,
+                              max_position_embeddings=64, attention_bias=True, pad_token_id=0,
+                              **labels)
+    if model_type == "phi3":  # fused q/k/v and gate/up, LongRoPE on half of each head
+        return tf.Phi3Config(vocab_size=V, hidden_size=C, intermediate_size=F, num_hidden_layers=L,
+                             num_attention_heads=H, num_key_value_heads=2,
+                             max_position_embeddings=64, original_max_position_embeddings=16,
+                             sliding_window=8, pad_token_id=0,
+                             rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                              "partial_rotary_factor": 0.5, "factor": 4.0,
+                                              "short_factor": [1.0], "long_factor": [3.0]},
+                             **labels)
+    if model_type == "gemma3_text":  # sliding + full layers, (1 + w) norms, capped LM logits
+        return tf.Gemma3TextConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
+                                   num_hidden_layers=L, num_attention_heads=H,
+                                   num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=6,
+                                   max_position_embeddings=64, sliding_window=8,
+                                   layer_types=["full_attention", "sliding_attention"],
+                                   final_logit_softcapping=5.0, pad_token_id=0,
+                                   rope_parameters={"full_attention": {"rope_type": "linear",
+                                                                       "factor": 4.0,
+                                                                       "rope_theta": 1e6},
+                                                    "sliding_attention": {"rope_type": "default",
+                                                                          "rope_theta": 1e4}},
+                                   **labels)
     raise KeyError(model_type)
 
 
@@ -205,14 +233,41 @@ def reference_weights(model) -> dict[str, np.ndarray]:
         for i, l in enumerate(base.layers):
             p = f"layers.{i}."
             a, m = l.self_attn, l.mlp
-            _lin(w, p + "attn_norm", l.input_layernorm)
-            _cat(w, p + "qkv", [a.q_proj, a.k_proj, a.v_proj])
+            if model_type == "gemma3_text":
+                for name, norm in (("attn_norm", l.input_layernorm),
+                                   ("attn_post_norm", l.post_attention_layernorm),
+                                   ("mlp_norm", l.pre_feedforward_layernorm),
+                                   ("mlp_post_norm", l.post_feedforward_layernorm),
+                                   ("q_norm", l.self_attn.q_norm), ("k_norm", l.self_attn.k_norm)):
+                    w[p + name + ".weight"] = _np(norm.weight + 1.0)
+            else:
+                _lin(w, p + "attn_norm", l.input_layernorm)
+            if model_type == "phi3":
+                _lin(w, p + "qkv", a.qkv_proj)
+            else:
+                _cat(w, p + "qkv", [a.q_proj, a.k_proj, a.v_proj])
             _lin(w, p + "out", a.o_proj)
-            _lin(w, p + "mlp_norm", l.post_attention_layernorm)
-            _cat(w, p + "up", [m.gate_proj, m.up_proj])
+            if model_type == "qwen3":
+                _lin(w, p + "q_norm", a.q_norm)
+                _lin(w, p + "k_norm", a.k_norm)
+            if model_type != "gemma3_text":
+                _lin(w, p + "mlp_norm", l.post_attention_layernorm)
+            if model_type == "phi3":
+                _lin(w, p + "up", m.gate_up_proj)
+            else:
+                _cat(w, p + "up", [m.gate_proj, m.up_proj])
             _lin(w, p + "down", m.down_proj)
-        _lin(w, "final_norm", base.norm)
-        w["rope.inv_freq"] = _np(base.rotary_emb.inv_freq)
+        if model_type == "gemma3_text":
+            w["final_norm.weight"] = _np(base.norm.weight + 1.0)
+            w["rope.inv_freq"] = _np(base.rotary_emb.full_attention_inv_freq)
+            w["rope.inv_freq_local"] = _np(base.rotary_emb.sliding_attention_inv_freq)
+        else:
+            _lin(w, "final_norm", base.norm)
+            w["rope.inv_freq"] = _np(base.rotary_emb.inv_freq)
+        if model_type == "phi3":  # what HF switches to past original_max_position_embeddings
+            from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+            w["rope.inv_freq_long"] = _np(ROPE_INIT_FUNCTIONS["longrope"](model.config, seq_len=17)[0])
     if arch.endswith("ForQuestionAnswering"):
         _lin(w, "head.out", model.qa_outputs)
     elif arch.endswith(("LMHeadModel", "ForCausalLM")):
@@ -233,7 +288,7 @@ def assert_same_weights(got: dict, want: dict, what: str) -> None:
         g, r = got[name], want[name]
         assert g.dtype == np.float32 and g.flags.c_contiguous, f"{what}: {name} {g.dtype}"
         assert g.shape == r.shape, f"{what}: {name} shape {g.shape} != {r.shape}"
-        if name == "rope.inv_freq":  # recomputed in NumPy: within 2 ulp of torch's powf
+        if name.startswith("rope.inv_freq"):  # recomputed in NumPy: within 2 ulp of torch's powf
             assert ulps(g, r) <= 2, f"{what}: rope.inv_freq {ulps(g, r)} ulp from HF"
             continue
         if not np.array_equal(g, r):
@@ -271,15 +326,32 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                   n_kv_heads=2, head_dim=C // H, intermediate=F, max_positions=64, type_vocab=0,
                   norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0,
                   rope_attention_scaling=0.1 * np.log(4.0) + 1.0),
+    "qwen3": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                  n_kv_heads=2, head_dim=8, intermediate=F, max_positions=64, type_vocab=0,
+                  norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0, qk_norm=True),
+    "phi3": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                 n_kv_heads=2, head_dim=C // H, intermediate=F, max_positions=64, type_vocab=0,
+                 norm_eps=1e-5, causal=True, positions="rope", sliding_window=8, pad_token_id=0,
+                 rotary_dim=2, rope_long_after=16,
+                 rope_attention_scaling=float(np.sqrt(1 + np.log(4.0) / np.log(16)))),
+    "gemma3_text": dict(family="decoder", norm="rmsnorm", activation="gelu_tanh", gated_mlp=True,
+                        n_kv_heads=2, head_dim=8, intermediate=F, max_positions=64, type_vocab=0,
+                        norm_eps=1e-6, causal=True, positions="rope", sliding_window=8,
+                        pad_token_id=0, qk_norm=True, sliding_layers=(False, True),
+                        post_norms=True, embed_scale=C ** 0.5),
 }
 
 
 def expected_spec(arch: str) -> dict:
     model_type, task = ARCHITECTURES[arch]
     want = dict(architecture=arch, model_type=model_type, task=task, n_layers=L, n_heads=H,
-                hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False)
+                hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False,
+                qk_norm=False, rotary_dim=0, rope_long_after=0, sliding_layers=(),
+                post_norms=False, embed_scale=1.0, final_softcap=0.0)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
+    if model_type == "gemma3_text":  # query_pre_attn_scalar; the capping is the LM head's
+        want.update(attn_scale=6 ** -0.5, final_softcap=5.0 if task == "causal-lm" else 0.0)
     encoder = want["family"] == "encoder"
     if task == "base":
         want.update(pool="mean" if encoder else "last", head_activation="", n_outputs=C, labels=())
@@ -397,6 +469,60 @@ def test_folder_without_architectures_is_the_base_model(tmp_path):
     assert export(tmp_path).spec.architecture == "GPT2Model"
 
 
+def test_gemma3_older_config_keys(tmp_path):
+    """A Gemma 3 config.json of the older form (sliding_window_pattern, rope_theta +
+    rope_scaling for the full layers, rope_local_base_freq) reads as the nested form does."""
+    model = tiny("Gemma3ForCausalLM")
+    model.save_pretrained(tmp_path)
+    new = export(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    for key in ("layer_types", "rope_parameters"):
+        del cfg[key]
+    cfg.update(sliding_window_pattern=2, rope_theta=1e6, rope_local_base_freq=1e4,
+               rope_scaling={"rope_type": "linear", "factor": 4.0})
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    old = export(tmp_path)
+    assert old.spec.sliding_layers == (True, False) and new.spec.sliding_layers == (False, True)
+    for name in ("rope.inv_freq", "rope.inv_freq_local"):
+        np.testing.assert_array_equal(old.weights[name], new.weights[name])
+
+
+def _readme_architectures() -> dict[str, tuple[list[str], list[str]]]:
+    """The README's table: model_type -> (HF classes, refused options as "key=json value")."""
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    start = lines.index("<!-- architectures: model_type | HF classes | heads | refused options -->")
+    rows = {}
+    for line in lines[start + 3:]:
+        if not line.startswith("| `"):
+            break
+        model_type, classes, _, refused = (c.strip() for c in line.strip("|").split(" | "))
+        rows[model_type.strip("`")] = (re.findall(r"`(\w+)`", classes),
+                                       re.findall(r"`(\w+=[^`]+)`", refused))
+    return rows
+
+
+def test_readme_table_is_what_the_loader_accepts():
+    rows = _readme_architectures()
+    assert set(rows) == {model_type for model_type, _ in ARCHITECTURES.values()}
+    for model_type, (classes, _) in rows.items():
+        want = sorted(a for a, (t, _) in ARCHITECTURES.items() if t == model_type)
+        assert sorted(classes) == want, f"README row {model_type}: {classes} vs loader {want}"
+
+
+@pytest.mark.parametrize("model_type,option", [
+    (t, option) for t, (_, options) in _readme_architectures().items() for option in options])
+def test_readme_refusals_are_raised(model_type, option, tmp_path):
+    """Each option the README lists as refused raises NotImplementedError naming it."""
+    arch = next(a for a, (t, task) in ARCHITECTURES.items() if t == model_type and task == "base")
+    tiny(arch).save_pretrained(tmp_path)
+    key, value = option.split("=", 1)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg[key] = json.loads(value)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(NotImplementedError, match=key):
+        export(tmp_path)
+
+
 def test_config_defaults_match_transformers():
     """CONFIG_DEFAULTS (what a config.json may omit) are the config dataclasses' field defaults."""
     import dataclasses
@@ -404,7 +530,9 @@ def test_config_defaults_match_transformers():
     _, tf = _hf()
     classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
-               "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config}
+               "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
+               "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config,
+               "gemma3_text": tf.Gemma3TextConfig}
     for model_type, defaults in CONFIG_DEFAULTS.items():
         fields = {f.name: f.default for f in dataclasses.fields(classes[model_type])}
         for key, value in defaults.items():
@@ -552,6 +680,13 @@ REFUSALS = [  # (architecture, config change, text the message must contain)
     ("LlamaForTokenClassification", {}, "LlamaForTokenClassification"),
     ("Qwen2ForCausalLM", {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8,
                           "max_window_layers": 1}, "max_window_layers"),
+    ("Qwen3ForCausalLM", {"model_type": "qwen3", "use_sliding_window": True, "sliding_window": 8,
+                          "max_window_layers": 1}, "max_window_layers=1"),
+    ("Phi3ForTokenClassification", {"model_type": "phi3"}, "Phi3ForTokenClassification"),
+    ("Gemma3ForCausalLM", {"model_type": "gemma3_text", "use_bidirectional_attention": True},
+     "use_bidirectional_attention"),
+    ("Gemma3ForCausalLM", {"model_type": "gemma3_text", "attn_logit_softcapping": 50.0},
+     "attn_logit_softcapping"),
     ("BertModel", {"model_type": "bert", "position_embedding_type": "relative_key"},
      "position_embedding_type"),
     ("BertModel", {"model_type": "bert", "is_decoder": True}, "is_decoder"),

@@ -34,7 +34,7 @@ LENGTHS = {0: 12, 1: 17}
 BATCH = 3
 EXACT = 1e-10       # two float64 computations of the same function
 CONSERVATION = 1e-8
-LLAMA_FAMILY = ("llama", "mistral", "qwen2")
+LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
 # HF's LLaMA-family code casts to float32 inside a float64 model (RMSNorm, RoPE, eager
 # softmax); without float64_only its float64 forward is only this close to the oracle's.
 FLOAT32_ISLANDS = 2e-6

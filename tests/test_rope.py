@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from masklrp import rope
-from masklrp.rope import max_rope_positions, rope_config, rope_parameters
+from masklrp.rope import (max_rope_positions, rope_config, rope_long_inv_freq, rope_parameters,
+                          rotary_dim)
 
 MAX_POS = 16384
 
@@ -101,14 +102,53 @@ def test_dynamic_equals_default_within_max_positions():
     assert max_rope_positions(dynamic) == 1000
 
 
-def test_longrope_caps_positions_at_the_short_factor_range():
+def test_longrope_positions_reach_the_long_factor_range():
     config = {"max_position_embeddings": 131072,
               "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 4,
                                "long_factor": [2.0] * 4, "original_max_position_embeddings": 4096}}
-    assert max_rope_positions(config) == 4096
+    assert max_rope_positions(config) == 131072
     assert rope_config(config)["original_max_position_embeddings"] == 4096
     _, scaling = rope_parameters(config, 8)
     assert scaling == pytest.approx(np.sqrt(1 + np.log(32) / np.log(4096)))
+    np.testing.assert_array_equal(rope_long_inv_freq(config, 8), rope_parameters(config, 8)[0] / 2)
+    # without long factors, only the short range is what HF computes
+    del config["rope_scaling"]["long_factor"]
+    assert max_rope_positions(config) == 4096 and rope_long_inv_freq(config, 8) is None
+
+
+@pytest.mark.parametrize("partial", [1.0, 0.75, 0.5])
+@pytest.mark.parametrize("head_dim", [8, 64])
+def test_phi3_longrope_and_partial_rotary_match_transformers(partial, head_dim):
+    """Short and long tables of HF's LongRoPE initialiser for a Phi-3 config, partial RoPE too."""
+    tf = pytest.importorskip("transformers", reason="the reference is transformers' RoPE code")
+    pytest.importorskip("torch", reason="the reference is transformers' RoPE code")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    dim = int(head_dim * partial)
+    config = tf.Phi3Config(hidden_size=4 * head_dim, num_attention_heads=4,
+                           max_position_embeddings=MAX_POS, original_max_position_embeddings=512,
+                           rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                            "partial_rotary_factor": partial,
+                                            "short_factor": np.linspace(1, 2, dim // 2).tolist(),
+                                            "long_factor": np.linspace(1, 9, dim // 2).tolist()})
+    raw = config.to_dict()
+    assert rotary_dim(raw, head_dim, partial=True) == dim
+    short, scaling = rope_parameters(raw, dim)
+    want_short, want_scaling = ROPE_INIT_FUNCTIONS["longrope"](config)
+    want_long, _ = ROPE_INIT_FUNCTIONS["longrope"](config, seq_len=513)
+    assert scaling == pytest.approx(want_scaling, rel=1e-15)
+    assert _ulps(short, want_short.numpy()) <= 2
+    assert _ulps(rope_long_inv_freq(raw, dim), want_long.numpy()) <= 2
+    assert max_rope_positions(raw) == MAX_POS
+
+
+def test_partial_rotary_factor_is_refused_outside_phi3():
+    config = {"max_position_embeddings": 512, "partial_rotary_factor": 0.5}
+    with pytest.raises(NotImplementedError, match="partial_rotary_factor"):
+        rotary_dim(config, 8)
+    assert rotary_dim(config, 8, partial=True) == 4
+    with pytest.raises(ValueError, match="even count"):
+        rotary_dim(dict(config, partial_rotary_factor=0.3), 10, partial=True)
 
 
 def test_top_level_original_max_position_embeddings_wins():
@@ -121,7 +161,6 @@ def test_top_level_original_max_position_embeddings_wins():
 @pytest.mark.parametrize("config,head_dim,error,message", [
     ({"rope_parameters": {"rope_type": "proportional"}}, 8, NotImplementedError, "proportional"),
     ({"rope_parameters": {"rope_type": "whatever"}}, 8, NotImplementedError, "'whatever'"),
-    ({"partial_rotary_factor": 0.5}, 8, NotImplementedError, "partial_rotary_factor"),
     ({"rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}}, 8,
      NotImplementedError, "mrope_section"),
     ({"layer_types": ["full_attention", "sliding_attention"],

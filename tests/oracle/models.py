@@ -14,10 +14,12 @@ attention (every architecture)     an ``AttentionInterface``  softmax true gradi
                                    function "masklrp_oracle",  Prop. 3.1); ``Q Kᵀ`` and ``A V``:
                                    HF's eager additive mask   uniform ½/½ (Prop. 3.3), cp 0/1
 nn.LayerNorm                       instance ``forward``   σ held constant, mean keeps its grad
-*RMSNorm (LLaMA, Mistral, Qwen2)   instance ``forward``   rsqrt factor held constant
+*RMSNorm (LLaMA family; Qwen3's    instance ``forward``   rsqrt factor held constant
+per-head q_norm / k_norm too)
 GELU / gelu_new / SiLU / tanh      instance ``forward``   identity rule ``x · (f(x)/x)``
 modules; RoBERTa head's torch.tanh (head ``forward``)     detached, ``f'(0)`` at ``x = 0``
 gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: gate detached
+(Phi-3's fused ``gate_up_proj`` too)
 =================================  =====================  =================================
 
 ``head_mask`` (Mask-LRP, DESIGN.md §3.2): an (L, H) array; :class:`HeadMask` multiplies the g
@@ -90,7 +92,7 @@ _ACTIVATION_KINDS = {
     nn.Tanh: "tanh",
     nn.ReLU: "relu",
 }
-_DECODERS = ("gpt2", "llama", "mistral", "qwen2")
+_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
 
 
 # ----------------------------------------------------------------------------- float64
@@ -216,6 +218,18 @@ def _rmsnorm_forward(module, rule, x):
     return y
 
 
+def _gemma_rmsnorm_forward(module, rule, x):
+    """Gemma3RMSNorm: the same rule, the scale being 1 + weight."""
+    y, _ = rules.rmsnorm(x, 1.0 + module.weight, module.eps, rule=_SINGLE[rule])
+    return y
+
+
+def _softcapped_head_forward(module, cap, rule, x):
+    """The LM head followed by Gemma's final soft-capping c·tanh(z/c): identity rule, as for
+    tanh (DESIGN.md §2), so relevance passes it unchanged (the model's own capping is off)."""
+    return rules.softcap(module.__class__.forward(module, x), cap, rule=_SINGLE[rule])
+
+
 def _activation_forward(kind, rule, x):
     """Identity rule y = x · (f(x)/x).detach(), f'(0) at 0 (DESIGN.md §2, GELU… row)."""
     return rules.activation(x, kind, rule=_SINGLE[rule])
@@ -231,6 +245,12 @@ def _gated_mlp_forward(module, rule, x):
     return module.down_proj(rules.product(gate, module.up_proj(x), rule=_PRODUCT[rule]))
 
 
+def _phi3_mlp_forward(module, rule, x):
+    """Phi3MLP: gate and up from one fused projection, then as :func:`_gated_mlp_forward`."""
+    gate, up = module.gate_up_proj(x).chunk(2, dim=-1)
+    return module.down_proj(rules.product(module.activation_fn(gate), up, rule=_PRODUCT[rule]))
+
+
 def _roberta_head_forward(module, rule, features, **kwargs):
     """RobertaClassificationHead (and MPNet's copy): <s> → dense → tanh (identity rule) → out_proj."""
     x = module.dense(features[:, 0, :])
@@ -240,6 +260,9 @@ def _roberta_head_forward(module, rule, features, **kwargs):
 # Source lines a patched forward replaces: if transformers changes them, fail loudly.
 _EXPECTED_SOURCE = {
     "gated_mlp": "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))",
+    "phi3_mlp": "up_states = up_states * self.activation_fn(gate)",
+    "gemma_norm": "output * (1.0 + self.weight.float())",
+    "gemma_softcap": "logits = torch.tanh(logits)",
     "roberta_head": "x = torch.tanh(x)",
     "mpnet_attention": "attention_scores += position_bias",
 }
@@ -299,6 +322,9 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         kind = type(module)
         if kind is nn.LayerNorm:
             _bind(module, _layernorm_forward, module, rule)
+        elif kind.__name__ == "Gemma3RMSNorm":
+            _check_source(module, "gemma_norm")
+            _bind(module, _gemma_rmsnorm_forward, module, rule)
         elif kind.__name__.endswith("RMSNorm"):
             _bind(module, _rmsnorm_forward, module, rule)
         elif kind in _ACTIVATION_KINDS:
@@ -309,12 +335,21 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         elif all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
             _check_source(module, "gated_mlp")
             _bind(module, _gated_mlp_forward, module, rule)
+        elif kind.__name__ == "Phi3MLP":
+            _check_source(module, "phi3_mlp")
+            _bind(module, _phi3_mlp_forward, module, rule)
         elif kind.__name__ in ("RobertaClassificationHead", "MPNetClassificationHead"):
             _check_source(module, "roberta_head")
             _bind(module, _roberta_head_forward, module, rule)
         elif kind.__name__ == "MPNetSelfAttention":
             _check_source(module, "mpnet_attention")
             _bind(module, _mpnet_attention_forward, module)
+
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap is not None and hasattr(model, "lm_head"):  # Gemma: the capping, as part of the head
+        _check_source(model, "gemma_softcap")
+        model.config.final_logit_softcapping = None
+        _bind(model.lm_head, _softcapped_head_forward, model.lm_head, cap, rule)
 
     def capture_input(layer_index):
         def hook(module, args, kwargs):

@@ -124,6 +124,18 @@ def rmsnorm(x, weight, eps=1e-6, rule="gradient"):
     return weight * x * rstd, rstd.squeeze(-1)
 
 
+def softcap(x, cap, rule="gradient"):
+    """y = cap · tanh(x / cap); lrp: identity rule y = x · (y/x).detach(), ratio 1 at x = 0."""
+    if rule == "gradient":
+        return cap * torch.tanh(x / cap)
+    if rule != "lrp":
+        raise ValueError(f"unknown softcap rule {rule!r}")
+    x64 = x.detach().double()
+    zero = x64 == 0
+    ratio = torch.where(zero, 1.0, cap * torch.tanh(x64 / cap) / torch.where(zero, 1.0, x64))
+    return x * ratio.to(x.dtype)
+
+
 def rotate_half(x):
     """HF LLaMA: concat(−x[D/2:], x[:D/2])."""
     half = x.shape[-1] // 2
