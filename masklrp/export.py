@@ -63,6 +63,9 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "RobertaModel": ("roberta", "base"),
     "RobertaForSequenceClassification": ("roberta", "sequence-classification"),
     "RobertaForQuestionAnswering": ("roberta", "question-answering"),
+    "XLMRobertaModel": ("xlm-roberta", "base"),
+    "XLMRobertaForSequenceClassification": ("xlm-roberta", "sequence-classification"),
+    "XLMRobertaForQuestionAnswering": ("xlm-roberta", "question-answering"),
     "MPNetModel": ("mpnet", "base"),
     "MPNetForSequenceClassification": ("mpnet", "sequence-classification"),
     "MPNetForQuestionAnswering": ("mpnet", "question-answering"),
@@ -103,6 +106,11 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                     max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
                     pad_token_id=1, is_decoder=False, add_cross_attention=False,
                     tie_word_embeddings=True),
+    "xlm-roberta": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                        num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
+                        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
+                        pad_token_id=1, is_decoder=False, add_cross_attention=False,
+                        tie_word_embeddings=True),
     "mpnet": dict(vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                   intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512,
                   layer_norm_eps=1e-12, pad_token_id=1, relative_attention_num_buckets=32,
@@ -551,9 +559,13 @@ def _classifier_head(task: str, cfg: _Config, hidden: int, vocab: int):
     return hidden, ()
 
 
+# The attribute (and key prefix) of the base model where it is not the model_type.
+_BASE_PREFIX = {"xlm-roberta": "roberta"}
+
+
 def _encoder(arch, model_type, task, cfg, tensors):
-    """BERT, RoBERTa, DistilBERT and MPNet: post-LN encoders with absolute position tables
-    (MPNet adds a relative position bias to every layer's scores)."""
+    """BERT, RoBERTa, XLM-RoBERTa, DistilBERT and MPNet: post-LN encoders with absolute
+    position tables (MPNet adds a relative position bias to every layer's scores)."""
     distil, mpnet = model_type == "distilbert", model_type == "mpnet"
     if distil:
         C, L, H, F = (cfg.size(k) for k in ("dim", "n_layers", "n_heads", "hidden_dim"))
@@ -581,11 +593,11 @@ def _encoder(arch, model_type, task, cfg, tensors):
         act = _activation(cfg, "hidden_act")
         eps = cfg.epsilon("layer_norm_eps")
         type_vocab = 0 if mpnet else cfg.size("type_vocab_size", 0)  # MPNet has no token types
-        tensors.prefixes = (f"{model_type}.",)
+        tensors.prefixes = (f"{_BASE_PREFIX.get(model_type, model_type)}.",)
     D = _head_size(C, H, names)
     V, P = cfg.size("vocab_size"), cfg.size("max_position_embeddings")
     pad = _pad_id(cfg)
-    if model_type in ("roberta", "mpnet"):  # both number positions after padding_idx
+    if model_type in ("roberta", "xlm-roberta", "mpnet"):  # positions after padding_idx
         if pad < 0:
             raise ValueError("RoBERTa positions need config.pad_token_id (padding_idx)")
         if P - pad - 1 < 1:
@@ -639,6 +651,7 @@ def _encoder(arch, model_type, task, cfg, tensors):
         dense, out, head_act = {
             "bert": ("pooler.dense", "classifier", "tanh"),
             "roberta": ("classifier.dense", "classifier.out_proj", "tanh"),
+            "xlm-roberta": ("classifier.dense", "classifier.out_proj", "tanh"),
             "mpnet": ("classifier.dense", "classifier.out_proj", "tanh"),
             "distilbert": ("pre_classifier", "classifier", "relu"),
         }[model_type]
@@ -923,7 +936,8 @@ def _llama(arch, model_type, task, cfg, tensors):
 
 
 _FAMILIES: dict[str, Callable] = {
-    "bert": _encoder, "roberta": _encoder, "distilbert": _encoder, "mpnet": _encoder,
+    "bert": _encoder, "roberta": _encoder, "xlm-roberta": _encoder, "distilbert": _encoder,
+    "mpnet": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
     "phi3": _llama, "gemma3_text": _llama,
 }

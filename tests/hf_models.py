@@ -15,7 +15,8 @@ start after ``pad_token_id``), intermediate 2–4× hidden.
 
 ``example_inputs(model, batch, length, seed)`` gives right-padded inputs of unequal lengths
 (row 0 has ``length`` real tokens), pad positions holding the pad id, real tokens never a
-special id; BERT also gets ``token_type_ids`` (the second half of each sentence is type 1).
+special id; BERT-likes with two token types (``TYPED``) also get ``token_type_ids`` (the
+second half of each sentence is type 1).
 """
 from __future__ import annotations
 
@@ -56,6 +57,15 @@ def _roberta(**extra):
                             max_position_embeddings=POSITIONS + 2, type_vocab_size=1,
                             layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
                             initializer_range=INIT_STD, **extra)
+
+
+def _xlm_roberta(**extra):
+    # RoBERTa's layout under another model_type and key prefix; token types as BERT's.
+    return tf.XLMRobertaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS,
+                               num_attention_heads=HEADS, intermediate_size=64,
+                               hidden_act="gelu_new", max_position_embeddings=POSITIONS + 2,
+                               type_vocab_size=2, layer_norm_eps=1e-5, pad_token_id=1,
+                               bos_token_id=0, eos_token_id=2, initializer_range=INIT_STD, **extra)
 
 
 def _distilbert(**extra):
@@ -170,6 +180,10 @@ MODELS: dict[str, ModelDef] = {
     "roberta-cls": ModelDef("RobertaForSequenceClassification", "sequence-classification",
                             lambda: _roberta(**_LABELS)),
     "roberta-qa": ModelDef("RobertaForQuestionAnswering", "question-answering", _roberta),
+    "xlm-roberta-cls": ModelDef("XLMRobertaForSequenceClassification", "sequence-classification",
+                                lambda: _xlm_roberta(**_LABELS)),
+    "xlm-roberta-qa": ModelDef("XLMRobertaForQuestionAnswering", "question-answering",
+                               _xlm_roberta),
     "distilbert-cls": ModelDef("DistilBertForSequenceClassification", "sequence-classification",
                                lambda: _distilbert(**_LABELS)),
     "distilbert-qa": ModelDef("DistilBertForQuestionAnswering", "question-answering",
@@ -261,6 +275,10 @@ def _special_ids(config) -> set[int]:
     return ids
 
 
+# model types whose tiny configs embed two token types (the others have one or none)
+TYPED = ("bert", "xlm-roberta")
+
+
 def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,
                    pad: bool = True) -> dict[str, torch.Tensor]:
     """Right-padded inputs: ``input_ids``, ``attention_mask`` (int64, (B, T)), BERT types.
@@ -268,7 +286,7 @@ def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,
     Row 0 has ``length`` real tokens; with ``pad=True`` the others have distinct shorter
     lengths in ``[max(2, length // 2), length)`` (as many as fit), pad positions hold the pad
     id and have mask 0. Real tokens are drawn from the vocabulary minus ids 0–3, pad, bos,
-    eos. BERT's ``token_type_ids`` are 1 on the second half of each sentence's real tokens.
+    eos. ``token_type_ids`` (``TYPED`` models) are 1 on the second half of each sentence's real tokens.
     """
     config = model.config
     g = torch.Generator().manual_seed(10_000 + seed)
@@ -285,7 +303,7 @@ def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,
         mask[b, :n] = 1
     ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_id(config)))
     out = {"input_ids": ids, "attention_mask": mask}
-    if config.model_type == "bert":
+    if config.model_type in TYPED:
         types = torch.zeros_like(ids)
         for b, n in enumerate(lengths):
             types[b, n // 2: n] = 1

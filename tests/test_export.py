@@ -54,6 +54,11 @@ def _config(model_type: str, three_labels: bool = True):
                                 num_attention_heads=H, intermediate_size=F,
                                 max_position_embeddings=P + 2, type_vocab_size=1, pad_token_id=1,
                                 layer_norm_eps=1e-5, hidden_act="gelu_new", **labels)
+    if model_type == "xlm-roberta":
+        return tf.XLMRobertaConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L,
+                                   num_attention_heads=H, intermediate_size=F,
+                                   max_position_embeddings=P + 2, type_vocab_size=2,
+                                   pad_token_id=1, layer_norm_eps=1e-6, **labels)
     if model_type == "mpnet":
         return tf.MPNetConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
                               intermediate_size=F, max_position_embeddings=P + 2, pad_token_id=1,
@@ -153,8 +158,8 @@ def reference_weights(model) -> dict[str, np.ndarray]:
     model_type = model.config.model_type
     arch = type(model).__name__
     w: dict[str, np.ndarray] = {}
-    if model_type in ("bert", "roberta", "distilbert"):
-        base = getattr(model, model_type, model)
+    if model_type in ("bert", "roberta", "xlm-roberta", "distilbert"):
+        base = getattr(model, {"xlm-roberta": "roberta"}.get(model_type, model_type), model)
         e = base.embeddings
         w["embed.word"] = _np(e.word_embeddings.weight)
         w["embed.position"] = _np(e.position_embeddings.weight)
@@ -184,7 +189,7 @@ def reference_weights(model) -> dict[str, np.ndarray]:
             if model_type == "bert":
                 _lin(w, "head.dense", base.pooler.dense)
                 _lin(w, "head.out", model.classifier)
-            elif model_type == "roberta":
+            elif model_type in ("roberta", "xlm-roberta"):
                 _lin(w, "head.dense", model.classifier.dense)
                 _lin(w, "head.out", model.classifier.out_proj)
             else:
@@ -273,7 +278,7 @@ def reference_weights(model) -> dict[str, np.ndarray]:
     elif arch.endswith(("LMHeadModel", "ForCausalLM")):
         _lin(w, "head.out", model.lm_head)
     elif arch.endswith("ForSequenceClassification") and model_type not in (
-            "bert", "roberta", "distilbert", "mpnet"):
+            "bert", "roberta", "xlm-roberta", "distilbert", "mpnet"):
         _lin(w, "head.out", model.score)
     return w
 
@@ -305,6 +310,10 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
     "roberta": dict(family="encoder", norm="layernorm", activation="gelu_tanh", gated_mlp=False,
                     n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=1,
                     norm_eps=1e-5, causal=False, positions="roberta", pad_token_id=1),
+    "xlm-roberta": dict(family="encoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                        n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
+                        type_vocab=2, norm_eps=1e-6, causal=False, positions="roberta",
+                        pad_token_id=1),
     "distilbert": dict(family="encoder", norm="layernorm", activation="relu", gated_mlp=False,
                        n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
                        type_vocab=0, norm_eps=1e-12, causal=False, positions="absolute",
@@ -529,6 +538,7 @@ def test_config_defaults_match_transformers():
 
     _, tf = _hf()
     classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
+               "xlm-roberta": tf.XLMRobertaConfig,
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
                "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config,

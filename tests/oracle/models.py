@@ -252,7 +252,7 @@ def _phi3_mlp_forward(module, rule, x):
 
 
 def _roberta_head_forward(module, rule, features, **kwargs):
-    """RobertaClassificationHead (and MPNet's copy): <s> → dense → tanh (identity rule) → out_proj."""
+    """RobertaClassificationHead (and XLM-R's and MPNet's copies): <s> → dense → tanh (identity rule) → out_proj."""
     x = module.dense(features[:, 0, :])
     return module.out_proj(rules.activation(x, "tanh", rule=_SINGLE[rule]))
 
@@ -338,7 +338,8 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         elif kind.__name__ == "Phi3MLP":
             _check_source(module, "phi3_mlp")
             _bind(module, _phi3_mlp_forward, module, rule)
-        elif kind.__name__ in ("RobertaClassificationHead", "MPNetClassificationHead"):
+        elif kind.__name__ in ("RobertaClassificationHead", "XLMRobertaClassificationHead",
+                               "MPNetClassificationHead"):
             _check_source(module, "roberta_head")
             _bind(module, _roberta_head_forward, module, rule)
         elif kind.__name__ == "MPNetSelfAttention":
