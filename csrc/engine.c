@@ -31,15 +31,18 @@ typedef struct {
 static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, float *mem) {
     const ptrdiff_t L = m->L, H = m->H, KV = m->KV, D = m->D, C = m->C, F = m->F, N = S * T;
     const ptrdiff_t QKV = qkv_width(m), HD = H * D, FU = fc_width(m);
-    const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO), logit_rows = m->pool == POOL_NONE ? N : S;
+    const ptrdiff_t logit_rows = m->pool == POOL_NONE ? N : S, E = m->E;
+    const ptrdiff_t wide = max_p(C, FU), head = logit_rows * max_p(C, m->NO), hC = logit_rows * C;
+    const bool proj = m->emb_proj.w != NULL;
     const Carve parts[] = {
-        {&w->emb, N * C}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
+        {&w->emb, N * E}, {&w->emb_normed, proj ? N * E : 0}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
         {&w->v, L * N * KV * D}, {&w->qk_raw, m->qk_norm ? L * N * (H + KV) * D : 0},
         {&w->qk_rstd, m->qk_norm ? L * N * (H + KV) : 0}, {&w->att, L * S * H * T * T},
         {&w->ctx, L * N * HD}, {&w->mid, L * N * C},
         {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->fc, L * N * FU},
         {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 8 * N}, {&w->xf, N * C},
-        {&w->pooled, S * C}, {&w->dense, S * C}, {&w->activated, S * C}, {&w->cos, m->rope ? N * D : 0},
+        {&w->pooled, hC}, {&w->dense, hC}, {&w->activated, hC}, {&w->head_normed, m->head_norm.w != NULL ? hC : 0},
+        {&w->cos, m->rope ? N * D : 0},
         {&w->sin, m->rope ? N * D : 0},
         {&w->cos_local, m->inv_freq_local != NULL ? N * D : 0}, {&w->sin_local, m->inv_freq_local != NULL ? N * D : 0},
         {&w->branch_out, post_norms(m) ? L * 2 * N * C : 0}, {&w->gpost, post_norms(m) ? N * C : 0},
@@ -51,7 +54,7 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
         {&w->gq_rot, T * HD}, {&w->gk_rot, T * KV * D}, {&w->gctx, N * HD}, {&w->gctx_hm, T * HD},
         {&w->gatt, T * T}, {&w->gscores, T * T}, {&w->gfc, N * FU}, {&w->ghid, N * F},
-        {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->seed, S * m->NO}, {&w->xq, S * C},
+        {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->gemb, N * E}, {&w->gemb2, proj ? N * E : 0}, {&w->seed, S * m->NO}, {&w->xq, S * C},
         {&w->typed, 2 * H + T},
     };
     ptrdiff_t total = 0;
@@ -172,26 +175,42 @@ static float *stat(const Workspace *w, int slot, int which, int kind) {
     return w->stats + (((ptrdiff_t)slot * 4 + which) * 2 + kind) * w->N;
 }
 
+// x (rows,width) -> y (rows,width); an absent norm (n.w NULL) is the identity
+static void norm_rows_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot,
+                              int which, ptrdiff_t rows, ptrdiff_t width) {
+    float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
+    if (n.w == NULL) {
+        memcpy(y, x, (size_t)(rows * width) * sizeof(float));
+    } else if (m->norm == NORM_LAYER) {
+        layernorm_forward(y, mean, rstd, x, n.w, n.b, rows, width, m->eps);
+    } else {
+        rmsnorm_forward(y, rstd, x, n.w, rows, width, m->eps);
+    }
+}
+
+// g (rows,width) at the norm output -> gx (rows,width) +=
+static void norm_rows_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x,
+                               Affine n, int slot, int which, ptrdiff_t rows, ptrdiff_t width, UnaryRule rule) {
+    const float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
+    if (n.w == NULL) {
+        for (ptrdiff_t i = 0; i < rows * width; i++) gx[i] += g[i];
+    } else if (m->norm == NORM_LAYER) {
+        layernorm_backward(gx, g, x, n.w, mean, rstd, rows, width, rule);
+    } else {
+        rmsnorm_backward(gx, g, x, n.w, rstd, rows, width, rule);
+    }
+}
+
 // x (rows,C) -> y (rows,C)
 void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot, int which,
                   ptrdiff_t rows) {
-    float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
-    if (m->norm == NORM_LAYER) {
-        layernorm_forward(y, mean, rstd, x, n.w, n.b, rows, m->C, m->eps);
-    } else {
-        rmsnorm_forward(y, rstd, x, n.w, rows, m->C, m->eps);
-    }
+    norm_rows_forward(m, w, y, x, n, slot, which, rows, m->C);
 }
 
 // g (rows,C) at the norm output -> gx (rows,C) +=
 void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x, Affine n,
                    int slot, int which, ptrdiff_t rows, UnaryRule rule) {
-    const float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
-    if (m->norm == NORM_LAYER) {
-        layernorm_backward(gx, g, x, n.w, mean, rstd, rows, m->C, rule);
-    } else {
-        rmsnorm_backward(gx, g, x, n.w, rstd, rows, m->C, rule);
-    }
+    norm_rows_backward(m, w, gx, g, x, n, slot, which, rows, m->C, rule);
 }
 
 // ----------------------------------------------------------------------------
@@ -237,9 +256,9 @@ static void layer_rope(const Model *m, const Workspace *w, int l, ptrdiff_t seq,
     *sin = (local ? w->sin_local : w->sin) + at;
 }
 
-// ids, positions, types (N) -> emb (N,C); cos/sin (N,R) for RoPE models
-void embed_forward(const Model *m, Workspace *w) {
-    const ptrdiff_t C = m->C, T = w->N;
+// ids, positions, types (N) -> emb (N,E) -> x0 (N,C); cos/sin (N,R) for RoPE models
+void embed_forward(const Model *m, Workspace *w, float *x0) {
+    const ptrdiff_t C = m->E, T = w->N;
     for (ptrdiff_t t = 0; t < T; t++) {
         float *e = w->emb + t * C;
         const float *word = m->wte + w->ids[t] * C;
@@ -254,6 +273,10 @@ void embed_forward(const Model *m, Workspace *w) {
         }
     }
     if (m->rope) rope_tables(m, w);
+    // the norm (σ held constant, DESIGN.md §2), then ELECTRA's / ALBERT's E -> C linear
+    float *normed = m->emb_proj.w != NULL ? w->emb_normed : x0;
+    norm_rows_forward(m, w, normed, w->emb, m->emb_norm, 0, EMBED_NORM, T, C);
+    if (m->emb_proj.w != NULL) linear_forward(x0, normed, m->emb_proj.w, m->emb_proj.b, T, C, m->C, false);
 }
 
 static double dot(const float *a, const float *b, ptrdiff_t n) {
@@ -262,9 +285,17 @@ static double dot(const float *a, const float *b, ptrdiff_t n) {
     return s;
 }
 
-// g (N,C) at the embedding sum -> the stream's embedding outputs (=)
-void embed_backward(const Model *m, const Workspace *w, const float *g, const ChunkStream *s) {
-    const ptrdiff_t C = m->C, T = w->N;
+// g (N,C) at x0 -> the stream's embedding outputs (=)
+void embed_backward(const Model *m, Workspace *w, const float *g, const ChunkStream *s) {
+    const ptrdiff_t C = m->E, T = w->N;
+    if (m->emb_proj.w != NULL) {
+        zero(w->gemb2, T * C);
+        linear_backward(w->gemb2, g, m->emb_proj.w, T, C, m->C, false);
+        g = w->gemb2;
+    }
+    zero(w->gemb, T * C);
+    norm_rows_backward(m, w, w->gemb, g, w->emb, m->emb_norm, 0, EMBED_NORM, T, C, s->rules.unary);
+    g = w->gemb; // g at the embedding sum
     if (s->embed_grad != NULL) memcpy(s->embed_grad, g, (size_t)(T * C) * sizeof(float));
     for (ptrdiff_t t = 0; t < T; t++) {
         const float *gt = g + t * C;
@@ -288,7 +319,8 @@ static void mask_scores(const Model *m, const Workspace *w, int l, ptrdiff_t seq
     const float *key_bias = w->key_bias + seq * T;
     for (ptrdiff_t i = q0; i < q0 + nq; i++) {
         float *row = scores + (i - q0) * T;
-        const ptrdiff_t hi = m->causal ? i + 1 : T; // visible keys: [lo, hi)
+        // visible keys: [lo, hi); a bidirectional window reaches as far after q as before it
+        const ptrdiff_t hi = m->causal ? i + 1 : window > 0 && i + window < T ? i + window : T;
         const ptrdiff_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
         for (ptrdiff_t j = 0; j < lo; j++) row[j] = -INFINITY;
         for (ptrdiff_t j = lo; j < hi; j++) row[j] += key_bias[j];
@@ -644,15 +676,20 @@ static void head_softcap(const Model *m, Workspace *w, float *logits, ptrdiff_t 
     softcap_forward(logits, w->raw_logits, n, m->final_softcap);
 }
 
+// Rows of the head: one per sequence when pooled, every position for POOL_NONE.
+static ptrdiff_t head_rows(const Model *m, const Workspace *w) { return m->pool == POOL_NONE ? w->N : w->S; }
+
+// The input of head_norm: the activated dense output, or the pooled rows without a dense.
+static const float *head_norm_input(const Model *m, const Workspace *w) {
+    return m->head_dense.w != NULL ? w->activated : m->pool == POOL_NONE ? w->xf : w->pooled;
+}
+
+// xf -> pooled rows -> [dense, activation] -> [norm] -> [output linear, soft-capping]
 void head_forward(const Model *m, Workspace *w, float *logits) {
-    const ptrdiff_t S = w->S, T = w->T, C = m->C;
-    if (m->pool == POOL_NONE) {
-        linear_forward(logits, w->xf, m->head_out.w, m->head_out.b, w->N, C, m->NO, false);
-        head_softcap(m, w, logits, w->N * m->NO);
-        return;
-    }
-    for (ptrdiff_t seq = 0; seq < S; seq++) {
-        float *p = w->pooled + seq * C;
+    const ptrdiff_t S = w->S, T = w->T, C = m->C, rows = head_rows(m, w);
+    const float *p = w->xf;
+    for (ptrdiff_t seq = 0; seq < S && m->pool != POOL_NONE; seq++) {
+        float *pooled = w->pooled + seq * C;
         if (m->pool == POOL_MEAN) {
             const double n = (double)count_real(w, seq);
             const float *xs = w->xf + seq * T * C;
@@ -661,48 +698,58 @@ void head_forward(const Model *m, Workspace *w, float *logits) {
                 double sum = 0.0;
                 for (ptrdiff_t t = 0; t < T; t++)
                     if (mask[t]) sum += xs[t * C + c];
-                p[c] = (float)(sum / n);
+                pooled[c] = (float)(sum / n);
             }
         } else {
-            memcpy(p, w->xf + head_row(m, w, seq) * C, (size_t)C * sizeof(float));
+            memcpy(pooled, w->xf + head_row(m, w, seq) * C, (size_t)C * sizeof(float));
         }
+        p = w->pooled;
     }
-    const float *p = w->pooled;
     if (m->head_dense.w != NULL) {
-        linear_forward(w->dense, p, m->head_dense.w, m->head_dense.b, S, C, C, false);
-        activation_forward(w->activated, w->dense, S * C, m->head_act);
+        linear_forward(w->dense, p, m->head_dense.w, m->head_dense.b, rows, C, C, false);
+        activation_forward(w->activated, w->dense, rows * C, m->head_act);
         p = w->activated;
     }
+    if (m->head_norm.w != NULL) {
+        norm_forward(m, w, w->head_normed, p, m->head_norm, 0, HEAD_NORM, rows);
+        p = w->head_normed;
+    }
     if (m->head_out.w != NULL) {
-        linear_forward(logits, p, m->head_out.w, m->head_out.b, S, C, m->NO, false);
-        head_softcap(m, w, logits, S * m->NO);
+        linear_forward(logits, p, m->head_out.w, m->head_out.b, rows, C, m->NO, false);
+        head_softcap(m, w, logits, rows * m->NO);
     } else {
-        memcpy(logits, p, (size_t)(S * C) * sizeof(float));
+        memcpy(logits, p, (size_t)(rows * C) * sizeof(float));
     }
 }
 
 void head_backward(const Model *m, Workspace *w, float *gxf, const float *seed, const ChunkStream *s) {
-    const ptrdiff_t S = w->S, T = w->T, C = m->C;
+    const ptrdiff_t S = w->S, T = w->T, C = m->C, rows = head_rows(m, w);
     zero(gxf, w->N * C);
     if (m->final_softcap > 0.0f && m->head_out.w != NULL) { // the seed back through the capping
-        const ptrdiff_t n = (m->pool == POOL_NONE ? w->N : S) * m->NO;
-        zero(w->gseed, n);
-        softcap_backward(w->gseed, seed, w->raw_logits, n, m->final_softcap, s->rules.unary);
+        zero(w->gseed, rows * m->NO);
+        softcap_backward(w->gseed, seed, w->raw_logits, rows * m->NO, m->final_softcap, s->rules.unary);
         seed = w->gseed;
     }
-    if (m->pool == POOL_NONE) {
-        linear_backward(gxf, seed, m->head_out.w, w->N, C, m->NO, false);
-        return;
+    float *gp = w->ghead, *spare = w->ghead2; // g walking down the head, and scratch
+    zero(gp, rows * C);
+    if (m->head_out.w != NULL) linear_backward(gp, seed, m->head_out.w, rows, C, m->NO, false);
+    else memcpy(gp, seed, (size_t)(rows * C) * sizeof(float));
+    if (m->head_norm.w != NULL) {
+        zero(spare, rows * C);
+        norm_backward(m, w, spare, gp, head_norm_input(m, w), m->head_norm, 0, HEAD_NORM, rows, s->rules.unary);
+        float *t = gp;
+        gp = spare;
+        spare = t;
     }
-    float *gp = w->ghead;
-    zero(gp, S * C);
-    if (m->head_out.w != NULL) linear_backward(gp, seed, m->head_out.w, S, C, m->NO, false);
-    else memcpy(gp, seed, (size_t)(S * C) * sizeof(float));
     if (m->head_dense.w != NULL) {
-        zero(w->ghead2, S * C);
-        activation_backward(w->ghead2, gp, w->dense, S * C, m->head_act, s->rules.unary);
-        zero(gp, S * C);
-        linear_backward(gp, w->ghead2, m->head_dense.w, S, C, C, false);
+        zero(spare, rows * C);
+        activation_backward(spare, gp, w->dense, rows * C, m->head_act, s->rules.unary);
+        zero(gp, rows * C);
+        linear_backward(gp, spare, m->head_dense.w, rows, C, C, false);
+    }
+    if (m->pool == POOL_NONE) {
+        memcpy(gxf, gp, (size_t)(rows * C) * sizeof(float));
+        return;
     }
     for (ptrdiff_t seq = 0; seq < S; seq++) {
         const float *g = gp + seq * C;
@@ -824,7 +871,7 @@ static void run_chunk(Job *job, Workspace *w, ptrdiff_t b0) {
             .renormalize = st->renormalize,
             .semantics = st->semantics,
             .head_relevance = at(st->head_relevance, b0, L * H),
-            .embed_grad = at(st->embed_grad, b0, T * C),
+            .embed_grad = at(st->embed_grad, b0, T * m->E),
             .tokens = at(st->tokens, b0, T),
             .positions = at(st->positions, b0, T),
             .types = at(st->types, b0, T),

@@ -1,5 +1,5 @@
-// Encoders (BERT, RoBERTa, DistilBERT): post-norm layers.
-//   x0 = LN(word + position + type)
+// Encoders (BERT, RoBERTa, XLM-R, DistilBERT, MPNet, ELECTRA, ALBERT): post-norm layers.
+//   x0 = LN(word + position + type), then ELECTRA's / ALBERT's E -> C projection
 //   mid = x + attention(x);  h = LN1(mid);  res2 = h + mlp(h);  x' = LN2(res2)
 // Residual adds are the identity in both streams, so the backward only adds.
 // A layer's row-wise work runs on layer_rows() rows (all, or one per sequence for
@@ -14,8 +14,7 @@ static void add(float *y, const float *a, const float *b, ptrdiff_t n) {
 
 void encoder_forward(const Model *m, Workspace *w) {
     const ptrdiff_t C = m->C, n = w->N * C;
-    embed_forward(m, w);
-    norm_forward(m, w, w->x, w->emb, m->emb_norm, 0, 0, w->N);
+    embed_forward(m, w, w->x);
     for (int l = 0; l < m->L; l++) {
         const LayerWeights *lw = &m->layers[l];
         const ptrdiff_t rows = layer_rows(m, w, l);
@@ -53,7 +52,5 @@ void encoder_backward(const Model *m, Workspace *w, const float *gxf, const Chun
         memcpy(g, g_res2, (size_t)n * sizeof(float));
         hidden_taps(m, w, l, g, s);
     }
-    memset(g_h, 0, (size_t)n * sizeof(float));
-    norm_backward(m, w, g_h, g, w->emb, m->emb_norm, 0, 0, w->N, rule);
-    embed_backward(m, w, g_h, s);
+    embed_backward(m, w, g, s);
 }

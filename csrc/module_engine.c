@@ -190,8 +190,8 @@ static int layer_windows(PyObject *spec, const Model *m, LayerWeights *layers, i
 
 static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     Model m = {0};
-    int family, norm, act, pool, window;
-    bool post;
+    int family, norm, act, pool, window, embedding_size;
+    bool post, first_attn_norm, head_norm;
     if (!spec_choice(spec, "family", FAMILY_NAMES, 2, &family) || !spec_choice(spec, "norm", NORM_NAMES, 2, &norm) ||
         !spec_choice(spec, "activation", ACTIVATION_NAMES, 5, &act) || !spec_choice(spec, "pool", POOL_NAMES, 4, &pool) ||
         !spec_bool(spec, "gated_mlp", &m.gated) || !spec_bool(spec, "causal", &m.causal) ||
@@ -201,7 +201,8 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         !spec_int(spec, "hidden", 1, &m.C) || !spec_int(spec, "intermediate", 1, &m.F) ||
         !spec_int(spec, "vocab", 1, &m.V) || !spec_int(spec, "type_vocab", 0, &m.TT) ||
         !spec_int(spec, "sliding_window", 0, &window) || !spec_float(spec, "norm_eps", &m.eps) ||
-        !spec_bool(spec, "post_norms", &post) || !spec_float(spec, "embed_scale", &m.embed_scale) ||
+        !spec_bool(spec, "post_norms", &post) || !spec_int(spec, "embedding_size", 0, &embedding_size) ||
+        !spec_bool(spec, "first_attn_norm", &first_attn_norm) || !spec_bool(spec, "head_norm", &head_norm) || !spec_float(spec, "embed_scale", &m.embed_scale) ||
         !spec_float(spec, "final_softcap", &m.final_softcap) ||
         !spec_int(spec, "rotary_dim", 0, &m.rope_dim) || !spec_int(spec, "rope_long_after", 0, &m.rope_long_after) ||
         !spec_float(spec, "attn_scale", &m.attn_scale) ||
@@ -233,13 +234,16 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
                      m.rope_dim);
         return -1;
     }
-    const npy_intp C = m.C, HD = (npy_intp)m.H * m.D, QKV = (npy_intp)(m.H + 2 * m.KV) * m.D;
+    m.E = embedding_size > 0 ? embedding_size : m.C;
+    const npy_intp C = m.C, E = m.E, HD = (npy_intp)m.H * m.D, QKV = (npy_intp)(m.H + 2 * m.KV) * m.D;
     const npy_intp FU = (npy_intp)(m.gated ? 2 : 1) * m.F;
     npy_intp P = 0, NO = 0;
-    if (!weight(weights, "embed.word", true, m.V, C, &m.wte, NULL) ||
-        !weight(weights, "embed.position", false, ANY, C, &m.wpe, &P) ||
-        !weight(weights, "embed.type", m.TT > 0, m.TT > 0 ? m.TT : ANY, C, &m.wtt, NULL) ||
-        !affine(weights, "embed.norm", m.family == FAMILY_ENCODER, C, 0, &m.emb_norm) ||
+    if (!weight(weights, "embed.word", true, m.V, E, &m.wte, NULL) ||
+        !weight(weights, "embed.position", false, ANY, E, &m.wpe, &P) ||
+        !weight(weights, "embed.type", m.TT > 0, m.TT > 0 ? m.TT : ANY, E, &m.wtt, NULL) ||
+        !affine(weights, "embed.norm", m.family == FAMILY_ENCODER, E, 0, &m.emb_norm) ||
+        !affine(weights, "embed.project", embedding_size > 0, C, E, &m.emb_proj) ||
+        !affine(weights, "head.norm", head_norm, C, 0, &m.head_norm) ||
         !affine(weights, "final_norm", false, C, 0, &m.final_norm) ||
         !affine(weights, "head.dense", false, C, C, &m.head_dense) ||
         !weight(weights, "head.out.weight", m.pool == POOL_NONE, ANY, C, &m.head_out.w, &NO) ||
@@ -274,7 +278,7 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         LayerWeights *lw = &layers[l];
 #define LAYER_AFFINE(field, key, required, out_dim, in_dim)                                                   \
     (snprintf(name, sizeof name, "layers.%d." key, l), affine(weights, name, required, out_dim, in_dim, &lw->field))
-        if (!LAYER_AFFINE(attn_norm, "attn_norm", true, C, 0) || !LAYER_AFFINE(qkv, "qkv", true, QKV, C) ||
+        if (!LAYER_AFFINE(attn_norm, "attn_norm", l > 0 || first_attn_norm, C, 0) || !LAYER_AFFINE(qkv, "qkv", true, QKV, C) ||
             !LAYER_AFFINE(out, "out", true, C, HD) || !LAYER_AFFINE(mlp_norm, "mlp_norm", true, C, 0) ||
             !LAYER_AFFINE(up, "up", true, FU, C) || !LAYER_AFFINE(down, "down", true, C, m.F) ||
             !LAYER_AFFINE(q_norm, "q_norm", m.qk_norm, m.D, 0) || !LAYER_AFFINE(k_norm, "k_norm", m.qk_norm, m.D, 0) ||
@@ -561,7 +565,7 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
     result = PyDict_New();
     if (result == NULL) goto fail;
     const npy_intp L = m->L, H = m->H, C = m->C;
-    const npy_intp bt[2] = {B, T}, btc[3] = {B, T, C}, att[5] = {B, L, H, T, T}, hid[4] = {B, L + 1, T, C};
+    const npy_intp bt[2] = {B, T}, bte[3] = {B, T, m->E}, att[5] = {B, L, H, T, T}, hid[4] = {B, L + 1, T, C};
     const npy_intp blh[3] = {B, L, H};
     if ((call.logits = add_output(result, "logits", logit_nd, logit_dims)) == NULL) goto fail;
     if (want_att && (call.attentions = add_output(result, "attentions", 5, att)) == NULL) goto fail;
@@ -574,7 +578,7 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
             goto fail;
         }
         Py_DECREF(out); // result holds it
-        if ((s->embed_grad = add_output(out, "embed_grad", 3, btc)) == NULL ||
+        if ((s->embed_grad = add_output(out, "embed_grad", 3, bte)) == NULL ||
             (s->tokens = add_output(out, "tokens", 2, bt)) == NULL ||
             (s->head_relevance = add_output(out, "head_relevance", 3, blh)) == NULL ||
             (m->wpe != NULL && (s->positions = add_output(out, "positions", 2, bt)) == NULL) ||
@@ -637,7 +641,7 @@ PyDoc_STRVAR(engine_run_doc,
              "(semantics 'reference', the default, or 'strict': which relevance a layer's taps read),\n"
              "starting from `seed` (float32, the logits' shape; None: one-hot on each row's argmax,\n"
              "pooled heads only). Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
-             "['hidden' (B,L+1,T,C)], <key>: {'embed_grad', 'tokens', 'head_relevance' (B,L,H), ['positions'],\n"
+             "['hidden' (B,L+1,T,C)], <key>: {'embed_grad' (B,T,E: the word table's width), 'tokens', 'head_relevance' (B,L,H), ['positions'],\n"
              "['types'], "
              "['attention_grad', 'attention_relevance'], ['hidden_grad', 'hidden_relevance']}}.\n"
              "Sequences run in parallel on `threads` threads; the GIL is released.");

@@ -69,6 +69,12 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "MPNetModel": ("mpnet", "base"),
     "MPNetForSequenceClassification": ("mpnet", "sequence-classification"),
     "MPNetForQuestionAnswering": ("mpnet", "question-answering"),
+    "ElectraModel": ("electra", "base"),
+    "ElectraForSequenceClassification": ("electra", "sequence-classification"),
+    "ElectraForQuestionAnswering": ("electra", "question-answering"),
+    "AlbertModel": ("albert", "base"),
+    "AlbertForSequenceClassification": ("albert", "sequence-classification"),
+    "AlbertForQuestionAnswering": ("albert", "question-answering"),
     "DistilBertModel": ("distilbert", "base"),
     "DistilBertForSequenceClassification": ("distilbert", "sequence-classification"),
     "DistilBertForQuestionAnswering": ("distilbert", "question-answering"),
@@ -88,6 +94,13 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "Gemma3TextModel": ("gemma3_text", "base"),
     "Gemma3ForCausalLM": ("gemma3_text", "causal-lm"),
     "Gemma3TextForSequenceClassification": ("gemma3_text", "sequence-classification"),
+}
+
+# Heads of supported families that the engine cannot express, and why.
+_REFUSED_HEADS = {
+    "ElectraForPreTraining": "the replaced-token discriminator gives one logit per token, not an "
+                             "output the engine explains (a class, a QA span or the next token); "
+                             "architecture='ElectraModel' exports its encoder",
 }
 
 # When config.json names no architecture: the base model of its model_type.
@@ -111,6 +124,16 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                         max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
                         pad_token_id=1, is_decoder=False, add_cross_attention=False,
                         tie_word_embeddings=True),
+    "electra": dict(vocab_size=30522, embedding_size=128, hidden_size=256, num_hidden_layers=12,
+                    num_attention_heads=4, intermediate_size=1024, hidden_act="gelu",
+                    max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
+                    pad_token_id=0, is_decoder=False, add_cross_attention=False,
+                    tie_word_embeddings=True),
+    "albert": dict(vocab_size=30000, embedding_size=128, hidden_size=4096, num_hidden_layers=12,
+                   num_hidden_groups=1, num_attention_heads=64, intermediate_size=16384,
+                   inner_group_num=1, hidden_act="gelu_new", max_position_embeddings=512,
+                   type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0,
+                   tie_word_embeddings=True),
     "mpnet": dict(vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                   intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512,
                   layer_norm_eps=1e-12, pad_token_id=1, relative_attention_num_buckets=32,
@@ -465,6 +488,8 @@ class _Config:
 
 def _convert(arch: str, raw_config: Mapping[str, Any],
              tensors: _Tensors) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    if arch in _REFUSED_HEADS:
+        raise NotImplementedError(f"architecture {arch!r} is not supported: {_REFUSED_HEADS[arch]}")
     if arch not in ARCHITECTURES:
         raise NotImplementedError(
             f"architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)}); "
@@ -564,9 +589,11 @@ _BASE_PREFIX = {"xlm-roberta": "roberta"}
 
 
 def _encoder(arch, model_type, task, cfg, tensors):
-    """BERT, RoBERTa, XLM-RoBERTa, DistilBERT and MPNet: post-LN encoders with absolute
-    position tables (MPNet adds a relative position bias to every layer's scores)."""
-    distil, mpnet = model_type == "distilbert", model_type == "mpnet"
+    """BERT, RoBERTa, XLM-RoBERTa, DistilBERT, MPNet, ELECTRA and ALBERT: post-LN encoders
+    with absolute position tables. MPNet adds a relative position bias to every layer's
+    scores; ELECTRA and ALBERT project E-wide embeddings to the hidden size; ALBERT's layers
+    share the weights of their group (``num_hidden_groups``, usually one for all)."""
+    distil, mpnet, albert = model_type == "distilbert", model_type == "mpnet", model_type == "albert"
     if distil:
         C, L, H, F = (cfg.size(k) for k in ("dim", "n_layers", "n_heads", "hidden_dim"))
         names = ("dim", "n_heads")
@@ -594,6 +621,19 @@ def _encoder(arch, model_type, task, cfg, tensors):
         eps = cfg.epsilon("layer_norm_eps")
         type_vocab = 0 if mpnet else cfg.size("type_vocab_size", 0)  # MPNet has no token types
         tensors.prefixes = (f"{_BASE_PREFIX.get(model_type, model_type)}.",)
+    # ELECTRA and ALBERT: embeddings E wide, LayerNorm-ed, then a linear to C (ELECTRA's only
+    # when E != C; ALBERT's always)
+    E = cfg.size("embedding_size") if model_type in ("electra", "albert") else C
+    project = {"electra": "embeddings_project" if E != C else None,
+               "albert": "encoder.embedding_hidden_mapping_in"}.get(model_type)
+    if albert and cfg.size("inner_group_num") != 1:
+        raise NotImplementedError(
+            f"{arch} with inner_group_num={cfg.get('inner_group_num')} (several layers in each "
+            "shared group) is not supported; only inner_group_num=1")
+    groups = cfg.size("num_hidden_groups") if albert else L
+    if groups > L:
+        raise ValueError(f"config num_hidden_groups ({groups}) must be at most "
+                         f"num_hidden_layers ({L})")
     D = _head_size(C, H, names)
     V, P = cfg.size("vocab_size"), cfg.size("max_position_embeddings")
     pad = _pad_id(cfg)
@@ -609,14 +649,29 @@ def _encoder(arch, model_type, task, cfg, tensors):
     n_out, labels = _classifier_head(task, cfg, C, V)
 
     w: dict[str, np.ndarray] = {}
-    w["embed.word"] = tensors.get("embeddings.word_embeddings.weight", (V, C))
-    w["embed.position"] = tensors.get("embeddings.position_embeddings.weight", (P, C))
+    w["embed.word"] = tensors.get("embeddings.word_embeddings.weight", (V, E))
+    w["embed.position"] = tensors.get("embeddings.position_embeddings.weight", (P, E))
     if type_vocab:
-        w["embed.type"] = tensors.get("embeddings.token_type_embeddings.weight", (type_vocab, C))
-    _norm(tensors, w, "embed.norm", "embeddings.LayerNorm", C, True)
+        w["embed.type"] = tensors.get("embeddings.token_type_embeddings.weight", (type_vocab, E))
+    _norm(tensors, w, "embed.norm", "embeddings.LayerNorm", E, True)
+    if project:
+        _linear(tensors, w, "embed.project", project, C, E)
+    first_of_group: dict[int, int] = {}
     for i in range(L):
         o = f"layers.{i}"
-        if distil:
+        group = int(i / (L / groups))  # as AlbertTransformer picks it; i itself elsewhere
+        if group in first_of_group:  # ALBERT: the group's arrays themselves, never copies
+            j = first_of_group[group]
+            for name in [k for k in w if k.startswith(f"layers.{j}.")]:
+                w[f"{o}.{name[len(f'layers.{j}.'):]}"] = w[name]
+            continue
+        first_of_group[group] = i
+        if albert:
+            s = f"encoder.albert_layer_groups.{group}.albert_layers.0."
+            names = dict(q=s + "attention.query", k=s + "attention.key", v=s + "attention.value",
+                         out=s + "attention.dense", attn_norm=s + "attention.LayerNorm",
+                         up=s + "ffn", down=s + "ffn_output", mlp_norm=s + "full_layer_layer_norm")
+        elif distil:
             s = f"transformer.layer.{i}."
             names = dict(q=s + "attention.q_lin", k=s + "attention.k_lin",
                          v=s + "attention.v_lin", out=s + "attention.out_lin",
@@ -652,6 +707,8 @@ def _encoder(arch, model_type, task, cfg, tensors):
             "bert": ("pooler.dense", "classifier", "tanh"),
             "roberta": ("classifier.dense", "classifier.out_proj", "tanh"),
             "xlm-roberta": ("classifier.dense", "classifier.out_proj", "tanh"),
+            "electra": ("classifier.dense", "classifier.out_proj", "gelu"),
+            "albert": ("pooler", "classifier", "tanh"),
             "mpnet": ("classifier.dense", "classifier.out_proj", "tanh"),
             "distilbert": ("pre_classifier", "classifier", "relu"),
         }[model_type]
@@ -666,7 +723,8 @@ def _encoder(arch, model_type, task, cfg, tensors):
                   vocab=V, max_positions=max_positions, type_vocab=type_vocab, norm_eps=eps,
                   attn_scale=D ** -0.5, causal=False, sliding_window=0, positions=positions,
                   rope_attention_scaling=1.0, pool=pool, head_activation=head_act,
-                  n_outputs=n_out, pad_token_id=pad, labels=labels, relative_bias=mpnet)
+                  n_outputs=n_out, pad_token_id=pad, labels=labels, relative_bias=mpnet,
+                  embedding_size=E if project else 0)
     return fields, w
 
 
@@ -937,7 +995,7 @@ def _llama(arch, model_type, task, cfg, tensors):
 
 _FAMILIES: dict[str, Callable] = {
     "bert": _encoder, "roberta": _encoder, "xlm-roberta": _encoder, "distilbert": _encoder,
-    "mpnet": _encoder,
+    "mpnet": _encoder, "electra": _encoder, "albert": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
     "phi3": _llama, "gemma3_text": _llama,
 }

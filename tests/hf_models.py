@@ -68,6 +68,26 @@ def _xlm_roberta(**extra):
                                bos_token_id=0, eos_token_id=2, initializer_range=INIT_STD, **extra)
 
 
+def _electra(embedding_size=24, **extra):
+    # embedding_size != hidden_size: the embeddings are projected (embeddings_project)
+    return tf.ElectraConfig(vocab_size=VOCAB, embedding_size=embedding_size, hidden_size=32,
+                            num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                            intermediate_size=64, hidden_act="gelu",
+                            max_position_embeddings=POSITIONS, type_vocab_size=2,
+                            layer_norm_eps=1e-12, pad_token_id=0, initializer_range=INIT_STD,
+                            **extra)
+
+
+def _albert(**extra):
+    # 16-wide embeddings mapped to 32; with one hidden group every layer runs the same weights
+    return tf.AlbertConfig(vocab_size=VOCAB, embedding_size=16, hidden_size=32,
+                           num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                           intermediate_size=64, hidden_act="gelu_new",
+                           max_position_embeddings=POSITIONS, type_vocab_size=2,
+                           layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                           initializer_range=INIT_STD, **extra)
+
+
 def _distilbert(**extra):
     return tf.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=LAYERS, n_heads=HEADS,
                                hidden_dim=64, activation="gelu", max_position_embeddings=POSITIONS,
@@ -184,6 +204,16 @@ MODELS: dict[str, ModelDef] = {
                                 lambda: _xlm_roberta(**_LABELS)),
     "xlm-roberta-qa": ModelDef("XLMRobertaForQuestionAnswering", "question-answering",
                                _xlm_roberta),
+    "electra-cls": ModelDef("ElectraForSequenceClassification", "sequence-classification",
+                            lambda: _electra(**_LABELS)),
+    # embedding_size = hidden_size: no projection
+    "electra-qa": ModelDef("ElectraForQuestionAnswering", "question-answering",
+                           lambda: _electra(embedding_size=32)),
+    "albert-cls": ModelDef("AlbertForSequenceClassification", "sequence-classification",
+                           lambda: _albert(**_LABELS)),
+    # a group per layer: no sharing
+    "albert-qa": ModelDef("AlbertForQuestionAnswering", "question-answering",
+                          lambda: _albert(num_hidden_groups=LAYERS)),
     "distilbert-cls": ModelDef("DistilBertForSequenceClassification", "sequence-classification",
                                lambda: _distilbert(**_LABELS)),
     "distilbert-qa": ModelDef("DistilBertForQuestionAnswering", "question-answering",
@@ -276,7 +306,7 @@ def _special_ids(config) -> set[int]:
 
 
 # model types whose tiny configs embed two token types (the others have one or none)
-TYPED = ("bert", "xlm-roberta")
+TYPED = ("bert", "xlm-roberta", "electra", "albert")
 
 
 def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,

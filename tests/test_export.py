@@ -59,6 +59,16 @@ def _config(model_type: str, three_labels: bool = True):
                                    num_attention_heads=H, intermediate_size=F,
                                    max_position_embeddings=P + 2, type_vocab_size=2,
                                    pad_token_id=1, layer_norm_eps=1e-6, **labels)
+    if model_type == "electra":  # 12-wide embeddings projected to C
+        return tf.ElectraConfig(vocab_size=V, embedding_size=12, hidden_size=C,
+                                num_hidden_layers=L, num_attention_heads=H, intermediate_size=F,
+                                max_position_embeddings=P, type_vocab_size=2, layer_norm_eps=1e-6,
+                                **labels)
+    if model_type == "albert":  # 8-wide embeddings mapped to C, every layer one shared group
+        return tf.AlbertConfig(vocab_size=V, embedding_size=8, hidden_size=C, num_hidden_layers=L,
+                               num_attention_heads=H, intermediate_size=F,
+                               max_position_embeddings=P, type_vocab_size=2, layer_norm_eps=1e-6,
+                               **labels)
     if model_type == "mpnet":
         return tf.MPNetConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
                               intermediate_size=F, max_position_embeddings=P + 2, pad_token_id=1,
@@ -158,7 +168,7 @@ def reference_weights(model) -> dict[str, np.ndarray]:
     model_type = model.config.model_type
     arch = type(model).__name__
     w: dict[str, np.ndarray] = {}
-    if model_type in ("bert", "roberta", "xlm-roberta", "distilbert"):
+    if model_type in ("bert", "roberta", "xlm-roberta", "distilbert", "electra"):
         base = getattr(model, {"xlm-roberta": "roberta"}.get(model_type, model_type), model)
         e = base.embeddings
         w["embed.word"] = _np(e.word_embeddings.weight)
@@ -189,12 +199,34 @@ def reference_weights(model) -> dict[str, np.ndarray]:
             if model_type == "bert":
                 _lin(w, "head.dense", base.pooler.dense)
                 _lin(w, "head.out", model.classifier)
-            elif model_type in ("roberta", "xlm-roberta"):
+            elif model_type in ("roberta", "xlm-roberta", "electra"):
                 _lin(w, "head.dense", model.classifier.dense)
                 _lin(w, "head.out", model.classifier.out_proj)
             else:
                 _lin(w, "head.dense", model.pre_classifier)
                 _lin(w, "head.out", model.classifier)
+        if model_type == "electra":
+            _lin(w, "embed.project", base.embeddings_project)
+    elif model_type == "albert":
+        base = getattr(model, "albert", model)
+        e = base.embeddings
+        w["embed.word"] = _np(e.word_embeddings.weight)
+        w["embed.position"] = _np(e.position_embeddings.weight)
+        w["embed.type"] = _np(e.token_type_embeddings.weight)
+        _lin(w, "embed.norm", e.LayerNorm)
+        _lin(w, "embed.project", base.encoder.embedding_hidden_mapping_in)
+        [[l]] = [g.albert_layers for g in base.encoder.albert_layer_groups]
+        for i in range(L):
+            p, a = f"layers.{i}.", l.attention
+            _cat(w, p + "qkv", [a.query, a.key, a.value])
+            _lin(w, p + "out", a.dense)
+            _lin(w, p + "attn_norm", a.LayerNorm)
+            _lin(w, p + "up", l.ffn)
+            _lin(w, p + "down", l.ffn_output)
+            _lin(w, p + "mlp_norm", l.full_layer_layer_norm)
+        if arch.endswith("ForSequenceClassification"):
+            _lin(w, "head.dense", base.pooler)
+            _lin(w, "head.out", model.classifier)
     elif model_type == "mpnet":
         base = getattr(model, "mpnet", model)
         e = base.embeddings
@@ -278,7 +310,7 @@ def reference_weights(model) -> dict[str, np.ndarray]:
     elif arch.endswith(("LMHeadModel", "ForCausalLM")):
         _lin(w, "head.out", model.lm_head)
     elif arch.endswith("ForSequenceClassification") and model_type not in (
-            "bert", "roberta", "xlm-roberta", "distilbert", "mpnet"):
+            "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "albert"):
         _lin(w, "head.out", model.score)
     return w
 
@@ -314,6 +346,14 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                         n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
                         type_vocab=2, norm_eps=1e-6, causal=False, positions="roberta",
                         pad_token_id=1),
+    "electra": dict(family="encoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                    n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=2,
+                    norm_eps=1e-6, causal=False, positions="absolute", pad_token_id=0,
+                    embedding_size=12),
+    "albert": dict(family="encoder", norm="layernorm", activation="gelu_tanh", gated_mlp=False,
+                   n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=2,
+                   norm_eps=1e-6, causal=False, positions="absolute", pad_token_id=0,
+                   embedding_size=8),
     "distilbert": dict(family="encoder", norm="layernorm", activation="relu", gated_mlp=False,
                        n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
                        type_vocab=0, norm_eps=1e-12, causal=False, positions="absolute",
@@ -356,7 +396,8 @@ def expected_spec(arch: str) -> dict:
     want = dict(architecture=arch, model_type=model_type, task=task, n_layers=L, n_heads=H,
                 hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False,
                 qk_norm=False, rotary_dim=0, rope_long_after=0, sliding_layers=(),
-                post_norms=False, embed_scale=1.0, final_softcap=0.0)
+                post_norms=False, embed_scale=1.0, final_softcap=0.0, embedding_size=0,
+                first_attn_norm=True, head_norm=False)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
     if model_type == "gemma3_text":  # query_pre_attn_scalar; the capping is the LM head's
@@ -369,7 +410,7 @@ def expected_spec(arch: str) -> dict:
     elif task == "causal-lm":
         want.update(pool="last", head_activation="", n_outputs=V, labels=())
     else:
-        act = {"distilbert": "relu"}.get(model_type, "tanh") if encoder else ""
+        act = {"distilbert": "relu", "electra": "gelu"}.get(model_type, "tanh") if encoder else ""
         want.update(pool="first" if encoder else "last", head_activation=act, n_outputs=3,
                     labels=("neg", "neu", "pos"))
     return want
@@ -415,6 +456,25 @@ def test_tied_lm_head_is_the_embedding_array(arch, tied, tmp_path):
     for exp in (export(model), export(tmp_path)):
         w = exp.weights
         assert (w["head.out.weight"] is w["embed.word"]) == tied, exp.source
+
+
+def test_albert_layers_share_one_set_of_arrays(tmp_path):
+    """ALBERT's layers run one group's weights: every layer holds those very arrays (from a
+    module or a folder), so the engine reads one copy; a group per layer gives its own."""
+    model = tiny("AlbertForSequenceClassification")
+    model.save_pretrained(tmp_path)
+    for exp in (export(model), export(tmp_path)):
+        names = [k[len("layers.0."):] for k in exp.weights if k.startswith("layers.0.")]
+        assert names and all(exp.weights[f"layers.{i}.{n}"] is exp.weights[f"layers.0.{n}"]
+                             for i in range(L) for n in names), exp.source
+    _, tf = _hf()
+    config = _config("albert")
+    config.num_hidden_groups = L
+    split = tf.AlbertModel(config).eval()
+    w = export(split).weights
+    assert w["layers.1.qkv.weight"] is not w["layers.0.qkv.weight"]
+    ffn = split.encoder.albert_layer_groups[1].albert_layers[0].ffn
+    np.testing.assert_array_equal(w["layers.1.up.weight"], ffn.weight.detach().numpy())
 
 
 def test_module_half_precision_is_widened():
@@ -538,7 +598,8 @@ def test_config_defaults_match_transformers():
 
     _, tf = _hf()
     classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
-               "xlm-roberta": tf.XLMRobertaConfig,
+               "xlm-roberta": tf.XLMRobertaConfig, "electra": tf.ElectraConfig,
+               "albert": tf.AlbertConfig,
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
                "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config,
@@ -709,6 +770,8 @@ REFUSALS = [  # (architecture, config change, text the message must contain)
     ("GPT2LMHeadModel", {"model_type": "gpt2", "add_cross_attention": True},
      "add_cross_attention"),
     ("BertModel", {"model_type": "roberta"}, "model_type"),
+    ("AlbertModel", {"model_type": "albert", "inner_group_num": 2}, "inner_group_num=2"),
+    ("ElectraForPreTraining", {"model_type": "electra"}, "one logit per token"),
 ]
 
 

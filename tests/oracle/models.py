@@ -182,7 +182,7 @@ def _attention_interface(module, query, key, value, attention_mask, scaling=None
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     out, probs = attention_rule(query, key, value, attention_mask, scaling, taps.rule)
-    layer = taps.layer_of[id(module)]
+    layer = len(taps.attentions)  # layers attend in order (ALBERT's one module, many times)
     taps.attentions[layer] = probs
     taps.contexts[layer] = out
     if taps.head_mask is not None:
@@ -279,14 +279,14 @@ def _check_source(module, key):
 # ----------------------------------------------------------------------------- patching
 
 class _Taps:
-    """Per-run state: the rule, the tapped tensors, and which layer owns each module."""
+    """Per-run state: the rule and the tapped tensors, each layer's by the order layers run."""
 
-    def __init__(self, rule, layers: nn.ModuleList, batch: int, head_mask=None, renormalize=True):
+    def __init__(self, rule, n_layers: int, batch: int, head_mask=None, renormalize=True):
         self.rule = rule
         self.head_mask = head_mask
         self.renormalize = renormalize
-        self.layer_of = {id(m): i for i, layer in enumerate(layers) for m in layer.modules()}
-        self.n_layers = len(layers)
+        self.n_layers = n_layers
+        self.layers_entered = 0
         self.batch = batch
         self.attentions: dict[int, torch.Tensor] = {}
         self.contexts: dict[int, torch.Tensor] = {}  # each head's output (B,T,H,D), pre-mask
@@ -294,7 +294,11 @@ class _Taps:
         self.embeds: dict[str, torch.Tensor] = {}
 
 
-def _layers(model) -> nn.ModuleList:
+def _layers(model) -> list[nn.Module]:
+    """The modules that each run one layer; ALBERT's shared layers run once per layer they serve."""
+    groups = [m for m in model.modules() if type(m).__name__ == "AlbertLayerGroup"]
+    if groups:
+        return [layer for group in groups for layer in group.albert_layers]
     n = model.config.num_hidden_layers
     for _, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n:
@@ -310,7 +314,7 @@ def _bind(module, function, *args):
 def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
     """Patch the rules into ``model`` (a private float64 copy) and install the taps."""
     layers = _layers(model)
-    taps = _Taps(rule, layers, batch, head_mask, renormalize)
+    taps = _Taps(rule, model.config.num_hidden_layers, batch, head_mask, renormalize)
     if any(type(m).__name__ == "MPNetSelfAttention" for m in model.modules()):
         pass  # calls no attention interface: its forward is patched below (eager's additive mask)
     else:
@@ -352,17 +356,16 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         model.config.final_logit_softcapping = None
         _bind(model.lm_head, _softcapped_head_forward, model.lm_head, cap, rule)
 
-    def capture_input(layer_index):
-        def hook(module, args, kwargs):
-            taps.hidden[layer_index] = args[0] if args else kwargs["hidden_states"]
-        return hook
+    def capture_input(module, args, kwargs):
+        taps.hidden[taps.layers_entered] = args[0] if args else kwargs["hidden_states"]
+        taps.layers_entered += 1
 
-    def capture_output(module, args, output):
+    def capture_output(module, args, output):  # the last call's output stays
         taps.hidden[taps.n_layers] = output[0] if isinstance(output, tuple) else output
 
-    for i, layer in enumerate(layers):
-        layer.register_forward_pre_hook(capture_input(i), with_kwargs=True)
-    layers[-1].register_forward_hook(capture_output)
+    for layer in layers:
+        layer.register_forward_pre_hook(capture_input, with_kwargs=True)
+        layer.register_forward_hook(capture_output)
     for name, module in _embedding_modules(model).items():
         module.register_forward_hook(_leaf_hook(taps, name))
     return taps
