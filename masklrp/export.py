@@ -91,6 +91,9 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "Phi3Model": ("phi3", "base"),
     "Phi3ForCausalLM": ("phi3", "causal-lm"),
     "Phi3ForSequenceClassification": ("phi3", "sequence-classification"),
+    "ModernBertModel": ("modernbert", "base"),
+    "ModernBertForSequenceClassification": ("modernbert", "sequence-classification"),
+    "ModernBertForQuestionAnswering": ("modernbert", "question-answering"),
     "Gemma3TextModel": ("gemma3_text", "base"),
     "Gemma3ForCausalLM": ("gemma3_text", "causal-lm"),
     "Gemma3TextForSequenceClassification": ("gemma3_text", "sequence-classification"),
@@ -172,6 +175,13 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                  max_position_embeddings=4096, original_max_position_embeddings=4096,
                  rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=32000,
                  sliding_window=None),
+    "modernbert": dict(vocab_size=50368, hidden_size=768, intermediate_size=1152,
+                       num_hidden_layers=22, num_attention_heads=12, hidden_activation="gelu",
+                       max_position_embeddings=8192, norm_eps=1e-5, norm_bias=False,
+                       pad_token_id=50283, attention_bias=False, layer_types=None,
+                       local_attention=128, mlp_bias=False, classifier_pooling="cls",
+                       classifier_bias=False, classifier_activation="gelu",
+                       tie_word_embeddings=True),
     "gemma3_text": dict(vocab_size=262_208, hidden_size=2304, intermediate_size=9216,
                         num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
                         head_dim=256, hidden_activation="gelu_pytorch_tanh",
@@ -816,28 +826,19 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
         "supported: the engine has one sliding_window for all layers")
 
 
-def _gemma3_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dict]:
-    """Gemma 3: which layers slide, and the config each kind of layer reads its RoPE from.
+def _two_kinds_of_layers(arch: str, cfg: _Config, kinds: list, params: Mapping,
+                         ) -> tuple[tuple[bool, ...], dict, dict]:
+    """Interleaved sliding-window and full layers, each kind with its own RoPE (Gemma 3,
+    ModernBERT): which layers slide, and a config view of each kind's RoPE parameters.
 
-    As ``Gemma3TextConfig`` standardises them: ``layer_types`` or, in older files, every
-    ``sliding_window_pattern``-th layer full; nested ``rope_parameters`` or, in older files,
-    ``rope_theta`` + ``rope_scaling`` (full layers) and ``rope_local_base_freq`` (sliding).
+    ``kinds``: ``layer_types``, one name per layer; ``params``: ``rope_parameters`` keyed by
+    kind (the caller reads older keys into this form as the model's config class does).
     """
     L = cfg.size("num_hidden_layers")
-    pattern = cfg.size("sliding_window_pattern", default=6)
-    kinds = cfg.get("layer_types") or [
-        "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(L)]
     if (not isinstance(kinds, list) or len(kinds) != L
             or not set(kinds) <= {"sliding_attention", "full_attention"}):
         raise ValueError(f"config layer_types must list 'sliding_attention' or 'full_attention' "
                          f"for each of the {L} layers, got {kinds!r}")
-    params = cfg.get("rope_parameters") or {}
-    if not isinstance(params, Mapping):
-        raise TypeError(f"config rope_parameters must be an object, got {params!r}")
-    if "full_attention" not in params and "sliding_attention" not in params:
-        params = {"full_attention": dict(params, **(cfg.get("rope_scaling") or {})),
-                  "sliding_attention": {"rope_theta": cfg.get("rope_local_base_freq", 10_000.0)}}
-        params["full_attention"].setdefault("rope_theta", cfg.get("rope_theta", 1_000_000.0))
     views = []
     for kind in ("full_attention", "sliding_attention"):
         own = params.get(kind) or {}
@@ -849,6 +850,51 @@ def _gemma3_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dic
         views.append({**cfg.values, "rope_parameters": own, "rope_scaling": None,
                       "layer_types": None, "partial_rotary_factor": None})
     return tuple(k == "sliding_attention" for k in kinds), views[0], views[1]
+
+
+def _rope_by_kind(cfg: _Config) -> Mapping:
+    """``rope_parameters`` (an object), which may be keyed by layer kind."""
+    params = cfg.get("rope_parameters") or {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"config rope_parameters must be an object, got {params!r}")
+    return params
+
+
+def _gemma3_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dict]:
+    """Gemma 3's layer kinds and RoPE, as ``Gemma3TextConfig`` standardises them:
+    ``layer_types`` or, in older files, every ``sliding_window_pattern``-th layer full; nested
+    ``rope_parameters`` or, in older files, ``rope_theta`` + ``rope_scaling`` (full layers)
+    and ``rope_local_base_freq`` (sliding)."""
+    L = cfg.size("num_hidden_layers")
+    pattern = cfg.size("sliding_window_pattern", default=6)
+    kinds = cfg.get("layer_types") or [
+        "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(L)]
+    params = _rope_by_kind(cfg)
+    if "full_attention" not in params and "sliding_attention" not in params:
+        params = {"full_attention": dict(params, **(cfg.get("rope_scaling") or {})),
+                  "sliding_attention": {"rope_theta": cfg.get("rope_local_base_freq", 10_000.0)}}
+        params["full_attention"].setdefault("rope_theta", cfg.get("rope_theta", 1_000_000.0))
+    return _two_kinds_of_layers(arch, cfg, kinds, params)
+
+
+def _modernbert_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dict]:
+    """ModernBERT's layer kinds and RoPE, as ``ModernBertConfig`` standardises them:
+    ``layer_types`` or, in older files, every ``global_attn_every_n_layers``-th layer full
+    (from layer 0); nested ``rope_parameters`` or ``global_rope_theta`` / ``local_rope_theta``,
+    ``rope_scaling`` applying to both."""
+    L = cfg.size("num_hidden_layers")
+    every = cfg.size("global_attn_every_n_layers", default=3)
+    kinds = cfg.get("layer_types") or [
+        "sliding_attention" if i % every else "full_attention" for i in range(L)]
+    given = _rope_by_kind(cfg)
+    scaling = cfg.get("rope_scaling") or {}
+    params = {}
+    for kind, key, theta in (("full_attention", "global_rope_theta", 160_000.0),
+                             ("sliding_attention", "local_rope_theta", 10_000.0)):
+        own = given.get(kind) or {}
+        params[kind] = {"rope_type": "default", **own, **scaling}
+        params[kind].setdefault("rope_theta", cfg.get(key, theta))
+    return _two_kinds_of_layers(arch, cfg, kinds, params)
 
 
 def _finite_angles(inv_freq: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
@@ -863,6 +909,18 @@ def _rope_table(config: Mapping[str, Any], R: int) -> tuple[np.ndarray, float]:
     """``rope_parameters`` of a config, checked to stay finite up to its max_positions."""
     inv_freq, scaling = rope_parameters(config, R)
     return _finite_angles(inv_freq, config), scaling
+
+
+def _two_rope_tables(arch: str, full: dict, local: dict, R: int):
+    """``(inv_freq, inv_freq_local, attention scaling, max positions)`` of the full and the
+    sliding layers' config views (:func:`_two_kinds_of_layers`)."""
+    inv_freq, scaling = _rope_table(full, R)
+    inv_freq_local, local_scaling = _rope_table(local, R)
+    if local_scaling != scaling:
+        raise NotImplementedError(f"{arch} with different RoPE attention scalings for full "
+                                  f"({scaling}) and sliding ({local_scaling}) layers is not "
+                                  "supported")
+    return inv_freq, inv_freq_local, scaling, min(max_rope_positions(full), max_rope_positions(local))
 
 
 def _unit_offset(w: dict, name: str) -> None:
@@ -911,16 +969,10 @@ def _llama(arch, model_type, task, cfg, tensors):
                 "supported: transformers 5.23's Gemma 3 never applies it, so there is no "
                 "reference to match")
         sliding_layers, full, local = _gemma3_layers(arch, cfg)
-        inv_freq, rope_scaling = _rope_table(full, R)
-        inv_freq_local, local_scaling = _rope_table(local, R)
-        if local_scaling != rope_scaling:
-            raise NotImplementedError(f"{arch} with different RoPE attention scalings for "
-                                      f"full ({rope_scaling}) and sliding ({local_scaling}) "
-                                      "layers is not supported")
+        inv_freq, inv_freq_local, rope_scaling, max_positions = _two_rope_tables(arch, full, local, R)
         window = cfg.size("sliding_window", 0, default=0) if any(sliding_layers) else 0
         if not window:
             sliding_layers = ()
-        max_positions = min(max_rope_positions(full), max_rope_positions(local))
         inv_freq_long = None
     else:
         window = _sliding_window(arch, model_type, cfg)
@@ -993,9 +1045,73 @@ def _llama(arch, model_type, task, cfg, tensors):
     return fields, w
 
 
+def _modernbert(arch, model_type, task, cfg, tensors):
+    """ModernBERT: a pre-norm encoder (the "decoder" family, not causal). LayerNorm-ed
+    embeddings and no norm before layer 0's attention, fused q/k/v, GeGLU (Wi rows: the
+    activated half, then the gate), optional biases (attention_bias, mlp_bias, norm_bias), a
+    final norm, RoPE with a global and a local theta, full layers every
+    ``global_attn_every_n_layers`` and bidirectional sliding windows of ``local_attention``
+    tokens between them. Heads: dense → activation → norm (pooled "cls" or "mean" for
+    classification; at every position for QA), then the classifier."""
+    C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
+    H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    D = _head_size(C, H, ("hidden_size", "num_attention_heads"))
+    V = cfg.size("vocab_size")
+    cfg.size("max_position_embeddings")  # checked here: the RoPE code reads it as it is
+    act = _activation(cfg, "hidden_activation")
+    eps = cfg.epsilon("norm_eps")
+    attn_bias, mlp_bias, norm_bias = (bool(cfg.get(k, False))
+                                      for k in ("attention_bias", "mlp_bias", "norm_bias"))
+    sliding_layers, full, local = _modernbert_layers(arch, cfg)
+    inv_freq, inv_freq_local, rope_scaling, max_positions = _two_rope_tables(arch, full, local, D)
+    # HF's bidirectional window: |q - k| <= local_attention // 2, i.e. < that + 1
+    window = cfg.size("local_attention") // 2 + 1 if any(sliding_layers) else 0
+    n_out, labels = _classifier_head(task, cfg, C, V)
+    pooling = cfg.get("classifier_pooling", "cls")
+    if task == "sequence-classification" and pooling not in ("cls", "mean"):
+        raise NotImplementedError(f"{arch} with classifier_pooling={pooling!r} is not supported "
+                                  "(only 'cls' and 'mean')")
+    pool = {"base": "mean", "question-answering": "none"}.get(task) or {"cls": "first",
+                                                                         "mean": "mean"}[pooling]
+    tensors.prefixes = ("model.",)
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("embeddings.tok_embeddings.weight", (V, C))
+    _norm(tensors, w, "embed.norm", "embeddings.norm", C, norm_bias)
+    for i in range(L):
+        o, s = f"layers.{i}", f"layers.{i}."
+        if i > 0:  # layer 0's attn_norm is nn.Identity
+            _norm(tensors, w, o + ".attn_norm", s + "attn_norm", C, norm_bias)
+        _linear(tensors, w, o + ".qkv", s + "attn.Wqkv", 3 * C, C, bias=attn_bias)
+        _linear(tensors, w, o + ".out", s + "attn.Wo", C, C, bias=attn_bias)
+        _norm(tensors, w, o + ".mlp_norm", s + "mlp_norm", C, norm_bias)
+        _linear(tensors, w, o + ".up", s + "mlp.Wi", 2 * F, C, bias=mlp_bias)
+        _linear(tensors, w, o + ".down", s + "mlp.Wo", C, F, bias=mlp_bias)
+    _norm(tensors, w, "final_norm", "final_norm", C, norm_bias)
+    w["rope.inv_freq"] = inv_freq
+    if window:
+        w["rope.inv_freq_local"] = inv_freq_local
+    head_act = ""
+    if task != "base":
+        head_act = _activation(cfg, "classifier_activation")
+        _linear(tensors, w, "head.dense", "head.dense", C, C, bias=bool(cfg.get("classifier_bias")))
+        _norm(tensors, w, "head.norm", "head.norm", C, norm_bias)
+        _linear(tensors, w, "head.out", "classifier", n_out, C)
+
+    fields = dict(family="decoder", norm="layernorm", activation=act, gated_mlp=True,
+                  n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
+                  vocab=V, max_positions=max_positions, type_vocab=0, norm_eps=eps,
+                  attn_scale=D ** -0.5, causal=False, sliding_window=window, positions="rope",
+                  rope_attention_scaling=float(rope_scaling), pool=pool, head_activation=head_act,
+                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels,
+                  sliding_layers=sliding_layers if window else (), first_attn_norm=False,
+                  head_norm=task != "base")
+    return fields, w
+
+
 _FAMILIES: dict[str, Callable] = {
     "bert": _encoder, "roberta": _encoder, "xlm-roberta": _encoder, "distilbert": _encoder,
     "mpnet": _encoder, "electra": _encoder, "albert": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
-    "phi3": _llama, "gemma3_text": _llama,
+    "phi3": _llama, "gemma3_text": _llama, "modernbert": _modernbert,
 }

@@ -88,6 +88,23 @@ def _albert(**extra):
                            initializer_range=INIT_STD, **extra)
 
 
+def _modernbert(**extra):
+    # a full layer, then a sliding one: |q - k| <= 4 < the test lengths; global and local
+    # RoPE thetas; no biases unless asked
+    extra.setdefault("layer_types", ["full_attention", "sliding_attention"])
+    return tf.ModernBertConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+                               num_hidden_layers=len(extra["layer_types"]),
+                               num_attention_heads=HEADS, hidden_activation="gelu",
+                               max_position_embeddings=POSITIONS, local_attention=8,
+                               norm_eps=1e-5, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                               cls_token_id=2, sep_token_id=3, initializer_range=INIT_STD,
+                               rope_parameters={"full_attention": {"rope_type": "default",
+                                                                   "rope_theta": 160_000.0},
+                                                "sliding_attention": {"rope_type": "default",
+                                                                      "rope_theta": 10_000.0}},
+                               **extra)
+
+
 def _distilbert(**extra):
     return tf.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=LAYERS, n_heads=HEADS,
                                hidden_dim=64, activation="gelu", max_position_embeddings=POSITIONS,
@@ -214,6 +231,18 @@ MODELS: dict[str, ModelDef] = {
     # a group per layer: no sharing
     "albert-qa": ModelDef("AlbertForQuestionAnswering", "question-answering",
                           lambda: _albert(num_hidden_groups=LAYERS)),
+    "modernbert-cls": ModelDef("ModernBertForSequenceClassification", "sequence-classification",
+                               lambda: _modernbert(**_LABELS)),
+    "modernbert-mean": ModelDef("ModernBertForSequenceClassification", "sequence-classification",
+                                lambda: _modernbert(classifier_pooling="mean",
+                                                    classifier_activation="silu", **_LABELS)),
+    # every bias, three layers (sliding, full, sliding), the head at every position
+    "modernbert-qa": ModelDef("ModernBertForQuestionAnswering", "question-answering",
+                              lambda: _modernbert(attention_bias=True, mlp_bias=True,
+                                                  norm_bias=True, classifier_bias=True,
+                                                  layer_types=["sliding_attention",
+                                                               "full_attention",
+                                                               "sliding_attention"])),
     "distilbert-cls": ModelDef("DistilBertForSequenceClassification", "sequence-classification",
                                lambda: _distilbert(**_LABELS)),
     "distilbert-qa": ModelDef("DistilBertForQuestionAnswering", "question-answering",

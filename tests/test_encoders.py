@@ -18,7 +18,8 @@ import masklrp  # noqa: E402
 from hf_models import MODELS, VOCAB, build  # noqa: E402
 from masklrp.corpus import Sentence  # noqa: E402
 
-ENCODERS = ["bert-cls", "xlm-roberta-cls", "electra-cls", "albert-cls"]
+ENCODERS = ["bert-cls", "xlm-roberta-cls", "electra-cls", "albert-cls", "modernbert-cls",
+            "modernbert-mean"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]  # ids 0-3: never a tiny model's real token
 WORDS = [f"w{i}" for i in range(VOCAB - len(SPECIAL))]
 

@@ -142,8 +142,10 @@ def test_taps_equal_oracle(name):
     lrp = run_oracle(hf, model, batch, seed_g, "attnlrp")
     grad = run_oracle(hf, model, batch, seed_g, "gradient")
     # Padded queries' rows differ by design (HF's finfo.min mask gives them uniform rows, ours
-    # zeros): compare real queries and real tokens only.
-    real_query = mask[:, None, None, :, None]    # (B,L,H,T,T)
+    # zeros), and so do padded tokens' hidden states where a padded query sees no real key
+    # (ModernBERT's two-sided window), hence their values and g at A in padded key columns:
+    # compare real (query, key) pairs and real tokens only.
+    real_query = mask[:, None, None, :, None] * mask[:, None, None, None, :]  # (B,L,H,T,T)
     real_token = mask[:, None, :, None]          # (B,L+1,T,C)
     pairs = [("attentions", out["attentions"], lrp["attentions"], real_query),
              ("d(logit)/dA", out["gradient"]["attention_grad"], grad["attention_grad"], real_query),

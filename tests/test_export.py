@@ -69,6 +69,19 @@ def _config(model_type: str, three_labels: bool = True):
                                num_attention_heads=H, intermediate_size=F,
                                max_position_embeddings=P, type_vocab_size=2, layer_norm_eps=1e-6,
                                **labels)
+    if model_type == "modernbert":  # full then sliding layer, every bias, mean pooling
+        return tf.ModernBertConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
+                                   num_hidden_layers=L, num_attention_heads=H,
+                                   max_position_embeddings=P, local_attention=8, norm_eps=1e-6,
+                                   layer_types=["full_attention", "sliding_attention"],
+                                   attention_bias=True, mlp_bias=True, norm_bias=True,
+                                   classifier_bias=True, classifier_pooling="mean",
+                                   classifier_activation="silu", pad_token_id=0,
+                                   rope_parameters={"full_attention": {"rope_type": "default",
+                                                                       "rope_theta": 1e5},
+                                                    "sliding_attention": {"rope_type": "default",
+                                                                          "rope_theta": 1e4}},
+                                   **labels)
     if model_type == "mpnet":
         return tf.MPNetConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
                               intermediate_size=F, max_position_embeddings=P + 2, pad_token_id=1,
@@ -227,6 +240,27 @@ def reference_weights(model) -> dict[str, np.ndarray]:
         if arch.endswith("ForSequenceClassification"):
             _lin(w, "head.dense", base.pooler)
             _lin(w, "head.out", model.classifier)
+    elif model_type == "modernbert":
+        base = getattr(model, "model", model)
+        w["embed.word"] = _np(base.embeddings.tok_embeddings.weight)
+        _lin(w, "embed.norm", base.embeddings.norm)
+        for i, l in enumerate(base.layers):
+            p = f"layers.{i}."
+            if i > 0:
+                _lin(w, p + "attn_norm", l.attn_norm)
+            _lin(w, p + "qkv", l.attn.Wqkv)
+            _lin(w, p + "out", l.attn.Wo)
+            _lin(w, p + "mlp_norm", l.mlp_norm)
+            _lin(w, p + "up", l.mlp.Wi)
+            _lin(w, p + "down", l.mlp.Wo)
+        _lin(w, "final_norm", base.final_norm)
+        w["rope.inv_freq"] = _np(base.rotary_emb.full_attention_inv_freq)
+        w["rope.inv_freq_local"] = _np(base.rotary_emb.sliding_attention_inv_freq)
+        if base is not model:
+            _lin(w, "head.dense", model.head.dense)
+            _lin(w, "head.norm", model.head.norm)
+            _lin(w, "head.out", model.classifier)
+        return w
     elif model_type == "mpnet":
         base = getattr(model, "mpnet", model)
         e = base.embeddings
@@ -383,6 +417,11 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                  norm_eps=1e-5, causal=True, positions="rope", sliding_window=8, pad_token_id=0,
                  rotary_dim=2, rope_long_after=16,
                  rope_attention_scaling=float(np.sqrt(1 + np.log(4.0) / np.log(16)))),
+    "modernbert": dict(family="decoder", norm="layernorm", activation="gelu", gated_mlp=True,
+                       n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
+                       type_vocab=0, norm_eps=1e-6, causal=False, positions="rope",
+                       sliding_window=5, pad_token_id=0, sliding_layers=(False, True),
+                       first_attn_norm=False),
     "gemma3_text": dict(family="decoder", norm="rmsnorm", activation="gelu_tanh", gated_mlp=True,
                         n_kv_heads=2, head_dim=8, intermediate=F, max_positions=64, type_vocab=0,
                         norm_eps=1e-6, causal=True, positions="rope", sliding_window=8,
@@ -413,6 +452,9 @@ def expected_spec(arch: str) -> dict:
         act = {"distilbert": "relu", "electra": "gelu"}.get(model_type, "tanh") if encoder else ""
         want.update(pool="first" if encoder else "last", head_activation=act, n_outputs=3,
                     labels=("neg", "neu", "pos"))
+    if model_type == "modernbert":  # a pre-norm encoder: mean pooling, dense + SiLU + norm heads
+        want.update(pool={"base": "mean", "question-answering": "none"}.get(task, "mean"),
+                    head_activation="" if task == "base" else "silu", head_norm=task != "base")
     return want
 
 
@@ -556,6 +598,23 @@ def test_gemma3_older_config_keys(tmp_path):
         np.testing.assert_array_equal(old.weights[name], new.weights[name])
 
 
+def test_modernbert_older_config_keys(tmp_path):
+    """A ModernBERT config.json of the older form (global_attn_every_n_layers,
+    global_rope_theta, local_rope_theta) reads as the nested form does."""
+    model = tiny("ModernBertModel")
+    model.save_pretrained(tmp_path)
+    new = export(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    for key in ("layer_types", "rope_parameters"):
+        del cfg[key]
+    cfg.update(global_attn_every_n_layers=2, global_rope_theta=1e5, local_rope_theta=1e4)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    old = export(tmp_path)
+    assert old.spec == new.spec and new.spec.sliding_layers == (False, True)
+    for name in ("rope.inv_freq", "rope.inv_freq_local"):
+        np.testing.assert_array_equal(old.weights[name], new.weights[name])
+
+
 def _readme_architectures() -> dict[str, tuple[list[str], list[str]]]:
     """The README's table: model_type -> (HF classes, refused options as "key=json value")."""
     lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
@@ -599,7 +658,7 @@ def test_config_defaults_match_transformers():
     _, tf = _hf()
     classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
                "xlm-roberta": tf.XLMRobertaConfig, "electra": tf.ElectraConfig,
-               "albert": tf.AlbertConfig,
+               "albert": tf.AlbertConfig, "modernbert": tf.ModernBertConfig,
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
                "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config,
@@ -772,6 +831,8 @@ REFUSALS = [  # (architecture, config change, text the message must contain)
     ("BertModel", {"model_type": "roberta"}, "model_type"),
     ("AlbertModel", {"model_type": "albert", "inner_group_num": 2}, "inner_group_num=2"),
     ("ElectraForPreTraining", {"model_type": "electra"}, "one logit per token"),
+    ("ModernBertForSequenceClassification", {"model_type": "modernbert", "classifier_pooling": "max"},
+     "classifier_pooling='max'"),
 ]
 
 

@@ -19,7 +19,8 @@ per-head q_norm / k_norm too)
 GELU / gelu_new / SiLU / tanh      instance ``forward``   identity rule ``x · (f(x)/x)``
 modules; RoBERTa head's torch.tanh (head ``forward``)     detached, ``f'(0)`` at ``x = 0``
 gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: gate detached
-(Phi-3's fused ``gate_up_proj`` too)
+(Phi-3's fused ``gate_up_proj``,
+ModernBERT's ``Wi`` too)
 =================================  =====================  =================================
 
 ``head_mask`` (Mask-LRP, DESIGN.md §3.2): an (L, H) array; :class:`HeadMask` multiplies the g
@@ -92,7 +93,7 @@ _ACTIVATION_KINDS = {
     nn.Tanh: "tanh",
     nn.ReLU: "relu",
 }
-_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
+_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")  # use_cache
 
 
 # ----------------------------------------------------------------------------- float64
@@ -251,6 +252,13 @@ def _phi3_mlp_forward(module, rule, x):
     return module.down_proj(rules.product(module.activation_fn(gate), up, rule=_PRODUCT[rule]))
 
 
+def _modernbert_mlp_forward(module, rule, x):
+    """ModernBertMLP: Wi gives [input | gate], then Wo(act(input) ⊙ gate) with the product rule
+    (the GeGLU's activated half is the one CP-LRP detaches, as a SwiGLU's gate)."""
+    activated, gate = module.Wi(x).chunk(2, dim=-1)
+    return module.Wo(rules.product(module.act(activated), gate, rule=_PRODUCT[rule]))
+
+
 def _roberta_head_forward(module, rule, features, **kwargs):
     """RobertaClassificationHead (and XLM-R's and MPNet's copies): <s> → dense → tanh (identity rule) → out_proj."""
     x = module.dense(features[:, 0, :])
@@ -261,6 +269,7 @@ def _roberta_head_forward(module, rule, features, **kwargs):
 _EXPECTED_SOURCE = {
     "gated_mlp": "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))",
     "phi3_mlp": "up_states = up_states * self.activation_fn(gate)",
+    "modernbert_mlp": "self.Wo(self.drop(self.act(input) * gate))",
     "gemma_norm": "output * (1.0 + self.weight.float())",
     "gemma_softcap": "logits = torch.tanh(logits)",
     "roberta_head": "x = torch.tanh(x)",
@@ -339,6 +348,9 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         elif all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
             _check_source(module, "gated_mlp")
             _bind(module, _gated_mlp_forward, module, rule)
+        elif kind.__name__ == "ModernBertMLP":
+            _check_source(module, "modernbert_mlp")
+            _bind(module, _modernbert_mlp_forward, module, rule)
         elif kind.__name__ == "Phi3MLP":
             _check_source(module, "phi3_mlp")
             _bind(module, _phi3_mlp_forward, module, rule)
