@@ -47,6 +47,11 @@ typedef struct {
     float *cos, *sin;         // (S,T,R) RoPE tables for each sequence's positions, R = rope_dim
     float *cos_local, *sin_local; // (S,T,R) the same from inv_freq_local (Gemma 3's sliding layers)
     float *key_bias;          // (S,T) 0 for real keys, -inf for padding
+    // DeBERTa (rel_emb): the normed relative embeddings and their norm's statistics; each
+    // layer's pk and pq, head-major; per head, q·pkᵀ and k·pqᵀ before the gather
+    float *rel_normed, *rel_mean, *rel_rstd; // (R2,C), (R2), (R2)
+    float *pos_k, *pos_q;     // (L,H,R2,D) each
+    float *c2p, *p2c;         // (H,T,R2) each
     // scratch
     float *a, *b;             // (N,max(C,FU)) block inputs/outputs
     float *qkv;               // (N,QKV)
@@ -65,6 +70,11 @@ typedef struct {
     float *ghid, *ghid2;      // (N,F)
     float *ghead, *ghead2;    // (rows,max(C,NO)) head gradients
     float *gemb, *gemb2;      // (N,E) g at the embeddings' norm output / sum (E != C or emb_proj)
+    float *gc2p, *gp2c;       // (T,R2) DeBERTa: g scattered back to q·pkᵀ, k·pqᵀ of one head
+    float *gpos_k, *gpos_q;   // (H,R2,D) g at pk, pq of one sequence and layer
+    float *pos_rows;          // (R2,HD) token-major rows: pk / pq before to_heads, or their g
+    float *grel;              // (S,R2,C) g at the normed relative embeddings, per sequence
+    float *grel_raw;          // (R2,C) one sequence's g at the raw ones
     float *gpost;             // (N,C) post_norms: g at a branch's output, before its norm
     float *gseed;             // like raw_logits: the seed crossed back through the soft-capping
     float *seed;              // (S,NO) the argmax seed, when the call gives none
@@ -82,7 +92,7 @@ typedef struct {
     bool renormalize;
     MaskSemantics semantics;
     float *head_relevance;
-    float *embed_grad, *tokens, *positions, *types;
+    float *embed_grad, *tokens, *positions, *types, *relative;
     float *attention_grad, *attention_relevance, *hidden_grad, *hidden_relevance;
 } ChunkStream;
 
@@ -103,6 +113,10 @@ void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g
 // projection (if any); backward: g (N,C) at x0 -> the stream's embedding outputs
 void embed_forward(const Model *m, Workspace *w, float *x0);
 void embed_backward(const Model *m, Workspace *w, const float *g, const ChunkStream *s);
+// DeBERTa: the relative embeddings' norm (forward), and the stream's relevance of their rows
+// from the g every layer's attention_backward accumulated in w->grel (backward)
+void relative_forward(const Model *m, Workspace *w);
+void relative_backward(const Model *m, Workspace *w, const ChunkStream *s);
 // x (N,C) -> out (rows,C): the attention branch of layer l (its input already normed)
 void attention_forward(const Model *m, Workspace *w, int l, float *out, const float *x);
 // g (rows,C) at the branch output -> gx (N,C) +=

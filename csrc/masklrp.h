@@ -141,6 +141,7 @@ typedef struct {
     Affine attn_norm, qkv, out, mlp_norm, up, down;
     Affine q_norm, k_norm; // RMSNorm scales (D) of each query / key head (Qwen3); .w NULL: none
     Affine attn_post_norm, mlp_post_norm; // Gemma 3: norms of each branch's output; .w NULL: none
+    Affine pos_key, pos_query; // DeBERTa: (HD,C) projections of the relative embeddings; .w NULL: none
     int window;            // this layer's sliding window, 0 = none: key k is visible to query q
                            // iff 0 <= q - k < window (causal) or |q - k| < window (bidirectional)
     bool local_rope;       // this layer's RoPE table is the model's inv_freq_local
@@ -171,6 +172,13 @@ typedef struct {
     // query i and key j gets rel_bias[h][j - i + R - 1] (R = rel_span >= T); NULL: none.
     const float *rel_bias;
     int rel_span;
+    // DeBERTa's disentangled attention (rel_emb NULL: none): head h's score of query i and key
+    // j also gets q_i·pk_r (c2p, layers[l].pos_key) and k_j·pq_r (p2c, pos_query), times
+    // attn_scale, pk / pq the projections of row r = rel_index[i - j + rel_positions - 1]
+    // (whole floats) of rel_emb (R2,C) after its LayerNorm rel_norm (.w NULL: none)
+    const float *rel_emb, *rel_index;
+    Affine rel_norm;
+    int R2, rel_positions;
     // any .w may be NULL (absent). emb_norm: over the E-wide embedding sum; emb_proj (C,E): then
     // to the hidden size (ELECTRA, ALBERT); head_norm: after head_dense's activation (ModernBERT)
     Affine emb_norm, emb_proj, final_norm, head_dense, head_norm, head_out;
@@ -203,6 +211,7 @@ typedef struct {
     float *head_relevance;                      // (B,L,H) relevance at each head's output (see semantics)
     float *embed_grad;                          // (B,T,E) g at the word embeddings
     float *tokens, *positions, *types;          // (B,T) relevance of each embedding table's rows
+    float *relative;                            // (B,R2) relevance of each relative embedding (DeBERTa)
     float *attention_grad, *attention_relevance; // (B,L,H,T,T) g at A, A ⊙ g
     float *hidden_grad, *hidden_relevance;       // (B,L+1,T,C) at the input of each layer and the last output
 } Stream;

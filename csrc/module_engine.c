@@ -163,6 +163,33 @@ static int relative_bias(PyObject *weights, Model *m) {
     return 1;
 }
 
+// DeBERTa's relative embeddings (R2,C), their norm and the (2P-1) row index of each query -
+// key offset, optional together; the index must hold whole numbers in [0, R2).
+static int relative_embeddings(PyObject *weights, Model *m) {
+    npy_intp R2 = 0, width = 0;
+    if (!weight(weights, "relative.embeddings", false, ANY, m->C, &m->rel_emb, &R2)) return 0;
+    if (m->rel_emb == NULL) return 1;
+    if (!affine(weights, "relative.norm", false, m->C, 0, &m->rel_norm) ||
+        !weight(weights, "attn.relative_index", true, ANY, 0, &m->rel_index, &width))
+        return 0;
+    if (width % 2 == 0 || R2 > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "weights[attn.relative_index] must have shape (2P - 1,): one row "
+                        "per offset query - key in [1 - P, P - 1]");
+        return 0;
+    }
+    for (npy_intp i = 0; i < width; i++) {
+        const float r = m->rel_index[i];
+        if (!(r >= 0.0f && r < (float)R2 && r == floorf(r))) {
+            PyErr_Format(PyExc_ValueError, "weights[attn.relative_index][%zd] = %g is not a row of "
+                         "relative.embeddings (a whole number in [0, %zd))", (Py_ssize_t)i, (double)r, (Py_ssize_t)R2);
+            return 0;
+        }
+    }
+    m->R2 = (int)R2;
+    m->rel_positions = (int)((width + 1) / 2);
+    return 1;
+}
+
 // Reads the spec and points a Model into the arrays of `weights` (the engine's own dict).
 // spec["sliding_layers"]: () or L bools, the layers the sliding window applies to and
 // that take the local RoPE table when there is one; () = every layer, one table.
@@ -253,7 +280,7 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
                 m.rope_dim / 2 > 0 ? m.rope_dim / 2 : 1, 0, &m.inv_freq_long, NULL) ||
         !weight(weights, "rope.inv_freq_local", false, m.rope_dim / 2 > 0 ? m.rope_dim / 2 : 1, 0, &m.inv_freq_local,
                 NULL) ||
-        !relative_bias(weights, &m))
+        !relative_bias(weights, &m) || !relative_embeddings(weights, &m))
         return -1;
     if (m.wtt == NULL) m.TT = 0;
     if (m.rope_long_after == 0) m.inv_freq_long = NULL; // one table
@@ -264,8 +291,9 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         if (!choice(head_act, "spec[head_activation]", ACTIVATION_NAMES, 5, &ha)) return -1;
         m.head_act = (Activation)ha;
     }
-    if (!m.rope && m.wpe == NULL) {
-        PyErr_SetString(PyExc_ValueError, "weights needs embed.position (absolute positions) or spec positions='rope'");
+    if (!m.rope && m.wpe == NULL && m.rel_emb == NULL) {
+        PyErr_SetString(PyExc_ValueError, "weights needs embed.position (absolute positions), relative.embeddings "
+                        "or spec positions='rope'");
         return -1;
     }
     LayerWeights *layers = PyMem_Calloc((size_t)m.L, sizeof *layers);
@@ -282,8 +310,14 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
             !LAYER_AFFINE(out, "out", true, C, HD) || !LAYER_AFFINE(mlp_norm, "mlp_norm", true, C, 0) ||
             !LAYER_AFFINE(up, "up", true, FU, C) || !LAYER_AFFINE(down, "down", true, C, m.F) ||
             !LAYER_AFFINE(q_norm, "q_norm", m.qk_norm, m.D, 0) || !LAYER_AFFINE(k_norm, "k_norm", m.qk_norm, m.D, 0) ||
+            !LAYER_AFFINE(pos_key, "pos_key", false, HD, C) || !LAYER_AFFINE(pos_query, "pos_query", false, HD, C) ||
             (post && (!LAYER_AFFINE(attn_post_norm, "attn_post_norm", true, C, 0) ||
                       !LAYER_AFFINE(mlp_post_norm, "mlp_post_norm", true, C, 0)))) {
+            PyMem_Free(layers);
+            return -1;
+        }
+        if ((lw->pos_key.w != NULL || lw->pos_query.w != NULL) && m.rel_emb == NULL) {
+            PyErr_Format(PyExc_ValueError, "weights has layers.%d.pos_key / pos_query but no relative.embeddings", l);
             PyMem_Free(layers);
             return -1;
         }
@@ -427,6 +461,11 @@ static int call_begin(EngineObject *self, PyObject *ids_obj, PyObject *mask_obj,
                      "covers (%d tokens)", (Py_ssize_t)T, m->rel_span);
         return -1;
     }
+    if (m->rel_emb != NULL && T > m->rel_positions) {
+        PyErr_Format(PyExc_ValueError, "input_ids has length %zd, longer than DeBERTa's relative position index "
+                     "covers (%d tokens)", (Py_ssize_t)T, m->rel_positions);
+        return -1;
+    }
     const int64_t *mask = I64(t->arrays[1]);
     for (npy_intp b = 0; b < B; b++) {
         int64_t real = 0;
@@ -566,7 +605,7 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
     if (result == NULL) goto fail;
     const npy_intp L = m->L, H = m->H, C = m->C;
     const npy_intp bt[2] = {B, T}, bte[3] = {B, T, m->E}, att[5] = {B, L, H, T, T}, hid[4] = {B, L + 1, T, C};
-    const npy_intp blh[3] = {B, L, H};
+    const npy_intp blh[3] = {B, L, H}, brel[2] = {B, m->R2};
     if ((call.logits = add_output(result, "logits", logit_nd, logit_dims)) == NULL) goto fail;
     if (want_att && (call.attentions = add_output(result, "attentions", 5, att)) == NULL) goto fail;
     if (want_hidden && (call.hidden = add_output(result, "hidden", 4, hid)) == NULL) goto fail;
@@ -583,6 +622,7 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
             (s->head_relevance = add_output(out, "head_relevance", 3, blh)) == NULL ||
             (m->wpe != NULL && (s->positions = add_output(out, "positions", 2, bt)) == NULL) ||
             (m->wtt != NULL && (s->types = add_output(out, "types", 2, bt)) == NULL) ||
+            (m->rel_emb != NULL && (s->relative = add_output(out, "relative", 2, brel)) == NULL) ||
             (want_att && ((s->attention_grad = add_output(out, "attention_grad", 5, att)) == NULL ||
                           (s->attention_relevance = add_output(out, "attention_relevance", 5, att)) == NULL)) ||
             (want_hidden && ((s->hidden_grad = add_output(out, "hidden_grad", 4, hid)) == NULL ||
@@ -642,7 +682,7 @@ PyDoc_STRVAR(engine_run_doc,
              "starting from `seed` (float32, the logits' shape; None: one-hot on each row's argmax,\n"
              "pooled heads only). Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
              "['hidden' (B,L+1,T,C)], <key>: {'embed_grad' (B,T,E: the word table's width), 'tokens', 'head_relevance' (B,L,H), ['positions'],\n"
-             "['types'], "
+             "['types'], ['relative' (B,R2): DeBERTa's relative embedding rows], "
              "['attention_grad', 'attention_relevance'], ['hidden_grad', 'hidden_relevance']}}.\n"
              "Sequences run in parallel on `threads` threads; the GIL is released.");
 

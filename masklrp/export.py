@@ -91,6 +91,9 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "Phi3Model": ("phi3", "base"),
     "Phi3ForCausalLM": ("phi3", "causal-lm"),
     "Phi3ForSequenceClassification": ("phi3", "sequence-classification"),
+    "DebertaV2Model": ("deberta-v2", "base"),
+    "DebertaV2ForSequenceClassification": ("deberta-v2", "sequence-classification"),
+    "DebertaV2ForQuestionAnswering": ("deberta-v2", "question-answering"),
     "ModernBertModel": ("modernbert", "base"),
     "ModernBertForSequenceClassification": ("modernbert", "sequence-classification"),
     "ModernBertForQuestionAnswering": ("modernbert", "question-answering"),
@@ -175,6 +178,12 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                  max_position_embeddings=4096, original_max_position_embeddings=4096,
                  rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=32000,
                  sliding_window=None),
+    "deberta-v2": dict(vocab_size=128100, hidden_size=1536, num_hidden_layers=24,
+                       num_attention_heads=24, intermediate_size=6144, hidden_act="gelu",
+                       max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7,
+                       relative_attention=False, max_relative_positions=-1, pad_token_id=0,
+                       position_biased_input=True, pos_att_type=None, pooler_hidden_act="gelu",
+                       tie_word_embeddings=True),
     "modernbert": dict(vocab_size=50368, hidden_size=768, intermediate_size=1152,
                        num_hidden_layers=22, num_attention_heads=12, hidden_activation="gelu",
                        max_position_embeddings=8192, norm_eps=1e-5, norm_bias=False,
@@ -594,6 +603,19 @@ def _classifier_head(task: str, cfg: _Config, hidden: int, vocab: int):
     return hidden, ()
 
 
+def _post_ln_layer(tensors: _Tensors, w: dict, o: str, names: dict, C: int, F: int,
+                   HD: int | None = None) -> None:
+    """A BERT-like layer ``o`` from the source linears and norms ``names`` (q, k, v, out,
+    attn_norm, up, down, mlp_norm); HD: the heads' width when it is not C (DeBERTa)."""
+    HD = HD or C
+    _fused(tensors, w, o + ".qkv", [(names[x], HD) for x in "qkv"], C, bias=True)
+    _linear(tensors, w, o + ".out", names["out"], C, HD)
+    _norm(tensors, w, o + ".attn_norm", names["attn_norm"], C, True)
+    _linear(tensors, w, o + ".up", names["up"], F, C)
+    _linear(tensors, w, o + ".down", names["down"], C, F)
+    _norm(tensors, w, o + ".mlp_norm", names["mlp_norm"], C, True)
+
+
 # The attribute (and key prefix) of the base model where it is not the model_type.
 _BASE_PREFIX = {"xlm-roberta": "roberta"}
 
@@ -699,12 +721,7 @@ def _encoder(arch, model_type, task, cfg, tensors):
                          attn_norm=s + "attention.output.LayerNorm",
                          up=s + "intermediate.dense", down=s + "output.dense",
                          mlp_norm=s + "output.LayerNorm")
-        _fused(tensors, w, o + ".qkv", [(names[x], C) for x in "qkv"], C, bias=True)
-        _linear(tensors, w, o + ".out", names["out"], C, C)
-        _norm(tensors, w, o + ".attn_norm", names["attn_norm"], C, True)
-        _linear(tensors, w, o + ".up", names["up"], F, C)
-        _linear(tensors, w, o + ".down", names["down"], C, F)
-        _norm(tensors, w, o + ".mlp_norm", names["mlp_norm"], C, True)
+        _post_ln_layer(tensors, w, o, names, C, F)
     if mpnet:
         buckets = cfg.size("relative_attention_num_buckets")
         table = tensors.get("encoder.relative_attention_bias.weight", (buckets, H))
@@ -1045,6 +1062,92 @@ def _llama(arch, model_type, task, cfg, tensors):
     return fields, w
 
 
+def _deberta_v2(arch, model_type, task, cfg, tensors):
+    """DeBERTa-v2 / v3: a post-LN encoder whose attention adds to q·k the disentangled terms
+    of ``pos_att_type``, q·pk (c2p) and k·pq (p2c), pk / pq projections (their own, or the
+    key / query ones with ``share_att_key``) of the relative embedding row δ(i − j) that
+    :func:`relative_position.deberta_index` tabulates (log buckets beyond ±position_buckets/2),
+    LayerNorm-ed with ``norm_rel_ebd="layer_norm"``; scores scaled by (D·(1 + terms))^-1/2.
+    Absolute positions only with ``position_biased_input``; pooler dense + pooler_hidden_act."""
+    for key, ok in (("conv_kernel_size", 0), ("embedding_size", cfg.get("hidden_size")),
+                    ("pooler_hidden_size", cfg.get("hidden_size"))):
+        if cfg.get(key, ok) != ok:
+            raise NotImplementedError(f"{arch} with {key}={cfg.get(key)!r} is not supported"
+                                      + (" (only hidden_size)" if ok else ""))
+    C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
+    H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    D = (cfg.size("attention_head_size") if cfg.get("attention_head_size") is not None
+         else _head_size(C, H, ("hidden_size", "num_attention_heads")))
+    V, P = cfg.size("vocab_size"), cfg.size("max_position_embeddings")
+    act, eps = _activation(cfg, "hidden_act"), cfg.epsilon("layer_norm_eps")
+    type_vocab = cfg.size("type_vocab_size", 0)
+    terms: tuple[str, ...] = ()
+    if cfg.get("relative_attention", False):
+        kinds = cfg.get("pos_att_type") or []
+        if isinstance(kinds, str):
+            kinds = [x.strip() for x in kinds.lower().split("|")]
+        unknown = [k for k in kinds if k not in ("c2p", "p2c")]
+        if unknown:
+            raise NotImplementedError(f"{arch} with pos_att_type {unknown} is not supported "
+                                      "(only 'c2p' and 'p2c')")
+        terms = tuple(k for k in ("c2p", "p2c") if k in kinds)
+    n_out, labels = _classifier_head(task, cfg, C, V)
+    tensors.prefixes = ("deberta.",)
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("embeddings.word_embeddings.weight", (V, C))
+    positions = "absolute" if cfg.get("position_biased_input", True) else "relative"
+    if positions == "absolute":
+        w["embed.position"] = tensors.get("embeddings.position_embeddings.weight", (P, C))
+    if type_vocab:
+        w["embed.type"] = tensors.get("embeddings.token_type_embeddings.weight", (type_vocab, C))
+    _norm(tensors, w, "embed.norm", "embeddings.LayerNorm", C, True)
+    share = bool(cfg.get("share_att_key", False))
+    for i in range(L):
+        o, s = f"layers.{i}", f"encoder.layer.{i}."
+        names = dict(q=s + "attention.self.query_proj", k=s + "attention.self.key_proj",
+                     v=s + "attention.self.value_proj", out=s + "attention.output.dense",
+                     attn_norm=s + "attention.output.LayerNorm", up=s + "intermediate.dense",
+                     down=s + "output.dense", mlp_norm=s + "output.LayerNorm")
+        _post_ln_layer(tensors, w, o, names, C, F, H * D)
+        for term, out, own, shared in (("c2p", "pos_key", "pos_key_proj", "k"),
+                                       ("p2c", "pos_query", "pos_query_proj", "q")):
+            if term in terms:
+                src = names[shared] if share else s + "attention.self." + own
+                _linear(tensors, w, f"{o}.{out}", src, H * D, C)
+    span = 0
+    if terms:
+        buckets = cfg.get("position_buckets", -1)
+        max_relative = cfg.get("max_relative_positions", -1)
+        max_relative = max_relative if max_relative >= 1 else P
+        span = buckets if buckets > 0 else max_relative
+        w["relative.embeddings"] = tensors.get("encoder.rel_embeddings.weight", (2 * span, C))
+        norm_rel = [x.strip() for x in str(cfg.get("norm_rel_ebd", "none")).lower().split("|")]
+        if "layer_norm" in norm_rel:
+            _norm(tensors, w, "relative.norm", "encoder.LayerNorm", C, True)
+        w["attn.relative_index"] = relative_position.deberta_index(span, P, buckets, max_relative)
+    pool, head_act = "mean", ""
+    if task == "sequence-classification":
+        pool, head_act = "first", _activation(cfg, "pooler_hidden_act")
+        _linear(tensors, w, "head.dense", "pooler.dense", C, C)
+        _linear(tensors, w, "head.out", "classifier", n_out, C)
+    elif task == "question-answering":
+        pool = "none"
+        _linear(tensors, w, "head.out", "qa_outputs", n_out, C)
+    if positions == "relative" and not terms:
+        raise NotImplementedError(f"{arch} with position_biased_input=False and no relative "
+                                  "attention (no positions at all) is not supported")
+
+    fields = dict(family="encoder", norm="layernorm", activation=act, gated_mlp=False,
+                  n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
+                  vocab=V, max_positions=P, type_vocab=type_vocab, norm_eps=eps,
+                  attn_scale=(D * (1 + len(terms))) ** -0.5, causal=False, sliding_window=0,
+                  positions=positions, rope_attention_scaling=1.0, pool=pool,
+                  head_activation=head_act, n_outputs=n_out, pad_token_id=_pad_id(cfg),
+                  labels=labels, disentangled=terms, relative_span=span)
+    return fields, w
+
+
 def _modernbert(arch, model_type, task, cfg, tensors):
     """ModernBERT: a pre-norm encoder (the "decoder" family, not causal). LayerNorm-ed
     embeddings and no norm before layer 0's attention, fused q/k/v, GeGLU (Wi rows: the
@@ -1113,5 +1216,5 @@ _FAMILIES: dict[str, Callable] = {
     "bert": _encoder, "roberta": _encoder, "xlm-roberta": _encoder, "distilbert": _encoder,
     "mpnet": _encoder, "electra": _encoder, "albert": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
-    "phi3": _llama, "gemma3_text": _llama, "modernbert": _modernbert,
+    "phi3": _llama, "gemma3_text": _llama, "modernbert": _modernbert, "deberta-v2": _deberta_v2,
 }

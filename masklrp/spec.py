@@ -51,6 +51,13 @@ rope.inv_freq_local            (R/2,)        *opt*   Gemma 3: the sliding_layers
 attn.relative_bias             (H, 2P'-1)    *opt*   MPNet: every layer's score bias by key −
                                                      query offset, P' = max_positions
                                                      (masklrp/relative_position.py)
+attn.relative_index            (2P'-1,)      *opt*   DeBERTa: the relative embedding row of each
+                                                     query − key offset (whole numbers)
+relative.embeddings            (2S, C)       *opt*   DeBERTa: relative embeddings, S =
+                                                     relative_span; iff ``disentangled``
+relative.norm.weight / .bias   (C,)          *opt*   their LayerNorm (norm_rel_ebd)
+layers.{i}.pos_key.weight      (H·D, C)      *opt*   DeBERTa c2p: the embeddings' key projection
+layers.{i}.pos_query.weight    (H·D, C)      *opt*   p2c: their query projection (both + .bias)
 =============================  ====================  =======================================
 
 Outputs
@@ -77,12 +84,12 @@ from ._checks import INT32_MAX, integer, number
 FAMILIES = ("encoder", "decoder")
 NORMS = ("layernorm", "rmsnorm")
 POOLS = ("first", "last", "mean", "none")
-POSITION_KINDS = ("absolute", "roberta", "rope")
+POSITION_KINDS = ("absolute", "roberta", "rope", "relative")
 # int fields -> their least valid value
 _SIZES = {"n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "head_dim": 1, "hidden": 1,
           "intermediate": 1, "vocab": 1, "max_positions": 1, "type_vocab": 0, "sliding_window": 0,
           "n_outputs": 1, "pad_token_id": -1, "rotary_dim": 0, "rope_long_after": 0,
-          "embedding_size": 0}
+          "embedding_size": 0, "relative_span": 0}
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,8 @@ class ModelSpec:
     attn_scale: float          # multiplies Q Kᵀ (1/sqrt(D); Gemma 3: query_pre_attn_scalar^-1/2)
     causal: bool
     sliding_window: int        # 0 = none; else key k is visible to query q iff q - k < window
-    positions: str             # "absolute", "roberta" (offset by padding_idx + 1) or "rope"
+    positions: str             # "absolute", "roberta" (offset by padding_idx + 1), "rope" or
+                               # "relative" (DeBERTa-v3: only its disentangled attention)
     rope_attention_scaling: float  # multiplies cos and sin (YaRN); 1.0 otherwise
     pool: str                  # "first", "last", "mean" or "none"
     head_activation: str       # activation after head.dense: "tanh", "relu" or "" (no dense)
@@ -131,6 +139,9 @@ class ModelSpec:
                                   # hidden by embed.project; 0: the tables are hidden wide
     first_attn_norm: bool = True  # False: layer 0 has no pre-attention norm (ModernBERT)
     head_norm: bool = False       # ModernBERT: head.norm after head.dense's activation
+    disentangled: tuple[str, ...] = ()  # DeBERTa's score terms besides q·k: "c2p" (q·pk),
+                                  # "p2c" (k·pq), pk / pq projections of relative embeddings
+    relative_span: int = 0        # DeBERTa: S, the relative embeddings having 2S rows
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -153,6 +164,10 @@ class ModelSpec:
         if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
             raise ValueError(f"rotary_dim ({self.rotary_dim}) must be even and at most "
                              f"head_dim ({self.head_dim})")
+        if not set(self.disentangled) <= {"c2p", "p2c"} or bool(self.disentangled) != bool(
+                self.relative_span):
+            raise ValueError("ModelSpec.disentangled must hold 'c2p' and / or 'p2c', exactly "
+                             "when relative_span > 0")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")
@@ -179,7 +194,7 @@ class ModelSpec:
             out["embed.position"] = ((self.max_positions, E), True)
         elif self.positions == "roberta":
             out["embed.position"] = ((self.max_positions + self.pad_token_id + 1, E), True)
-        else:
+        elif self.positions == "rope":
             half = (self.rotary_dim or D) // 2
             out["rope.inv_freq"] = ((half,), True)
             if self.rope_long_after:
@@ -190,6 +205,11 @@ class ModelSpec:
             out["embed.type"] = ((self.type_vocab, E), True)
         if self.relative_bias:
             out["attn.relative_bias"] = ((H, 2 * self.max_positions - 1), True)
+        if self.disentangled:
+            out["attn.relative_index"] = ((2 * self.max_positions - 1,), True)
+            out["relative.embeddings"] = ((2 * self.relative_span, C), True)
+            out["relative.norm.weight"] = ((C,), False)
+            out["relative.norm.bias"] = ((C,), False)
         # encoders norm their embeddings, decoders their last layer's output, ModernBERT both
         norms = [("embed.norm", E)] if self.family == "encoder" else [("final_norm", C)]
         if self.family == "decoder" and not self.causal:
@@ -212,6 +232,10 @@ class ModelSpec:
             if self.qk_norm:
                 out[p + "q_norm.weight"] = ((D,), True)
                 out[p + "k_norm.weight"] = ((D,), True)
+            for term, name in (("c2p", "pos_key"), ("p2c", "pos_query")):
+                if term in self.disentangled:
+                    out[p + name + ".weight"] = ((H * D, C), True)
+                    out[p + name + ".bias"] = ((H * D,), False)
             if self.post_norms:
                 out[p + "attn_post_norm.weight"] = ((C,), True)
                 out[p + "mlp_post_norm.weight"] = ((C,), True)

@@ -105,6 +105,20 @@ def _modernbert(**extra):
                                **extra)
 
 
+def _deberta(**extra):
+    # DeBERTa-v3 by default: relative positions only (no absolute table, no token types), both
+    # disentangled terms through the shared key / query projections, log buckets beyond ±4
+    # (position_buckets 8 < the test lengths), LayerNorm-ed relative embeddings
+    options = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8,
+                   max_relative_positions=POSITIONS, position_biased_input=False,
+                   share_att_key=True, norm_rel_ebd="layer_norm", type_vocab_size=0)
+    options.update(extra)
+    return tf.DebertaV2Config(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS,
+                              num_attention_heads=HEADS, intermediate_size=64, hidden_act="gelu",
+                              max_position_embeddings=POSITIONS, layer_norm_eps=1e-7,
+                              pad_token_id=0, initializer_range=INIT_STD, **options)
+
+
 def _distilbert(**extra):
     return tf.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=LAYERS, n_heads=HEADS,
                                hidden_dim=64, activation="gelu", max_position_embeddings=POSITIONS,
@@ -243,6 +257,17 @@ MODELS: dict[str, ModelDef] = {
                                                   layer_types=["sliding_attention",
                                                                "full_attention",
                                                                "sliding_attention"])),
+    "deberta-v3-cls": ModelDef("DebertaV2ForSequenceClassification", "sequence-classification",
+                               lambda: _deberta(**_LABELS)),
+    # DeBERTa-v2 style: absolute positions and token types too, c2p only through its own
+    # projection, no buckets (offsets clamped to ±64), no norm of the relative embeddings
+    "deberta-v2-qa": ModelDef("DebertaV2ForQuestionAnswering", "question-answering",
+                              lambda: _deberta(pos_att_type=["c2p"], position_buckets=-1,
+                                               position_biased_input=True, share_att_key=False,
+                                               norm_rel_ebd="none", type_vocab_size=2)),
+    # p2c only, its own projection
+    "deberta-v2-base": ModelDef("DebertaV2Model", "base",
+                                lambda: _deberta(pos_att_type=["p2c"], share_att_key=False)),
     "distilbert-cls": ModelDef("DistilBertForSequenceClassification", "sequence-classification",
                                lambda: _distilbert(**_LABELS)),
     "distilbert-qa": ModelDef("DistilBertForQuestionAnswering", "question-answering",
@@ -335,7 +360,7 @@ def _special_ids(config) -> set[int]:
 
 
 # model types whose tiny configs embed two token types (the others have one or none)
-TYPED = ("bert", "xlm-roberta", "electra", "albert")
+TYPED = ("bert", "xlm-roberta", "electra", "albert", "deberta-v2")
 
 
 def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,
@@ -362,7 +387,7 @@ def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,
         mask[b, :n] = 1
     ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_id(config)))
     out = {"input_ids": ids, "attention_mask": mask}
-    if config.model_type in TYPED:
+    if config.model_type in TYPED and getattr(config, "type_vocab_size", 0) > 1:
         types = torch.zeros_like(ids)
         for b, n in enumerate(lengths):
             types[b, n // 2: n] = 1

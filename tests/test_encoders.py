@@ -19,7 +19,7 @@ from hf_models import MODELS, VOCAB, build  # noqa: E402
 from masklrp.corpus import Sentence  # noqa: E402
 
 ENCODERS = ["bert-cls", "xlm-roberta-cls", "electra-cls", "albert-cls", "modernbert-cls",
-            "modernbert-mean"]
+            "modernbert-mean", "deberta-v3-cls"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]  # ids 0-3: never a tiny model's real token
 WORDS = [f"w{i}" for i in range(VOCAB - len(SPECIAL))]
 
@@ -61,3 +61,23 @@ def test_head_statistics_and_mask_lrp_run(name):
         for e, words in zip(explained, TREES):
             assert len(e.tokens) == len(words[0]) + 2 and np.isfinite(e.scores).all(), name
     assert MODELS[name].task == "sequence-classification"
+
+
+def test_deberta_relative_index_and_length_are_checked():
+    """The engine re-checks what would read out of bounds: DeBERTa's row index must hold whole
+    rows of the relative table, and a sequence may not outrun the offsets it covers."""
+    from masklrp.model import Model
+
+    model = masklrp.load(build("deberta-v3-cls", seed=0))
+    rows = len(model.weights["relative.embeddings"])
+    for bad in (2.5, -1.0, float(rows)):
+        weights = dict(model.weights)
+        weights["attn.relative_index"] = weights["attn.relative_index"].copy()
+        weights["attn.relative_index"][3] = bad
+        with pytest.raises(ValueError, match=r"attn.relative_index\]\[3\]"):
+            Model(model.spec, weights, None, "test")
+    weights = dict(model.weights, **{"attn.relative_index": model.weights["attn.relative_index"][2:-2]})
+    short = Model(model.spec, weights, None, "test")
+    ids = np.full((1, model.spec.max_positions), 5)
+    with pytest.raises(ValueError, match="relative position index"):
+        short.forward(short.prepare(ids))

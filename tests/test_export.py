@@ -69,6 +69,13 @@ def _config(model_type: str, three_labels: bool = True):
                                num_attention_heads=H, intermediate_size=F,
                                max_position_embeddings=P, type_vocab_size=2, layer_norm_eps=1e-6,
                                **labels)
+    if model_type == "deberta-v2":  # both disentangled terms, own projections, log buckets
+        return tf.DebertaV2Config(vocab_size=V, hidden_size=C, num_hidden_layers=L,
+                                  num_attention_heads=H, intermediate_size=F,
+                                  max_position_embeddings=P, type_vocab_size=2,
+                                  layer_norm_eps=1e-7, relative_attention=True,
+                                  pos_att_type=["c2p", "p2c"], position_buckets=8,
+                                  norm_rel_ebd="layer_norm", **labels)
     if model_type == "modernbert":  # full then sliding layer, every bias, mean pooling
         return tf.ModernBertConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
                                    num_hidden_layers=L, num_attention_heads=H,
@@ -240,6 +247,37 @@ def reference_weights(model) -> dict[str, np.ndarray]:
         if arch.endswith("ForSequenceClassification"):
             _lin(w, "head.dense", base.pooler)
             _lin(w, "head.out", model.classifier)
+    elif model_type == "deberta-v2":
+        from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+        torch, _ = _hf()
+        base = getattr(model, "deberta", model)
+        e = base.embeddings
+        w["embed.word"] = _np(e.word_embeddings.weight)
+        w["embed.position"] = _np(e.position_embeddings.weight)
+        w["embed.type"] = _np(e.token_type_embeddings.weight)
+        _lin(w, "embed.norm", e.LayerNorm)
+        for i, l in enumerate(base.encoder.layer):
+            p, a = f"layers.{i}.", l.attention.self
+            _cat(w, p + "qkv", [a.query_proj, a.key_proj, a.value_proj])
+            _lin(w, p + "out", l.attention.output.dense)
+            _lin(w, p + "attn_norm", l.attention.output.LayerNorm)
+            _lin(w, p + "up", l.intermediate.dense)
+            _lin(w, p + "down", l.output.dense)
+            _lin(w, p + "mlp_norm", l.output.LayerNorm)
+            _lin(w, p + "pos_key", a.pos_key_proj)
+            _lin(w, p + "pos_query", a.pos_query_proj)
+        w["relative.embeddings"] = _np(base.encoder.rel_embeddings.weight)
+        _lin(w, "relative.norm", base.encoder.LayerNorm)
+        # HF's own relative positions for a P-token sequence: offsets i - 0 and 0 - j
+        rel = build_relative_position(torch.zeros(1, P, 1), torch.zeros(1, P, 1), bucket_size=8,
+                                      max_position=P)[0]
+        span = 8
+        offsets = torch.cat([rel[0, 1:].flip(0), rel[:, 0]])
+        w["attn.relative_index"] = _np(torch.clamp(offsets + span, 0, 2 * span - 1).float())
+        if arch.endswith("ForSequenceClassification"):
+            _lin(w, "head.dense", model.pooler.dense)
+            _lin(w, "head.out", model.classifier)
     elif model_type == "modernbert":
         base = getattr(model, "model", model)
         w["embed.word"] = _np(base.embeddings.tok_embeddings.weight)
@@ -344,7 +382,8 @@ def reference_weights(model) -> dict[str, np.ndarray]:
     elif arch.endswith(("LMHeadModel", "ForCausalLM")):
         _lin(w, "head.out", model.lm_head)
     elif arch.endswith("ForSequenceClassification") and model_type not in (
-            "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "albert"):
+            "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "albert",
+            "deberta-v2"):
         _lin(w, "head.out", model.score)
     return w
 
@@ -417,6 +456,10 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                  norm_eps=1e-5, causal=True, positions="rope", sliding_window=8, pad_token_id=0,
                  rotary_dim=2, rope_long_after=16,
                  rope_attention_scaling=float(np.sqrt(1 + np.log(4.0) / np.log(16)))),
+    "deberta-v2": dict(family="encoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                       n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
+                       type_vocab=2, norm_eps=1e-7, causal=False, positions="absolute",
+                       pad_token_id=0, disentangled=("c2p", "p2c"), relative_span=8),
     "modernbert": dict(family="decoder", norm="layernorm", activation="gelu", gated_mlp=True,
                        n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
                        type_vocab=0, norm_eps=1e-6, causal=False, positions="rope",
@@ -436,7 +479,7 @@ def expected_spec(arch: str) -> dict:
                 hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False,
                 qk_norm=False, rotary_dim=0, rope_long_after=0, sliding_layers=(),
                 post_norms=False, embed_scale=1.0, final_softcap=0.0, embedding_size=0,
-                first_attn_norm=True, head_norm=False)
+                first_attn_norm=True, head_norm=False, disentangled=(), relative_span=0)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
     if model_type == "gemma3_text":  # query_pre_attn_scalar; the capping is the LM head's
@@ -452,6 +495,9 @@ def expected_spec(arch: str) -> dict:
         act = {"distilbert": "relu", "electra": "gelu"}.get(model_type, "tanh") if encoder else ""
         want.update(pool="first" if encoder else "last", head_activation=act, n_outputs=3,
                     labels=("neg", "neu", "pos"))
+    if model_type == "deberta-v2":  # q·k and two disentangled terms share the scale
+        want.update(attn_scale=(C // H * 3) ** -0.5,
+                    head_activation="gelu" if task == "sequence-classification" else "")
     if model_type == "modernbert":  # a pre-norm encoder: mean pooling, dense + SiLU + norm heads
         want.update(pool={"base": "mean", "question-answering": "none"}.get(task, "mean"),
                     head_activation="" if task == "base" else "silu", head_norm=task != "base")
@@ -659,6 +705,7 @@ def test_config_defaults_match_transformers():
     classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
                "xlm-roberta": tf.XLMRobertaConfig, "electra": tf.ElectraConfig,
                "albert": tf.AlbertConfig, "modernbert": tf.ModernBertConfig,
+               "deberta-v2": tf.DebertaV2Config,
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
                "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config,
@@ -831,6 +878,10 @@ REFUSALS = [  # (architecture, config change, text the message must contain)
     ("BertModel", {"model_type": "roberta"}, "model_type"),
     ("AlbertModel", {"model_type": "albert", "inner_group_num": 2}, "inner_group_num=2"),
     ("ElectraForPreTraining", {"model_type": "electra"}, "one logit per token"),
+    ("DebertaV2Model", {"model_type": "deberta-v2", "conv_kernel_size": 3}, "conv_kernel_size=3"),
+    ("DebertaV2Model", {"model_type": "deberta-v2", "embedding_size": 8}, "embedding_size=8"),
+    ("DebertaV2Model", {"model_type": "deberta-v2", "relative_attention": True,
+                        "pos_att_type": ["p2p"]}, "pos_att_type ['p2p']"),
     ("ModernBertForSequenceClassification", {"model_type": "modernbert", "classifier_pooling": "max"},
      "classifier_pooling='max'"),
 ]

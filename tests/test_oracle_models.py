@@ -162,7 +162,7 @@ def test_patched_forward_equals_unpatched_hf(name, seed):
         check_close(explained(name, seed, rule)["logits"], want, EXACT, f"logits, rule={rule}")
     # Without float64_only the HF float64 forward keeps its float32 casts (LLaMA family only).
     plain = hf_reference(name, seed, float64_context=False)["logits"]
-    islands = tiny(name, seed).config.model_type in ROPE
+    islands = tiny(name, seed).config.model_type in ROPE + ("deberta-v2",)  # its float32 scale
     check_close(plain, want, FLOAT32_ISLANDS if islands else EXACT, "HF float64, no context")
 
 
@@ -363,8 +363,11 @@ def test_taps_equal_hf_outputs(name, seed):
                 "R_A = A ⊙ g_A")
     check_close(got["hidden_relevance"], got["hidden"] * got["hidden_grad"], EXACT,
                 "R_h = h ⊙ g_h")
-    rope = tiny(name, seed).config.model_type in ROPE
-    assert (got["positions"] is None) == rope, "positions: None exactly for RoPE models"
+    config = tiny(name, seed).config
+    table = config.model_type not in ROPE and getattr(config, "position_biased_input", True)
+    assert (got["positions"] is None) != table, "positions: None exactly without an absolute table"
+    relative = bool(getattr(config, "relative_attention", False))
+    assert (got["relative"] is None) != relative, "relative: DeBERTa's relative embeddings only"
 
 
 @pytest.mark.parametrize("seed", SEEDS)

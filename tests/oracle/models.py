@@ -18,6 +18,11 @@ nn.LayerNorm                       instance ``forward``   σ held constant, mean
 per-head q_norm / k_norm too)
 GELU / gelu_new / SiLU / tanh      instance ``forward``   identity rule ``x · (f(x)/x)``
 modules; RoBERTa head's torch.tanh (head ``forward``)     detached, ``f'(0)`` at ``x = 0``
+and DeBERTa pooler's ACT2FN
+DeBERTa's disentangled attention   instance ``forward``   q·kᵀ, q·pkᵀ (c2p), k·pqᵀ (p2c):
+(MPNet's attention likewise)                              each a product under the rule;
+                                                          bias, mask: constants
+DeBERTa's relative embeddings      ``get_rel_embedding``  a per-sequence leaf (``relative``)
 gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: gate detached
 (Phi-3's fused ``gate_up_proj``,
 ModernBERT's ``Wi`` too)
@@ -207,6 +212,62 @@ def _mpnet_attention_forward(module, hidden_states, attention_mask=None, positio
     return (o, probs) if output_attentions else (o,)
 
 
+def _deberta_attention_forward(module, hidden_states, attention_mask, output_attentions=False,
+                               query_states=None, relative_pos=None, rel_embeddings=None):
+    """DisentangledSelfAttention (DeBERTa-v2), which calls no attention interface, through the
+    oracle's attention. Its scores add to q·kᵀ the c2p term q·pkᵀ and the p2c term k·pqᵀ,
+    gathered at each (query, key)'s relative row: both products of two activations under the
+    run's rule (:func:`oracle.rules.matmul`), scaled like q·kᵀ, and added to the scores as
+    the mask is (an add: true gradient to both); the boolean mask is the constant."""
+    if query_states is not None:
+        raise NotImplementedError("DeBERTa with query_states (EMD) is not supported")
+    taps = module._masklrp_oracle
+    product = _PRODUCT[taps.rule]
+    H, D = module.num_attention_heads, module.attention_head_size
+
+    def heads(x):
+        return x.view(*x.shape[:-1], H, D).transpose(1, 2)  # (B, H, rows, D)
+
+    q, k, v = (heads(proj(hidden_states)) for proj in (module.query_proj, module.key_proj, module.value_proj))
+    terms = module.pos_att_type if module.relative_attention else []
+    scale = (D * (1 + len(terms))) ** -0.5
+    mask = attention_mask.bool()
+    constant = torch.zeros((), dtype=q.dtype).masked_fill(~mask, torch.finfo(q.dtype).min)
+    span = module.pos_ebd_size
+    rows = torch.clamp(relative_pos.view(relative_pos.shape[-2:]) + span, 0, 2 * span - 1)  # (T, T)
+    index = rows.expand(*q.shape[:2], *rows.shape)
+    if "c2p" in terms:
+        pk = heads((module.key_proj if module.share_att_key else module.pos_key_proj)(rel_embeddings))
+        c2p = rules.matmul(q, pk, transpose_b=True, scale=scale, rule=product)
+        constant = constant + torch.gather(c2p, -1, index)
+    if "p2c" in terms:  # HF gathers at -relative_pos + span for (key, query), then transposes:
+        # the same row, since DeBERTa's buckets are odd in the offset
+        pq = heads((module.query_proj if module.share_att_key else module.pos_query_proj)(rel_embeddings))
+        p2c = rules.matmul(k, pq, transpose_b=True, scale=scale, rule=product)
+        back = torch.clamp(-relative_pos.view(relative_pos.shape[-2:]) + span, 0, 2 * span - 1)
+        constant = constant + torch.gather(p2c, -1, back.expand_as(index)).transpose(-1, -2)
+    out, probs = _attention_interface(module, q, k, v, constant, scaling=scale)
+    out = out.reshape(*hidden_states.shape[:-1], -1)
+    return (out, probs) if output_attentions else (out, None)
+
+
+def _context_pooler_forward(module, rule, hidden_states):
+    """DeBERTa's ContextPooler: [CLS] → dense → ACT2FN[pooler_hidden_act], an activation made
+    afresh at each call (no submodule to patch), here with the identity rule."""
+    kind = _ACTIVATION_KINDS.get(type(hf_activations.ACT2FN[module.config.pooler_hidden_act]))
+    if kind is None:
+        raise NotImplementedError(f"no AttnLRP rule for pooler_hidden_act {module.config.pooler_hidden_act!r}")
+    return rules.activation(module.dense(hidden_states[:, 0]), kind, rule=_SINGLE[rule])
+
+
+def _deberta_relative_embeddings(encoder, taps):
+    """DebertaV2Encoder.get_rel_embedding with the table as a per-sequence leaf (B, 2S, C) whose
+    gradient gives each row's relevance (``relative``), then its LayerNorm (patched as all)."""
+    leaf = encoder.rel_embeddings.weight.detach().expand(taps.batch, -1, -1).clone().requires_grad_(True)
+    taps.embeds["relative"] = leaf
+    return encoder.LayerNorm(leaf) if "layer_norm" in encoder.norm_rel_ebd else leaf
+
+
 def _layernorm_forward(module: nn.LayerNorm, rule, x):
     """nn.LayerNorm with σ held constant for attnlrp / cp (DESIGN.md §2, LayerNorm row)."""
     y, _, _ = rules.layernorm(x, module.weight, module.bias, module.eps, rule=_SINGLE[rule])
@@ -274,6 +335,9 @@ _EXPECTED_SOURCE = {
     "gemma_softcap": "logits = torch.tanh(logits)",
     "roberta_head": "x = torch.tanh(x)",
     "mpnet_attention": "attention_scores += position_bias",
+    "deberta_attention": "attention_scores = attention_scores + rel_att",
+    "context_pooler": "ACT2FN[self.config.pooler_hidden_act](pooled_output)",
+    "deberta_encoder": "rel_embeddings = self.LayerNorm(rel_embeddings)",
 }
 
 
@@ -324,8 +388,8 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
     """Patch the rules into ``model`` (a private float64 copy) and install the taps."""
     layers = _layers(model)
     taps = _Taps(rule, model.config.num_hidden_layers, batch, head_mask, renormalize)
-    if any(type(m).__name__ == "MPNetSelfAttention" for m in model.modules()):
-        pass  # calls no attention interface: its forward is patched below (eager's additive mask)
+    if any(type(m).__name__ in ("MPNetSelfAttention", "DisentangledSelfAttention") for m in model.modules()):
+        pass  # call no attention interface: their forwards are patched below
     else:
         model.set_attn_implementation(ATTENTION)
         if model.config._attn_implementation != ATTENTION:
@@ -361,6 +425,17 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         elif kind.__name__ == "MPNetSelfAttention":
             _check_source(module, "mpnet_attention")
             _bind(module, _mpnet_attention_forward, module)
+        elif kind.__name__ == "ContextPooler":
+            _check_source(module, "context_pooler")
+            _bind(module, _context_pooler_forward, module, rule)
+        elif kind.__name__ == "DisentangledSelfAttention":
+            _check_source(module, "deberta_attention")
+            _bind(module, _deberta_attention_forward, module)
+        elif kind.__name__ == "DebertaV2Encoder" and module.relative_attention:
+            if inspect.getsource(type(module).get_rel_embedding).find(
+                    _EXPECTED_SOURCE["deberta_encoder"]) < 0:
+                raise NotImplementedError("DebertaV2Encoder.get_rel_embedding changed; update the oracle")
+            module.get_rel_embedding = functools.partial(_deberta_relative_embeddings, module, taps)
 
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap is not None and hasattr(model, "lm_head"):  # Gemma: the capping, as part of the head
@@ -484,6 +559,7 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
     ``tokens``               (B,T) Σ_d e ⊙ g: input relevance per token
     ``positions``            (B,T) relevance of the absolute position embeddings, or None (RoPE)
     ``types``                (B,T) relevance of the token-type embeddings (BERT, RoBERTa) or None
+    ``relative``             (B,2S) relevance of DeBERTa's relative embedding rows, or None
     ``attentions``           (B,L,H,T,T) attention probabilities A
     ``attention_grad``       (B,L,H,T,T) g at A (cp: 0, A is a constant there)
     ``attention_relevance``  A ⊙ g_A
@@ -566,6 +642,7 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
         tokens=relevance("word"),
         positions=relevance("position"),
         types=relevance("type"),
+        relative=relevance("relative"),
         attentions=attentions.numpy(),
         attention_grad=attention_grad.numpy(),
         attention_relevance=(attentions * attention_grad).numpy(),
