@@ -31,27 +31,36 @@ typedef struct {
 static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, float *mem) {
     const ptrdiff_t L = m->L, H = m->H, KV = m->KV, D = m->D, C = m->C, F = m->F, N = S * T;
     const ptrdiff_t QKV = qkv_width(m), HD = H * D, FU = fc_width(m);
-    const ptrdiff_t wide = max_p(C, FU), head = S * max_p(C, m->NO), logit_rows = m->pool == POOL_NONE ? N : S;
+    const ptrdiff_t logit_rows = m->pool == POOL_NONE ? N : S, E = m->E;
+    const ptrdiff_t wide = max_p(C, FU), head = logit_rows * max_p(C, m->NO), hC = logit_rows * C;
+    const bool proj = m->emb_proj.w != NULL, rel = m->rel_emb != NULL;
+    const ptrdiff_t R2 = rel ? m->R2 : 0;
     const Carve parts[] = {
-        {&w->emb, N * C}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
+        {&w->emb, N * E}, {&w->emb_normed, proj ? N * E : 0}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
         {&w->v, L * N * KV * D}, {&w->qk_raw, m->qk_norm ? L * N * (H + KV) * D : 0},
         {&w->qk_rstd, m->qk_norm ? L * N * (H + KV) : 0}, {&w->att, L * S * H * T * T},
         {&w->ctx, L * N * HD}, {&w->mid, L * N * C},
         {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->fc, L * N * FU},
         {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 8 * N}, {&w->xf, N * C},
-        {&w->pooled, S * C}, {&w->dense, S * C}, {&w->activated, S * C}, {&w->cos, m->rope ? N * D : 0},
+        {&w->pooled, hC}, {&w->dense, hC}, {&w->activated, hC}, {&w->head_normed, m->head_norm.w != NULL ? hC : 0},
+        {&w->cos, m->rope ? N * D : 0},
         {&w->sin, m->rope ? N * D : 0},
         {&w->cos_local, m->inv_freq_local != NULL ? N * D : 0}, {&w->sin_local, m->inv_freq_local != NULL ? N * D : 0},
         {&w->branch_out, post_norms(m) ? L * 2 * N * C : 0}, {&w->gpost, post_norms(m) ? N * C : 0},
         {&w->raw_logits, m->final_softcap > 0.0f ? logit_rows * m->NO : 0},
         {&w->gseed, m->final_softcap > 0.0f ? logit_rows * m->NO : 0},
-        {&w->key_bias, N}, {&w->a, N * wide}, {&w->b, N * wide},
+        {&w->key_bias, N}, {&w->rel_normed, rel ? R2 * C : 0}, {&w->rel_mean, rel ? R2 : 0},
+        {&w->rel_rstd, rel ? R2 : 0}, {&w->pos_k, rel ? L * H * R2 * D : 0}, {&w->pos_q, rel ? L * H * R2 * D : 0},
+        {&w->c2p, rel ? H * T * R2 : 0}, {&w->p2c, rel ? H * T * R2 : 0}, {&w->gc2p, rel ? T * R2 : 0},
+        {&w->gp2c, rel ? T * R2 : 0}, {&w->gpos_k, rel ? H * R2 * D : 0}, {&w->gpos_q, rel ? H * R2 * D : 0},
+        {&w->pos_rows, rel ? R2 * HD : 0}, {&w->grel, rel ? S * R2 * C : 0}, {&w->grel_raw, rel ? R2 * C : 0},
+        {&w->a, N * wide}, {&w->b, N * wide},
         {&w->qkv, N * QKV}, {&w->hm, T * HD}, {&w->hm2, T * HD}, {&w->kv_raw, T * KV * D},
         {&w->hidden, N * F}, {&w->gx, N * C}, {&w->g1, N * C},
         {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
         {&w->gq_rot, T * HD}, {&w->gk_rot, T * KV * D}, {&w->gctx, N * HD}, {&w->gctx_hm, T * HD},
         {&w->gatt, T * T}, {&w->gscores, T * T}, {&w->gfc, N * FU}, {&w->ghid, N * F},
-        {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->seed, S * m->NO}, {&w->xq, S * C},
+        {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->gemb, N * E}, {&w->gemb2, proj ? N * E : 0}, {&w->seed, S * m->NO}, {&w->xq, S * C},
         {&w->typed, 2 * H + T},
     };
     ptrdiff_t total = 0;
@@ -172,26 +181,42 @@ static float *stat(const Workspace *w, int slot, int which, int kind) {
     return w->stats + (((ptrdiff_t)slot * 4 + which) * 2 + kind) * w->N;
 }
 
+// x (rows,width) -> y (rows,width); an absent norm (n.w NULL) is the identity
+static void norm_rows_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot,
+                              int which, ptrdiff_t rows, ptrdiff_t width) {
+    float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
+    if (n.w == NULL) {
+        memcpy(y, x, (size_t)(rows * width) * sizeof(float));
+    } else if (m->norm == NORM_LAYER) {
+        layernorm_forward(y, mean, rstd, x, n.w, n.b, rows, width, m->eps);
+    } else {
+        rmsnorm_forward(y, rstd, x, n.w, rows, width, m->eps);
+    }
+}
+
+// g (rows,width) at the norm output -> gx (rows,width) +=
+static void norm_rows_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x,
+                               Affine n, int slot, int which, ptrdiff_t rows, ptrdiff_t width, UnaryRule rule) {
+    const float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
+    if (n.w == NULL) {
+        for (ptrdiff_t i = 0; i < rows * width; i++) gx[i] += g[i];
+    } else if (m->norm == NORM_LAYER) {
+        layernorm_backward(gx, g, x, n.w, mean, rstd, rows, width, rule);
+    } else {
+        rmsnorm_backward(gx, g, x, n.w, rstd, rows, width, rule);
+    }
+}
+
 // x (rows,C) -> y (rows,C)
 void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, Affine n, int slot, int which,
                   ptrdiff_t rows) {
-    float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
-    if (m->norm == NORM_LAYER) {
-        layernorm_forward(y, mean, rstd, x, n.w, n.b, rows, m->C, m->eps);
-    } else {
-        rmsnorm_forward(y, rstd, x, n.w, rows, m->C, m->eps);
-    }
+    norm_rows_forward(m, w, y, x, n, slot, which, rows, m->C);
 }
 
 // g (rows,C) at the norm output -> gx (rows,C) +=
 void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x, Affine n,
                    int slot, int which, ptrdiff_t rows, UnaryRule rule) {
-    const float *mean = stat(w, slot, which, 0), *rstd = stat(w, slot, which, 1);
-    if (m->norm == NORM_LAYER) {
-        layernorm_backward(gx, g, x, n.w, mean, rstd, rows, m->C, rule);
-    } else {
-        rmsnorm_backward(gx, g, x, n.w, rstd, rows, m->C, rule);
-    }
+    norm_rows_backward(m, w, gx, g, x, n, slot, which, rows, m->C, rule);
 }
 
 // ----------------------------------------------------------------------------
@@ -237,9 +262,9 @@ static void layer_rope(const Model *m, const Workspace *w, int l, ptrdiff_t seq,
     *sin = (local ? w->sin_local : w->sin) + at;
 }
 
-// ids, positions, types (N) -> emb (N,C); cos/sin (N,R) for RoPE models
-void embed_forward(const Model *m, Workspace *w) {
-    const ptrdiff_t C = m->C, T = w->N;
+// ids, positions, types (N) -> emb (N,E) -> x0 (N,C); cos/sin (N,R) for RoPE models
+void embed_forward(const Model *m, Workspace *w, float *x0) {
+    const ptrdiff_t C = m->E, T = w->N;
     for (ptrdiff_t t = 0; t < T; t++) {
         float *e = w->emb + t * C;
         const float *word = m->wte + w->ids[t] * C;
@@ -254,6 +279,10 @@ void embed_forward(const Model *m, Workspace *w) {
         }
     }
     if (m->rope) rope_tables(m, w);
+    // the norm (σ held constant, DESIGN.md §2), then ELECTRA's / ALBERT's E -> C linear
+    float *normed = m->emb_proj.w != NULL ? w->emb_normed : x0;
+    norm_rows_forward(m, w, normed, w->emb, m->emb_norm, 0, EMBED_NORM, T, C);
+    if (m->emb_proj.w != NULL) linear_forward(x0, normed, m->emb_proj.w, m->emb_proj.b, T, C, m->C, false);
 }
 
 static double dot(const float *a, const float *b, ptrdiff_t n) {
@@ -262,9 +291,17 @@ static double dot(const float *a, const float *b, ptrdiff_t n) {
     return s;
 }
 
-// g (N,C) at the embedding sum -> the stream's embedding outputs (=)
-void embed_backward(const Model *m, const Workspace *w, const float *g, const ChunkStream *s) {
-    const ptrdiff_t C = m->C, T = w->N;
+// g (N,C) at x0 -> the stream's embedding outputs (=)
+void embed_backward(const Model *m, Workspace *w, const float *g, const ChunkStream *s) {
+    const ptrdiff_t C = m->E, T = w->N;
+    if (m->emb_proj.w != NULL) {
+        zero(w->gemb2, T * C);
+        linear_backward(w->gemb2, g, m->emb_proj.w, T, C, m->C, false);
+        g = w->gemb2;
+    }
+    zero(w->gemb, T * C);
+    norm_rows_backward(m, w, w->gemb, g, w->emb, m->emb_norm, 0, EMBED_NORM, T, C, s->rules.unary);
+    g = w->gemb; // g at the embedding sum
     if (s->embed_grad != NULL) memcpy(s->embed_grad, g, (size_t)(T * C) * sizeof(float));
     for (ptrdiff_t t = 0; t < T; t++) {
         const float *gt = g + t * C;
@@ -288,7 +325,8 @@ static void mask_scores(const Model *m, const Workspace *w, int l, ptrdiff_t seq
     const float *key_bias = w->key_bias + seq * T;
     for (ptrdiff_t i = q0; i < q0 + nq; i++) {
         float *row = scores + (i - q0) * T;
-        const ptrdiff_t hi = m->causal ? i + 1 : T; // visible keys: [lo, hi)
+        // visible keys: [lo, hi); a bidirectional window reaches as far after q as before it
+        const ptrdiff_t hi = m->causal ? i + 1 : window > 0 && i + window < T ? i + window : T;
         const ptrdiff_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
         for (ptrdiff_t j = 0; j < lo; j++) row[j] = -INFINITY;
         for (ptrdiff_t j = lo; j < hi; j++) row[j] += key_bias[j];
@@ -317,6 +355,58 @@ static void from_heads(float *tm, const float *hm, ptrdiff_t T, ptrdiff_t n, ptr
     for (ptrdiff_t h = 0; h < n; h++)
         for (ptrdiff_t t = 0; t < T; t++)
             memcpy(tm + t * row + off + h * D, hm + (h * T + t) * D, (size_t)D * sizeof(float));
+}
+
+// DeBERTa's relative embeddings: one table for every layer, LayerNorm-ed once per chunk
+// (σ held constant in the backward, DESIGN.md §2); each layer projects it to its pk and pq.
+
+// The relative embedding rows the layers project: normed, or the table itself.
+static const float *relative_rows(const Model *m, const Workspace *w) {
+    return m->rel_norm.w != NULL ? w->rel_normed : m->rel_emb;
+}
+
+void relative_forward(const Model *m, Workspace *w) {
+    if (m->rel_emb == NULL || m->rel_norm.w == NULL) return;
+    layernorm_forward(w->rel_normed, w->rel_mean, w->rel_rstd, m->rel_emb, m->rel_norm.w, m->rel_norm.b, m->R2,
+                      m->C, m->eps);
+}
+
+// w->grel (S,R2,C), g at the rows the layers projected -> the stream's relative (S,R2): the
+// relevance Σ_c e_rc g_rc of each raw row, per sequence (as the tokens' at the word table)
+void relative_backward(const Model *m, Workspace *w, const ChunkStream *s) {
+    if (m->rel_emb == NULL || s->relative == NULL) return;
+    const ptrdiff_t R2 = m->R2, C = m->C;
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        const float *g = w->grel + seq * R2 * C;
+        if (m->rel_norm.w != NULL) {
+            zero(w->grel_raw, R2 * C);
+            layernorm_backward(w->grel_raw, g, m->rel_emb, m->rel_norm.w, w->rel_mean, w->rel_rstd, R2, C,
+                               s->rules.unary);
+            g = w->grel_raw;
+        }
+        for (ptrdiff_t r = 0; r < R2; r++) s->relative[seq * R2 + r] = (float)dot(m->rel_emb + r * C, g + r * C, C);
+    }
+}
+
+// Layer l's pk and pq (H,R2,D) head-major, projected from the relative rows.
+static float *layer_pos(const Model *m, const Workspace *w, int l, bool query) {
+    return (query ? w->pos_q : w->pos_k) + (ptrdiff_t)l * m->H * m->R2 * m->D;
+}
+
+static void relative_project(const Model *m, Workspace *w, int l) {
+    const LayerWeights *lw = &m->layers[l];
+    const ptrdiff_t HD = (ptrdiff_t)m->H * m->D;
+    for (int query = 0; query < 2; query++) {
+        const Affine p = query ? lw->pos_query : lw->pos_key;
+        if (p.w == NULL) continue;
+        linear_forward(w->pos_rows, relative_rows(m, w), p.w, p.b, m->R2, m->C, HD, false);
+        to_heads(layer_pos(m, w, l, query), w->pos_rows, m->R2, m->H, m->D, HD, 0);
+    }
+}
+
+// The relative embedding row of query i and key j.
+static ptrdiff_t relative_row(const Model *m, ptrdiff_t i, ptrdiff_t j) {
+    return (ptrdiff_t)m->rel_index[i - j + m->rel_positions - 1];
 }
 
 // The row of sequence seq that a first/last pool reads, in the (N,C) layout of
@@ -431,6 +521,28 @@ typedef struct {
     float *out;             // (H,nq,D) A·V
 } HeadsForward;
 
+// scores (nq,T) of head h += DeBERTa's disentangled terms, each a product of two activations
+// (scaled like q·kᵀ): q_i·pk_r (c2p) and k_j·pq_r (p2c), r = relative_row(i, j); the
+// products first into the head's own c2p / p2c rows (heads run in parallel), then gathered.
+static void disentangled_add(const HeadsForward *j, ptrdiff_t h, float *scores) {
+    const Model *m = j->m;
+    const ptrdiff_t T = j->w->T, D = m->D, R2 = m->R2, g = h / (m->H / m->KV), q0 = j->q0, nq = j->nq;
+    const LayerWeights *lw = &m->layers[j->l];
+    float *c2p = j->w->c2p + h * T * R2, *p2c = j->w->p2c + h * T * R2;
+    if (lw->pos_key.w != NULL) {
+        matmul_forward(c2p, j->q + (h * T + q0) * D, layer_pos(m, j->w, j->l, false) + h * R2 * D, 1, nq, D, R2, true,
+                       m->attn_scale);
+        for (ptrdiff_t i = 0; i < nq; i++)
+            for (ptrdiff_t k = 0; k < T; k++) scores[i * T + k] += c2p[i * R2 + relative_row(m, q0 + i, k)];
+    }
+    if (lw->pos_query.w != NULL) {
+        matmul_forward(p2c, j->k + g * T * D, layer_pos(m, j->w, j->l, true) + h * R2 * D, 1, T, D, R2, true,
+                       m->attn_scale);
+        for (ptrdiff_t i = 0; i < nq; i++)
+            for (ptrdiff_t k = 0; k < T; k++) scores[i * T + k] += p2c[k * R2 + relative_row(m, q0 + i, k)];
+    }
+}
+
 // Head h: its scores, masked and normalised in place in the attention cache, then A·V.
 static void attention_head_forward(void *ctx, ptrdiff_t h) {
     const HeadsForward *j = ctx;
@@ -441,6 +553,7 @@ static void attention_head_forward(void *ctx, ptrdiff_t h) {
     // The mask and MPNet's relative position bias are constants added to the scores, never
     // relevance receivers (DESIGN.md §2): the softmax's backward needs only its output.
     if (m->rel_bias != NULL) relative_bias_add(m, h, j->q0, nq, T, a);
+    if (m->rel_emb != NULL) disentangled_add(j, h, a);
     mask_scores(m, j->w, j->l, j->seq, j->q0, nq, a);
     softmax_forward(a, a, nq, T);
     matmul_forward(j->out + h * nq * D, a, j->v + g * T * D, 1, nq, T, D, false, 1.0f);
@@ -453,6 +566,7 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
     const LayerWeights *lw = &m->layers[l];
     float *ctx = w->ctx + l * N * H * D;
     linear_forward(w->qkv, x, lw->qkv.w, lw->qkv.b, N, C, QKV, false);
+    if (m->rel_emb != NULL) relative_project(m, w, l);
     for (ptrdiff_t seq = 0; seq < w->S; seq++) {
         const float *qkv = w->qkv + seq * T * QKV;
         float *q = seq_q(m, w, l, seq), *k = seq_k(m, w, l, seq), *v = seq_v(m, w, l, seq);
@@ -472,6 +586,47 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
         from_heads(ctx + seq * nq * H * D, w->hm2, nq, H, D, H * D, 0);
     }
     linear_forward(out, ctx, lw->out.w, lw->out.b, rows, H * D, C, false);
+}
+
+// DeBERTa: head h's g at its scores (w->gscores, (nq,T)) -> g at q, k (w->gq, w->gk) and at
+// the layer's pk, pq (w->gpos_k, gpos_q) +=. The gathers are linear (their g scatters back to
+// the q·pkᵀ and k·pqᵀ products); each product is crossed like q·kᵀ, by the stream's rule for
+// two activations (AttnLRP Prop. 3.3: ½ of the true gradient to each operand; CP-LRP never
+// gets here, its scores receive nothing), with the head's Mask-LRP factor `down`.
+static void disentangled_backward(const Model *m, Workspace *w, int l, ptrdiff_t h, ptrdiff_t q0, ptrdiff_t nq,
+                                  const float *q, const float *k, float down, const ChunkStream *s) {
+    const ptrdiff_t T = w->T, D = m->D, R2 = m->R2, g = h / (m->H / m->KV);
+    const LayerWeights *lw = &m->layers[l];
+    const float *gs = w->gscores;
+    if (lw->pos_key.w != NULL) {
+        zero(w->gc2p, nq * R2);
+        for (ptrdiff_t i = 0; i < nq; i++)
+            for (ptrdiff_t j = 0; j < T; j++) w->gc2p[i * R2 + relative_row(m, q0 + i, j)] += gs[i * T + j];
+        matmul_backward(w->gq + (h * T + q0) * D, w->gpos_k + h * R2 * D, w->gc2p, q + (h * T + q0) * D,
+                        layer_pos(m, w, l, false) + h * R2 * D, 1, nq, D, R2, true, m->attn_scale * down,
+                        s->rules.attention);
+    }
+    if (lw->pos_query.w != NULL) {
+        zero(w->gp2c, T * R2);
+        for (ptrdiff_t i = 0; i < nq; i++)
+            for (ptrdiff_t j = 0; j < T; j++) w->gp2c[j * R2 + relative_row(m, q0 + i, j)] += gs[i * T + j];
+        matmul_backward(w->gk + g * T * D, w->gpos_q + h * R2 * D, w->gp2c, k + g * T * D,
+                        layer_pos(m, w, l, true) + h * R2 * D, 1, T, D, R2, true, m->attn_scale * down,
+                        s->rules.attention);
+    }
+}
+
+// DeBERTa: sequence seq's g at layer l's pk, pq -> g at the relative rows (w->grel) +=,
+// through the projections (linear: true gradient).
+static void relative_project_backward(const Model *m, Workspace *w, int l, ptrdiff_t seq) {
+    const LayerWeights *lw = &m->layers[l];
+    const ptrdiff_t HD = (ptrdiff_t)m->H * m->D, R2 = m->R2;
+    for (int query = 0; query < 2; query++) {
+        const Affine p = query ? lw->pos_query : lw->pos_key;
+        if (p.w == NULL) continue;
+        from_heads(w->pos_rows, query ? w->gpos_q : w->gpos_k, R2, m->H, m->D, HD, 0);
+        linear_backward(w->grel + seq * R2 * m->C, w->pos_rows, p.w, R2, m->C, HD, false);
+    }
 }
 
 // Mask-LRP's factor for head h of layer l: M[l,h] times Eq. 9's scale.
@@ -533,6 +688,10 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
         ptrdiff_t q0, nq;
         query_rows(m, w, l, seq, &q0, &nq);
         to_heads(w->gctx_hm, w->gctx + seq * nq * H * D, nq, H, D, H * D, 0);
+        if (m->rel_emb != NULL) {
+            zero(w->gpos_k, H * m->R2 * D);
+            zero(w->gpos_q, H * m->R2 * D);
+        }
         const double scale = s->head_mask != NULL || s->head_relevance != NULL ? mask_heads(m, w, l, seq, nq, s) : 1.0;
         zero(w->gq, H * T * D);
         zero(w->gk, KV * T * D);
@@ -559,7 +718,9 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
             softmax_backward(w->gscores, w->gatt, a, nq, T);
             matmul_backward(w->gq + (h * T + q0) * D, w->gk + kvh * T * D, w->gscores, q + (h * T + q0) * D,
                             k + kvh * T * D, 1, nq, D, T, true, m->attn_scale * down, s->rules.attention);
+            if (m->rel_emb != NULL) disentangled_backward(m, w, l, h, q0, nq, q, k, down, s);
         }
+        if (m->rel_emb != NULL) relative_project_backward(m, w, l, seq);
         const float *gq = w->gq, *gk = w->gk;
         if (m->rope) {
             const float *cos, *sin;
@@ -644,15 +805,20 @@ static void head_softcap(const Model *m, Workspace *w, float *logits, ptrdiff_t 
     softcap_forward(logits, w->raw_logits, n, m->final_softcap);
 }
 
+// Rows of the head: one per sequence when pooled, every position for POOL_NONE.
+static ptrdiff_t head_rows(const Model *m, const Workspace *w) { return m->pool == POOL_NONE ? w->N : w->S; }
+
+// The input of head_norm: the activated dense output, or the pooled rows without a dense.
+static const float *head_norm_input(const Model *m, const Workspace *w) {
+    return m->head_dense.w != NULL ? w->activated : m->pool == POOL_NONE ? w->xf : w->pooled;
+}
+
+// xf -> pooled rows -> [dense, activation] -> [norm] -> [output linear, soft-capping]
 void head_forward(const Model *m, Workspace *w, float *logits) {
-    const ptrdiff_t S = w->S, T = w->T, C = m->C;
-    if (m->pool == POOL_NONE) {
-        linear_forward(logits, w->xf, m->head_out.w, m->head_out.b, w->N, C, m->NO, false);
-        head_softcap(m, w, logits, w->N * m->NO);
-        return;
-    }
-    for (ptrdiff_t seq = 0; seq < S; seq++) {
-        float *p = w->pooled + seq * C;
+    const ptrdiff_t S = w->S, T = w->T, C = m->C, rows = head_rows(m, w);
+    const float *p = w->xf;
+    for (ptrdiff_t seq = 0; seq < S && m->pool != POOL_NONE; seq++) {
+        float *pooled = w->pooled + seq * C;
         if (m->pool == POOL_MEAN) {
             const double n = (double)count_real(w, seq);
             const float *xs = w->xf + seq * T * C;
@@ -661,48 +827,58 @@ void head_forward(const Model *m, Workspace *w, float *logits) {
                 double sum = 0.0;
                 for (ptrdiff_t t = 0; t < T; t++)
                     if (mask[t]) sum += xs[t * C + c];
-                p[c] = (float)(sum / n);
+                pooled[c] = (float)(sum / n);
             }
         } else {
-            memcpy(p, w->xf + head_row(m, w, seq) * C, (size_t)C * sizeof(float));
+            memcpy(pooled, w->xf + head_row(m, w, seq) * C, (size_t)C * sizeof(float));
         }
+        p = w->pooled;
     }
-    const float *p = w->pooled;
     if (m->head_dense.w != NULL) {
-        linear_forward(w->dense, p, m->head_dense.w, m->head_dense.b, S, C, C, false);
-        activation_forward(w->activated, w->dense, S * C, m->head_act);
+        linear_forward(w->dense, p, m->head_dense.w, m->head_dense.b, rows, C, C, false);
+        activation_forward(w->activated, w->dense, rows * C, m->head_act);
         p = w->activated;
     }
+    if (m->head_norm.w != NULL) {
+        norm_forward(m, w, w->head_normed, p, m->head_norm, 0, HEAD_NORM, rows);
+        p = w->head_normed;
+    }
     if (m->head_out.w != NULL) {
-        linear_forward(logits, p, m->head_out.w, m->head_out.b, S, C, m->NO, false);
-        head_softcap(m, w, logits, S * m->NO);
+        linear_forward(logits, p, m->head_out.w, m->head_out.b, rows, C, m->NO, false);
+        head_softcap(m, w, logits, rows * m->NO);
     } else {
-        memcpy(logits, p, (size_t)(S * C) * sizeof(float));
+        memcpy(logits, p, (size_t)(rows * C) * sizeof(float));
     }
 }
 
 void head_backward(const Model *m, Workspace *w, float *gxf, const float *seed, const ChunkStream *s) {
-    const ptrdiff_t S = w->S, T = w->T, C = m->C;
+    const ptrdiff_t S = w->S, T = w->T, C = m->C, rows = head_rows(m, w);
     zero(gxf, w->N * C);
     if (m->final_softcap > 0.0f && m->head_out.w != NULL) { // the seed back through the capping
-        const ptrdiff_t n = (m->pool == POOL_NONE ? w->N : S) * m->NO;
-        zero(w->gseed, n);
-        softcap_backward(w->gseed, seed, w->raw_logits, n, m->final_softcap, s->rules.unary);
+        zero(w->gseed, rows * m->NO);
+        softcap_backward(w->gseed, seed, w->raw_logits, rows * m->NO, m->final_softcap, s->rules.unary);
         seed = w->gseed;
     }
-    if (m->pool == POOL_NONE) {
-        linear_backward(gxf, seed, m->head_out.w, w->N, C, m->NO, false);
-        return;
+    float *gp = w->ghead, *spare = w->ghead2; // g walking down the head, and scratch
+    zero(gp, rows * C);
+    if (m->head_out.w != NULL) linear_backward(gp, seed, m->head_out.w, rows, C, m->NO, false);
+    else memcpy(gp, seed, (size_t)(rows * C) * sizeof(float));
+    if (m->head_norm.w != NULL) {
+        zero(spare, rows * C);
+        norm_backward(m, w, spare, gp, head_norm_input(m, w), m->head_norm, 0, HEAD_NORM, rows, s->rules.unary);
+        float *t = gp;
+        gp = spare;
+        spare = t;
     }
-    float *gp = w->ghead;
-    zero(gp, S * C);
-    if (m->head_out.w != NULL) linear_backward(gp, seed, m->head_out.w, S, C, m->NO, false);
-    else memcpy(gp, seed, (size_t)(S * C) * sizeof(float));
     if (m->head_dense.w != NULL) {
-        zero(w->ghead2, S * C);
-        activation_backward(w->ghead2, gp, w->dense, S * C, m->head_act, s->rules.unary);
-        zero(gp, S * C);
-        linear_backward(gp, w->ghead2, m->head_dense.w, S, C, C, false);
+        zero(spare, rows * C);
+        activation_backward(spare, gp, w->dense, rows * C, m->head_act, s->rules.unary);
+        zero(gp, rows * C);
+        linear_backward(gp, spare, m->head_dense.w, rows, C, C, false);
+    }
+    if (m->pool == POOL_NONE) {
+        memcpy(gxf, gp, (size_t)(rows * C) * sizeof(float));
+        return;
     }
     for (ptrdiff_t seq = 0; seq < S; seq++) {
         const float *g = gp + seq * C;
@@ -824,10 +1000,11 @@ static void run_chunk(Job *job, Workspace *w, ptrdiff_t b0) {
             .renormalize = st->renormalize,
             .semantics = st->semantics,
             .head_relevance = at(st->head_relevance, b0, L * H),
-            .embed_grad = at(st->embed_grad, b0, T * C),
+            .embed_grad = at(st->embed_grad, b0, T * m->E),
             .tokens = at(st->tokens, b0, T),
             .positions = at(st->positions, b0, T),
             .types = at(st->types, b0, T),
+            .relative = at(st->relative, b0, m->R2),
             .attention_grad = at(st->attention_grad, b0, att_per_seq),
             .attention_relevance = at(st->attention_relevance, b0, att_per_seq),
             .hidden_grad = at(st->hidden_grad, b0, hid_per_seq),

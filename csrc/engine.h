@@ -25,7 +25,8 @@ typedef struct {
     // then hold S rows, one per sequence.
     bool pruned;
     // forward cache: what the backward reads
-    float *emb;               // (N,C) embedding sum (encoder: input of the embedding norm)
+    float *emb;               // (N,E) embedding sum (input of the embedding norm, if any)
+    float *emb_normed;        // (N,E) emb_proj: the normed embeddings, input of the projection
     float *x;                 // (L+1,N,C) hidden states: input of layer l, x[L] = last output
     float *q, *k, *v;         // (L,S,H,T,D), (L,S,KV,T,D) x2: head-major, after RoPE
     float *qk_raw, *qk_rstd;  // qk_norm: (L,S,H+KV,T,D) q and k heads before their norm; (L,S,H+KV,T)
@@ -40,10 +41,17 @@ typedef struct {
     float *branch_out;        // (L,2,N,C) post_norms: each layer's attention and MLP outputs, before their norms
     float *raw_logits;        // (S or N,NO) final_softcap: the logits before capping
     float *xf;                // (N,C) input of the head (decoder: after the final norm)
-    float *pooled, *dense, *activated; // (S,C) pooled rows; head_dense before/after its activation
+    // (rows,C), rows = S pooled or N for POOL_NONE (head_rows): pooled rows; head_dense
+    // before / after its activation; head_norm's output
+    float *pooled, *dense, *activated, *head_normed;
     float *cos, *sin;         // (S,T,R) RoPE tables for each sequence's positions, R = rope_dim
     float *cos_local, *sin_local; // (S,T,R) the same from inv_freq_local (Gemma 3's sliding layers)
     float *key_bias;          // (S,T) 0 for real keys, -inf for padding
+    // DeBERTa (rel_emb): the normed relative embeddings and their norm's statistics; each
+    // layer's pk and pq, head-major; per head, q·pkᵀ and k·pqᵀ before the gather
+    float *rel_normed, *rel_mean, *rel_rstd; // (R2,C), (R2), (R2)
+    float *pos_k, *pos_q;     // (L,H,R2,D) each
+    float *c2p, *p2c;         // (H,T,R2) each
     // scratch
     float *a, *b;             // (N,max(C,FU)) block inputs/outputs
     float *qkv;               // (N,QKV)
@@ -60,7 +68,13 @@ typedef struct {
     float *gatt, *gscores;    // (T,T)
     float *gfc;               // (N,FU)
     float *ghid, *ghid2;      // (N,F)
-    float *ghead, *ghead2;    // (S,max(C,NO)) head gradients
+    float *ghead, *ghead2;    // (rows,max(C,NO)) head gradients
+    float *gemb, *gemb2;      // (N,E) g at the embeddings' norm output / sum (E != C or emb_proj)
+    float *gc2p, *gp2c;       // (T,R2) DeBERTa: g scattered back to q·pkᵀ, k·pqᵀ of one head
+    float *gpos_k, *gpos_q;   // (H,R2,D) g at pk, pq of one sequence and layer
+    float *pos_rows;          // (R2,HD) token-major rows: pk / pq before to_heads, or their g
+    float *grel;              // (S,R2,C) g at the normed relative embeddings, per sequence
+    float *grel_raw;          // (R2,C) one sequence's g at the raw ones
     float *gpost;             // (N,C) post_norms: g at a branch's output, before its norm
     float *gseed;             // like raw_logits: the seed crossed back through the soft-capping
     float *seed;              // (S,NO) the argmax seed, when the call gives none
@@ -78,12 +92,15 @@ typedef struct {
     bool renormalize;
     MaskSemantics semantics;
     float *head_relevance;
-    float *embed_grad, *tokens, *positions, *types;
+    float *embed_grad, *tokens, *positions, *types, *relative;
     float *attention_grad, *attention_relevance, *hidden_grad, *hidden_relevance;
 } ChunkStream;
 
 // blocks (engine.c)
 // Row-wise blocks run on layer_rows() rows: N, or S for a pruned last layer.
+// An Affine norm whose .w is NULL is the identity (norm_forward copies, norm_backward adds).
+// The norms of stats slot 0 (Workspace.stats): the embedding norm, the final norm, the head's.
+enum { EMBED_NORM, FINAL_NORM, HEAD_NORM };
 ptrdiff_t layer_rows(const Model *m, const Workspace *w, int l);
 // x (N,C) -> the (rows,C) residual rows layer l keeps; and back: gx (N,C) += g (rows,C)
 const float *residual_rows(const Model *m, Workspace *w, int l, const float *x);
@@ -92,8 +109,14 @@ void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, 
                   ptrdiff_t rows);
 void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x, Affine n,
                    int slot, int which, ptrdiff_t rows, UnaryRule rule);
-void embed_forward(const Model *m, Workspace *w);
-void embed_backward(const Model *m, const Workspace *w, const float *g, const ChunkStream *s);
+// ids, positions, types -> emb (N,E), then x0 (N,C): the embedding norm (if any), the
+// projection (if any); backward: g (N,C) at x0 -> the stream's embedding outputs
+void embed_forward(const Model *m, Workspace *w, float *x0);
+void embed_backward(const Model *m, Workspace *w, const float *g, const ChunkStream *s);
+// DeBERTa: the relative embeddings' norm (forward), and the stream's relevance of their rows
+// from the g every layer's attention_backward accumulated in w->grel (backward)
+void relative_forward(const Model *m, Workspace *w);
+void relative_backward(const Model *m, Workspace *w, const ChunkStream *s);
 // x (N,C) -> out (rows,C): the attention branch of layer l (its input already normed)
 void attention_forward(const Model *m, Workspace *w, int l, float *out, const float *x);
 // g (rows,C) at the branch output -> gx (N,C) +=

@@ -1,5 +1,6 @@
-// Decoders (GPT-2, LLaMA family, Gemma 3): pre-norm causal layers.
-//   x0 = word (+ position)
+// Pre-norm layers: decoders (GPT-2, LLaMA family, Gemma 3), causal, and ModernBERT, an
+// encoder (bidirectional) that norms its embeddings and has no norm before layer 0's attention.
+//   x0 = word (+ position), or ModernBERT's LN(word)
 //   mid = x + attention(norm1(x));  x' = mid + mlp(norm2(mid));  xf = final_norm(x_L)
 // Gemma 3 also norms each branch's output before the add (post_norms):
 //   mid = x + norm3(attention(norm1(x)));  x' = mid + norm4(mlp(norm2(mid)))
@@ -46,8 +47,7 @@ static const float *post_norm_backward(const Model *m, Workspace *w, int l, int 
 
 void decoder_forward(const Model *m, Workspace *w) {
     const ptrdiff_t C = m->C, n = w->N * C;
-    embed_forward(m, w);
-    memcpy(w->x, w->emb, (size_t)n * sizeof(float));
+    embed_forward(m, w, w->x);
     for (int l = 0; l < m->L; l++) {
         const LayerWeights *lw = &m->layers[l];
         const ptrdiff_t rows = layer_rows(m, w, l);
@@ -64,8 +64,7 @@ void decoder_forward(const Model *m, Workspace *w) {
     }
     const ptrdiff_t rows = layer_rows(m, w, m->L - 1);
     const float *last = w->x + m->L * n;
-    if (m->final_norm.w != NULL) norm_forward(m, w, w->xf, last, m->final_norm, 0, 0, rows);
-    else memcpy(w->xf, last, (size_t)(rows * C) * sizeof(float));
+    norm_forward(m, w, w->xf, last, m->final_norm, 0, FINAL_NORM, rows);
 }
 
 // gxf: g at the head's input, (rows of the last layer, C)
@@ -74,8 +73,7 @@ void decoder_backward(const Model *m, Workspace *w, const float *gxf, const Chun
     const UnaryRule rule = s->rules.unary;
     float *g = w->gx, *branch = w->g2, *below = w->g1; // g: the residual stream's g, walking down
     memset(g, 0, (size_t)(last_rows * C) * sizeof(float));
-    if (m->final_norm.w != NULL) norm_backward(m, w, g, gxf, w->x + m->L * n, m->final_norm, 0, 0, last_rows, rule);
-    else memcpy(g, gxf, (size_t)(last_rows * C) * sizeof(float));
+    norm_backward(m, w, g, gxf, w->x + m->L * n, m->final_norm, 0, FINAL_NORM, last_rows, rule);
     hidden_taps(m, w, m->L, g, s);
     for (int l = m->L - 1; l >= 0; l--) {
         const LayerWeights *lw = &m->layers[l];

@@ -1,5 +1,5 @@
-// Encoders (BERT, RoBERTa, DistilBERT): post-norm layers.
-//   x0 = LN(word + position + type)
+// Encoders (BERT, RoBERTa, XLM-R, DistilBERT, MPNet, ELECTRA, ALBERT, DeBERTa): post-norm layers.
+//   x0 = LN(word + position + type), then ELECTRA's / ALBERT's E -> C projection
 //   mid = x + attention(x);  h = LN1(mid);  res2 = h + mlp(h);  x' = LN2(res2)
 // Residual adds are the identity in both streams, so the backward only adds.
 // A layer's row-wise work runs on layer_rows() rows (all, or one per sequence for
@@ -14,8 +14,8 @@ static void add(float *y, const float *a, const float *b, ptrdiff_t n) {
 
 void encoder_forward(const Model *m, Workspace *w) {
     const ptrdiff_t C = m->C, n = w->N * C;
-    embed_forward(m, w);
-    norm_forward(m, w, w->x, w->emb, m->emb_norm, 0, 0, w->N);
+    embed_forward(m, w, w->x);
+    relative_forward(m, w);
     for (int l = 0; l < m->L; l++) {
         const LayerWeights *lw = &m->layers[l];
         const ptrdiff_t rows = layer_rows(m, w, l);
@@ -37,6 +37,7 @@ void encoder_backward(const Model *m, Workspace *w, const float *gxf, const Chun
     const UnaryRule rule = s->rules.unary;
     float *g = w->gx, *g_res2 = w->g2, *g_h = w->g1; // g: at x[l+1], then at x[l]
     memcpy(g, gxf, (size_t)(layer_rows(m, w, m->L - 1) * C) * sizeof(float));
+    if (m->rel_emb != NULL) memset(w->grel, 0, (size_t)(w->S * m->R2 * C) * sizeof(float)); // layers add to it
     hidden_taps(m, w, m->L, g, s);
     for (int l = m->L - 1; l >= 0; l--) {
         const LayerWeights *lw = &m->layers[l];
@@ -53,7 +54,6 @@ void encoder_backward(const Model *m, Workspace *w, const float *gxf, const Chun
         memcpy(g, g_res2, (size_t)n * sizeof(float));
         hidden_taps(m, w, l, g, s);
     }
-    memset(g_h, 0, (size_t)n * sizeof(float));
-    norm_backward(m, w, g_h, g, w->emb, m->emb_norm, 0, 0, w->N, rule);
-    embed_backward(m, w, g_h, s);
+    embed_backward(m, w, g, s);
+    relative_backward(m, w, s);
 }

@@ -126,7 +126,8 @@ void relevance(float *r, const float *x, const float *g, ptrdiff_t n);
 // cache. Weights are borrowed (the caller keeps them alive); the spec and the
 // canonical weight layout are documented in masklrp/spec.py.
 
-typedef enum { FAMILY_ENCODER, FAMILY_DECODER } Family; // post-norm BERT-likes / pre-norm causal
+// post-norm BERT-likes / pre-norm layers (causal decoders, and ModernBERT with causal false)
+typedef enum { FAMILY_ENCODER, FAMILY_DECODER } Family;
 typedef enum { NORM_LAYER, NORM_RMS } NormKind;
 typedef enum { POOL_FIRST, POOL_LAST, POOL_MEAN, POOL_NONE } Pool;
 
@@ -136,10 +137,13 @@ typedef struct {
 } Affine;
 
 typedef struct {
+    // attn_norm.w NULL: no pre-attention norm (ModernBERT's layer 0 reads the normed embeddings)
     Affine attn_norm, qkv, out, mlp_norm, up, down;
     Affine q_norm, k_norm; // RMSNorm scales (D) of each query / key head (Qwen3); .w NULL: none
     Affine attn_post_norm, mlp_post_norm; // Gemma 3: norms of each branch's output; .w NULL: none
-    int window;            // this layer's sliding window, 0 = none
+    Affine pos_key, pos_query; // DeBERTa: (HD,C) projections of the relative embeddings; .w NULL: none
+    int window;            // this layer's sliding window, 0 = none: key k is visible to query q
+                           // iff 0 <= q - k < window (causal) or |q - k| < window (bidirectional)
     bool local_rope;       // this layer's RoPE table is the model's inv_freq_local
 } LayerWeights;
 
@@ -149,6 +153,7 @@ typedef struct {
     Activation act;            // MLP activation (of the gate when gated)
     bool gated;                // SwiGLU: up holds [gate; up] rows
     int L, H, KV, D, C, F, V, P, TT, NO; // see masklrp/spec.py; P = 0 without a table, TT = 0 without types
+    int E;                     // width of the embedding tables (C unless emb_proj maps them to C)
     float eps, attn_scale, rope_scaling;
     bool causal, rope;
     bool qk_norm;              // q and k heads RMSNorm-ed (layers[l].q_norm, k_norm) before RoPE
@@ -167,7 +172,16 @@ typedef struct {
     // query i and key j gets rel_bias[h][j - i + R - 1] (R = rel_span >= T); NULL: none.
     const float *rel_bias;
     int rel_span;
-    Affine emb_norm, final_norm, head_dense, head_out; // any .w may be NULL (absent)
+    // DeBERTa's disentangled attention (rel_emb NULL: none): head h's score of query i and key
+    // j also gets q_i·pk_r (c2p, layers[l].pos_key) and k_j·pq_r (p2c, pos_query), times
+    // attn_scale, pk / pq the projections of row r = rel_index[i - j + rel_positions - 1]
+    // (whole floats) of rel_emb (R2,C) after its LayerNorm rel_norm (.w NULL: none)
+    const float *rel_emb, *rel_index;
+    Affine rel_norm;
+    int R2, rel_positions;
+    // any .w may be NULL (absent). emb_norm: over the E-wide embedding sum; emb_proj (C,E): then
+    // to the hidden size (ELECTRA, ALBERT); head_norm: after head_dense's activation (ModernBERT)
+    Affine emb_norm, emb_proj, final_norm, head_dense, head_norm, head_out;
     const LayerWeights *layers; // L
 } Model;
 
@@ -195,8 +209,9 @@ typedef struct {
     bool renormalize;
     MaskSemantics semantics;
     float *head_relevance;                      // (B,L,H) relevance at each head's output (see semantics)
-    float *embed_grad;                          // (B,T,C) g at the word embeddings
+    float *embed_grad;                          // (B,T,E) g at the word embeddings
     float *tokens, *positions, *types;          // (B,T) relevance of each embedding table's rows
+    float *relative;                            // (B,R2) relevance of each relative embedding (DeBERTa)
     float *attention_grad, *attention_relevance; // (B,L,H,T,T) g at A, A ⊙ g
     float *hidden_grad, *hidden_relevance;       // (B,L+1,T,C) at the input of each layer and the last output
 } Stream;

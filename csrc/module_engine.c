@@ -163,6 +163,33 @@ static int relative_bias(PyObject *weights, Model *m) {
     return 1;
 }
 
+// DeBERTa's relative embeddings (R2,C), their norm and the (2P-1) row index of each query -
+// key offset, optional together; the index must hold whole numbers in [0, R2).
+static int relative_embeddings(PyObject *weights, Model *m) {
+    npy_intp R2 = 0, width = 0;
+    if (!weight(weights, "relative.embeddings", false, ANY, m->C, &m->rel_emb, &R2)) return 0;
+    if (m->rel_emb == NULL) return 1;
+    if (!affine(weights, "relative.norm", false, m->C, 0, &m->rel_norm) ||
+        !weight(weights, "attn.relative_index", true, ANY, 0, &m->rel_index, &width))
+        return 0;
+    if (width % 2 == 0 || R2 > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "weights[attn.relative_index] must have shape (2P - 1,): one row "
+                        "per offset query - key in [1 - P, P - 1]");
+        return 0;
+    }
+    for (npy_intp i = 0; i < width; i++) {
+        const float r = m->rel_index[i];
+        if (!(r >= 0.0f && r < (float)R2 && r == floorf(r))) {
+            PyErr_Format(PyExc_ValueError, "weights[attn.relative_index][%zd] = %g is not a row of "
+                         "relative.embeddings (a whole number in [0, %zd))", (Py_ssize_t)i, (double)r, (Py_ssize_t)R2);
+            return 0;
+        }
+    }
+    m->R2 = (int)R2;
+    m->rel_positions = (int)((width + 1) / 2);
+    return 1;
+}
+
 // Reads the spec and points a Model into the arrays of `weights` (the engine's own dict).
 // spec["sliding_layers"]: () or L bools, the layers the sliding window applies to and
 // that take the local RoPE table when there is one; () = every layer, one table.
@@ -190,8 +217,8 @@ static int layer_windows(PyObject *spec, const Model *m, LayerWeights *layers, i
 
 static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     Model m = {0};
-    int family, norm, act, pool, window;
-    bool post;
+    int family, norm, act, pool, window, embedding_size;
+    bool post, first_attn_norm, head_norm;
     if (!spec_choice(spec, "family", FAMILY_NAMES, 2, &family) || !spec_choice(spec, "norm", NORM_NAMES, 2, &norm) ||
         !spec_choice(spec, "activation", ACTIVATION_NAMES, 5, &act) || !spec_choice(spec, "pool", POOL_NAMES, 4, &pool) ||
         !spec_bool(spec, "gated_mlp", &m.gated) || !spec_bool(spec, "causal", &m.causal) ||
@@ -201,7 +228,8 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         !spec_int(spec, "hidden", 1, &m.C) || !spec_int(spec, "intermediate", 1, &m.F) ||
         !spec_int(spec, "vocab", 1, &m.V) || !spec_int(spec, "type_vocab", 0, &m.TT) ||
         !spec_int(spec, "sliding_window", 0, &window) || !spec_float(spec, "norm_eps", &m.eps) ||
-        !spec_bool(spec, "post_norms", &post) || !spec_float(spec, "embed_scale", &m.embed_scale) ||
+        !spec_bool(spec, "post_norms", &post) || !spec_int(spec, "embedding_size", 0, &embedding_size) ||
+        !spec_bool(spec, "first_attn_norm", &first_attn_norm) || !spec_bool(spec, "head_norm", &head_norm) || !spec_float(spec, "embed_scale", &m.embed_scale) ||
         !spec_float(spec, "final_softcap", &m.final_softcap) ||
         !spec_int(spec, "rotary_dim", 0, &m.rope_dim) || !spec_int(spec, "rope_long_after", 0, &m.rope_long_after) ||
         !spec_float(spec, "attn_scale", &m.attn_scale) ||
@@ -233,13 +261,16 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
                      m.rope_dim);
         return -1;
     }
-    const npy_intp C = m.C, HD = (npy_intp)m.H * m.D, QKV = (npy_intp)(m.H + 2 * m.KV) * m.D;
+    m.E = embedding_size > 0 ? embedding_size : m.C;
+    const npy_intp C = m.C, E = m.E, HD = (npy_intp)m.H * m.D, QKV = (npy_intp)(m.H + 2 * m.KV) * m.D;
     const npy_intp FU = (npy_intp)(m.gated ? 2 : 1) * m.F;
     npy_intp P = 0, NO = 0;
-    if (!weight(weights, "embed.word", true, m.V, C, &m.wte, NULL) ||
-        !weight(weights, "embed.position", false, ANY, C, &m.wpe, &P) ||
-        !weight(weights, "embed.type", m.TT > 0, m.TT > 0 ? m.TT : ANY, C, &m.wtt, NULL) ||
-        !affine(weights, "embed.norm", m.family == FAMILY_ENCODER, C, 0, &m.emb_norm) ||
+    if (!weight(weights, "embed.word", true, m.V, E, &m.wte, NULL) ||
+        !weight(weights, "embed.position", false, ANY, E, &m.wpe, &P) ||
+        !weight(weights, "embed.type", m.TT > 0, m.TT > 0 ? m.TT : ANY, E, &m.wtt, NULL) ||
+        !affine(weights, "embed.norm", m.family == FAMILY_ENCODER, E, 0, &m.emb_norm) ||
+        !affine(weights, "embed.project", embedding_size > 0, C, E, &m.emb_proj) ||
+        !affine(weights, "head.norm", head_norm, C, 0, &m.head_norm) ||
         !affine(weights, "final_norm", false, C, 0, &m.final_norm) ||
         !affine(weights, "head.dense", false, C, C, &m.head_dense) ||
         !weight(weights, "head.out.weight", m.pool == POOL_NONE, ANY, C, &m.head_out.w, &NO) ||
@@ -249,7 +280,7 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
                 m.rope_dim / 2 > 0 ? m.rope_dim / 2 : 1, 0, &m.inv_freq_long, NULL) ||
         !weight(weights, "rope.inv_freq_local", false, m.rope_dim / 2 > 0 ? m.rope_dim / 2 : 1, 0, &m.inv_freq_local,
                 NULL) ||
-        !relative_bias(weights, &m))
+        !relative_bias(weights, &m) || !relative_embeddings(weights, &m))
         return -1;
     if (m.wtt == NULL) m.TT = 0;
     if (m.rope_long_after == 0) m.inv_freq_long = NULL; // one table
@@ -260,8 +291,9 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         if (!choice(head_act, "spec[head_activation]", ACTIVATION_NAMES, 5, &ha)) return -1;
         m.head_act = (Activation)ha;
     }
-    if (!m.rope && m.wpe == NULL) {
-        PyErr_SetString(PyExc_ValueError, "weights needs embed.position (absolute positions) or spec positions='rope'");
+    if (!m.rope && m.wpe == NULL && m.rel_emb == NULL) {
+        PyErr_SetString(PyExc_ValueError, "weights needs embed.position (absolute positions), relative.embeddings "
+                        "or spec positions='rope'");
         return -1;
     }
     LayerWeights *layers = PyMem_Calloc((size_t)m.L, sizeof *layers);
@@ -274,12 +306,18 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         LayerWeights *lw = &layers[l];
 #define LAYER_AFFINE(field, key, required, out_dim, in_dim)                                                   \
     (snprintf(name, sizeof name, "layers.%d." key, l), affine(weights, name, required, out_dim, in_dim, &lw->field))
-        if (!LAYER_AFFINE(attn_norm, "attn_norm", true, C, 0) || !LAYER_AFFINE(qkv, "qkv", true, QKV, C) ||
+        if (!LAYER_AFFINE(attn_norm, "attn_norm", l > 0 || first_attn_norm, C, 0) || !LAYER_AFFINE(qkv, "qkv", true, QKV, C) ||
             !LAYER_AFFINE(out, "out", true, C, HD) || !LAYER_AFFINE(mlp_norm, "mlp_norm", true, C, 0) ||
             !LAYER_AFFINE(up, "up", true, FU, C) || !LAYER_AFFINE(down, "down", true, C, m.F) ||
             !LAYER_AFFINE(q_norm, "q_norm", m.qk_norm, m.D, 0) || !LAYER_AFFINE(k_norm, "k_norm", m.qk_norm, m.D, 0) ||
+            !LAYER_AFFINE(pos_key, "pos_key", false, HD, C) || !LAYER_AFFINE(pos_query, "pos_query", false, HD, C) ||
             (post && (!LAYER_AFFINE(attn_post_norm, "attn_post_norm", true, C, 0) ||
                       !LAYER_AFFINE(mlp_post_norm, "mlp_post_norm", true, C, 0)))) {
+            PyMem_Free(layers);
+            return -1;
+        }
+        if ((lw->pos_key.w != NULL || lw->pos_query.w != NULL) && m.rel_emb == NULL) {
+            PyErr_Format(PyExc_ValueError, "weights has layers.%d.pos_key / pos_query but no relative.embeddings", l);
             PyMem_Free(layers);
             return -1;
         }
@@ -423,6 +461,11 @@ static int call_begin(EngineObject *self, PyObject *ids_obj, PyObject *mask_obj,
                      "covers (%d tokens)", (Py_ssize_t)T, m->rel_span);
         return -1;
     }
+    if (m->rel_emb != NULL && T > m->rel_positions) {
+        PyErr_Format(PyExc_ValueError, "input_ids has length %zd, longer than DeBERTa's relative position index "
+                     "covers (%d tokens)", (Py_ssize_t)T, m->rel_positions);
+        return -1;
+    }
     const int64_t *mask = I64(t->arrays[1]);
     for (npy_intp b = 0; b < B; b++) {
         int64_t real = 0;
@@ -561,8 +604,8 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
     result = PyDict_New();
     if (result == NULL) goto fail;
     const npy_intp L = m->L, H = m->H, C = m->C;
-    const npy_intp bt[2] = {B, T}, btc[3] = {B, T, C}, att[5] = {B, L, H, T, T}, hid[4] = {B, L + 1, T, C};
-    const npy_intp blh[3] = {B, L, H};
+    const npy_intp bt[2] = {B, T}, bte[3] = {B, T, m->E}, att[5] = {B, L, H, T, T}, hid[4] = {B, L + 1, T, C};
+    const npy_intp blh[3] = {B, L, H}, brel[2] = {B, m->R2};
     if ((call.logits = add_output(result, "logits", logit_nd, logit_dims)) == NULL) goto fail;
     if (want_att && (call.attentions = add_output(result, "attentions", 5, att)) == NULL) goto fail;
     if (want_hidden && (call.hidden = add_output(result, "hidden", 4, hid)) == NULL) goto fail;
@@ -574,11 +617,12 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
             goto fail;
         }
         Py_DECREF(out); // result holds it
-        if ((s->embed_grad = add_output(out, "embed_grad", 3, btc)) == NULL ||
+        if ((s->embed_grad = add_output(out, "embed_grad", 3, bte)) == NULL ||
             (s->tokens = add_output(out, "tokens", 2, bt)) == NULL ||
             (s->head_relevance = add_output(out, "head_relevance", 3, blh)) == NULL ||
             (m->wpe != NULL && (s->positions = add_output(out, "positions", 2, bt)) == NULL) ||
             (m->wtt != NULL && (s->types = add_output(out, "types", 2, bt)) == NULL) ||
+            (m->rel_emb != NULL && (s->relative = add_output(out, "relative", 2, brel)) == NULL) ||
             (want_att && ((s->attention_grad = add_output(out, "attention_grad", 5, att)) == NULL ||
                           (s->attention_relevance = add_output(out, "attention_relevance", 5, att)) == NULL)) ||
             (want_hidden && ((s->hidden_grad = add_output(out, "hidden_grad", 4, hid)) == NULL ||
@@ -637,8 +681,8 @@ PyDoc_STRVAR(engine_run_doc,
              "(semantics 'reference', the default, or 'strict': which relevance a layer's taps read),\n"
              "starting from `seed` (float32, the logits' shape; None: one-hot on each row's argmax,\n"
              "pooled heads only). Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
-             "['hidden' (B,L+1,T,C)], <key>: {'embed_grad', 'tokens', 'head_relevance' (B,L,H), ['positions'],\n"
-             "['types'], "
+             "['hidden' (B,L+1,T,C)], <key>: {'embed_grad' (B,T,E: the word table's width), 'tokens', 'head_relevance' (B,L,H), ['positions'],\n"
+             "['types'], ['relative' (B,R2): DeBERTa's relative embedding rows], "
              "['attention_grad', 'attention_relevance'], ['hidden_grad', 'hidden_relevance']}}.\n"
              "Sequences run in parallel on `threads` threads; the GIL is released.");
 

@@ -63,9 +63,18 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "RobertaModel": ("roberta", "base"),
     "RobertaForSequenceClassification": ("roberta", "sequence-classification"),
     "RobertaForQuestionAnswering": ("roberta", "question-answering"),
+    "XLMRobertaModel": ("xlm-roberta", "base"),
+    "XLMRobertaForSequenceClassification": ("xlm-roberta", "sequence-classification"),
+    "XLMRobertaForQuestionAnswering": ("xlm-roberta", "question-answering"),
     "MPNetModel": ("mpnet", "base"),
     "MPNetForSequenceClassification": ("mpnet", "sequence-classification"),
     "MPNetForQuestionAnswering": ("mpnet", "question-answering"),
+    "ElectraModel": ("electra", "base"),
+    "ElectraForSequenceClassification": ("electra", "sequence-classification"),
+    "ElectraForQuestionAnswering": ("electra", "question-answering"),
+    "AlbertModel": ("albert", "base"),
+    "AlbertForSequenceClassification": ("albert", "sequence-classification"),
+    "AlbertForQuestionAnswering": ("albert", "question-answering"),
     "DistilBertModel": ("distilbert", "base"),
     "DistilBertForSequenceClassification": ("distilbert", "sequence-classification"),
     "DistilBertForQuestionAnswering": ("distilbert", "question-answering"),
@@ -82,9 +91,22 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "Phi3Model": ("phi3", "base"),
     "Phi3ForCausalLM": ("phi3", "causal-lm"),
     "Phi3ForSequenceClassification": ("phi3", "sequence-classification"),
+    "DebertaV2Model": ("deberta-v2", "base"),
+    "DebertaV2ForSequenceClassification": ("deberta-v2", "sequence-classification"),
+    "DebertaV2ForQuestionAnswering": ("deberta-v2", "question-answering"),
+    "ModernBertModel": ("modernbert", "base"),
+    "ModernBertForSequenceClassification": ("modernbert", "sequence-classification"),
+    "ModernBertForQuestionAnswering": ("modernbert", "question-answering"),
     "Gemma3TextModel": ("gemma3_text", "base"),
     "Gemma3ForCausalLM": ("gemma3_text", "causal-lm"),
     "Gemma3TextForSequenceClassification": ("gemma3_text", "sequence-classification"),
+}
+
+# Heads of supported families that the engine cannot express, and why.
+_REFUSED_HEADS = {
+    "ElectraForPreTraining": "the replaced-token discriminator gives one logit per token, not an "
+                             "output the engine explains (a class, a QA span or the next token); "
+                             "architecture='ElectraModel' exports its encoder",
 }
 
 # When config.json names no architecture: the base model of its model_type.
@@ -103,6 +125,21 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                     max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
                     pad_token_id=1, is_decoder=False, add_cross_attention=False,
                     tie_word_embeddings=True),
+    "xlm-roberta": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                        num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
+                        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
+                        pad_token_id=1, is_decoder=False, add_cross_attention=False,
+                        tie_word_embeddings=True),
+    "electra": dict(vocab_size=30522, embedding_size=128, hidden_size=256, num_hidden_layers=12,
+                    num_attention_heads=4, intermediate_size=1024, hidden_act="gelu",
+                    max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
+                    pad_token_id=0, is_decoder=False, add_cross_attention=False,
+                    tie_word_embeddings=True),
+    "albert": dict(vocab_size=30000, embedding_size=128, hidden_size=4096, num_hidden_layers=12,
+                   num_hidden_groups=1, num_attention_heads=64, intermediate_size=16384,
+                   inner_group_num=1, hidden_act="gelu_new", max_position_embeddings=512,
+                   type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0,
+                   tie_word_embeddings=True),
     "mpnet": dict(vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                   intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512,
                   layer_norm_eps=1e-12, pad_token_id=1, relative_attention_num_buckets=32,
@@ -141,6 +178,19 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                  max_position_embeddings=4096, original_max_position_embeddings=4096,
                  rms_norm_eps=1e-5, tie_word_embeddings=False, pad_token_id=32000,
                  sliding_window=None),
+    "deberta-v2": dict(vocab_size=128100, hidden_size=1536, num_hidden_layers=24,
+                       num_attention_heads=24, intermediate_size=6144, hidden_act="gelu",
+                       max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7,
+                       relative_attention=False, max_relative_positions=-1, pad_token_id=0,
+                       position_biased_input=True, pos_att_type=None, pooler_hidden_act="gelu",
+                       tie_word_embeddings=True),
+    "modernbert": dict(vocab_size=50368, hidden_size=768, intermediate_size=1152,
+                       num_hidden_layers=22, num_attention_heads=12, hidden_activation="gelu",
+                       max_position_embeddings=8192, norm_eps=1e-5, norm_bias=False,
+                       pad_token_id=50283, attention_bias=False, layer_types=None,
+                       local_attention=128, mlp_bias=False, classifier_pooling="cls",
+                       classifier_bias=False, classifier_activation="gelu",
+                       tie_word_embeddings=True),
     "gemma3_text": dict(vocab_size=262_208, hidden_size=2304, intermediate_size=9216,
                         num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
                         head_dim=256, hidden_activation="gelu_pytorch_tanh",
@@ -457,6 +507,8 @@ class _Config:
 
 def _convert(arch: str, raw_config: Mapping[str, Any],
              tensors: _Tensors) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    if arch in _REFUSED_HEADS:
+        raise NotImplementedError(f"architecture {arch!r} is not supported: {_REFUSED_HEADS[arch]}")
     if arch not in ARCHITECTURES:
         raise NotImplementedError(
             f"architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)}); "
@@ -551,10 +603,29 @@ def _classifier_head(task: str, cfg: _Config, hidden: int, vocab: int):
     return hidden, ()
 
 
+def _post_ln_layer(tensors: _Tensors, w: dict, o: str, names: dict, C: int, F: int,
+                   HD: int | None = None) -> None:
+    """A BERT-like layer ``o`` from the source linears and norms ``names`` (q, k, v, out,
+    attn_norm, up, down, mlp_norm); HD: the heads' width when it is not C (DeBERTa)."""
+    HD = HD or C
+    _fused(tensors, w, o + ".qkv", [(names[x], HD) for x in "qkv"], C, bias=True)
+    _linear(tensors, w, o + ".out", names["out"], C, HD)
+    _norm(tensors, w, o + ".attn_norm", names["attn_norm"], C, True)
+    _linear(tensors, w, o + ".up", names["up"], F, C)
+    _linear(tensors, w, o + ".down", names["down"], C, F)
+    _norm(tensors, w, o + ".mlp_norm", names["mlp_norm"], C, True)
+
+
+# The attribute (and key prefix) of the base model where it is not the model_type.
+_BASE_PREFIX = {"xlm-roberta": "roberta"}
+
+
 def _encoder(arch, model_type, task, cfg, tensors):
-    """BERT, RoBERTa, DistilBERT and MPNet: post-LN encoders with absolute position tables
-    (MPNet adds a relative position bias to every layer's scores)."""
-    distil, mpnet = model_type == "distilbert", model_type == "mpnet"
+    """BERT, RoBERTa, XLM-RoBERTa, DistilBERT, MPNet, ELECTRA and ALBERT: post-LN encoders
+    with absolute position tables. MPNet adds a relative position bias to every layer's
+    scores; ELECTRA and ALBERT project E-wide embeddings to the hidden size; ALBERT's layers
+    share the weights of their group (``num_hidden_groups``, usually one for all)."""
+    distil, mpnet, albert = model_type == "distilbert", model_type == "mpnet", model_type == "albert"
     if distil:
         C, L, H, F = (cfg.size(k) for k in ("dim", "n_layers", "n_heads", "hidden_dim"))
         names = ("dim", "n_heads")
@@ -581,11 +652,24 @@ def _encoder(arch, model_type, task, cfg, tensors):
         act = _activation(cfg, "hidden_act")
         eps = cfg.epsilon("layer_norm_eps")
         type_vocab = 0 if mpnet else cfg.size("type_vocab_size", 0)  # MPNet has no token types
-        tensors.prefixes = (f"{model_type}.",)
+        tensors.prefixes = (f"{_BASE_PREFIX.get(model_type, model_type)}.",)
+    # ELECTRA and ALBERT: embeddings E wide, LayerNorm-ed, then a linear to C (ELECTRA's only
+    # when E != C; ALBERT's always)
+    E = cfg.size("embedding_size") if model_type in ("electra", "albert") else C
+    project = {"electra": "embeddings_project" if E != C else None,
+               "albert": "encoder.embedding_hidden_mapping_in"}.get(model_type)
+    if albert and cfg.size("inner_group_num") != 1:
+        raise NotImplementedError(
+            f"{arch} with inner_group_num={cfg.get('inner_group_num')} (several layers in each "
+            "shared group) is not supported; only inner_group_num=1")
+    groups = cfg.size("num_hidden_groups") if albert else L
+    if groups > L:
+        raise ValueError(f"config num_hidden_groups ({groups}) must be at most "
+                         f"num_hidden_layers ({L})")
     D = _head_size(C, H, names)
     V, P = cfg.size("vocab_size"), cfg.size("max_position_embeddings")
     pad = _pad_id(cfg)
-    if model_type in ("roberta", "mpnet"):  # both number positions after padding_idx
+    if model_type in ("roberta", "xlm-roberta", "mpnet"):  # positions after padding_idx
         if pad < 0:
             raise ValueError("RoBERTa positions need config.pad_token_id (padding_idx)")
         if P - pad - 1 < 1:
@@ -597,14 +681,29 @@ def _encoder(arch, model_type, task, cfg, tensors):
     n_out, labels = _classifier_head(task, cfg, C, V)
 
     w: dict[str, np.ndarray] = {}
-    w["embed.word"] = tensors.get("embeddings.word_embeddings.weight", (V, C))
-    w["embed.position"] = tensors.get("embeddings.position_embeddings.weight", (P, C))
+    w["embed.word"] = tensors.get("embeddings.word_embeddings.weight", (V, E))
+    w["embed.position"] = tensors.get("embeddings.position_embeddings.weight", (P, E))
     if type_vocab:
-        w["embed.type"] = tensors.get("embeddings.token_type_embeddings.weight", (type_vocab, C))
-    _norm(tensors, w, "embed.norm", "embeddings.LayerNorm", C, True)
+        w["embed.type"] = tensors.get("embeddings.token_type_embeddings.weight", (type_vocab, E))
+    _norm(tensors, w, "embed.norm", "embeddings.LayerNorm", E, True)
+    if project:
+        _linear(tensors, w, "embed.project", project, C, E)
+    first_of_group: dict[int, int] = {}
     for i in range(L):
         o = f"layers.{i}"
-        if distil:
+        group = int(i / (L / groups))  # as AlbertTransformer picks it; i itself elsewhere
+        if group in first_of_group:  # ALBERT: the group's arrays themselves, never copies
+            j = first_of_group[group]
+            for name in [k for k in w if k.startswith(f"layers.{j}.")]:
+                w[f"{o}.{name[len(f'layers.{j}.'):]}"] = w[name]
+            continue
+        first_of_group[group] = i
+        if albert:
+            s = f"encoder.albert_layer_groups.{group}.albert_layers.0."
+            names = dict(q=s + "attention.query", k=s + "attention.key", v=s + "attention.value",
+                         out=s + "attention.dense", attn_norm=s + "attention.LayerNorm",
+                         up=s + "ffn", down=s + "ffn_output", mlp_norm=s + "full_layer_layer_norm")
+        elif distil:
             s = f"transformer.layer.{i}."
             names = dict(q=s + "attention.q_lin", k=s + "attention.k_lin",
                          v=s + "attention.v_lin", out=s + "attention.out_lin",
@@ -622,12 +721,7 @@ def _encoder(arch, model_type, task, cfg, tensors):
                          attn_norm=s + "attention.output.LayerNorm",
                          up=s + "intermediate.dense", down=s + "output.dense",
                          mlp_norm=s + "output.LayerNorm")
-        _fused(tensors, w, o + ".qkv", [(names[x], C) for x in "qkv"], C, bias=True)
-        _linear(tensors, w, o + ".out", names["out"], C, C)
-        _norm(tensors, w, o + ".attn_norm", names["attn_norm"], C, True)
-        _linear(tensors, w, o + ".up", names["up"], F, C)
-        _linear(tensors, w, o + ".down", names["down"], C, F)
-        _norm(tensors, w, o + ".mlp_norm", names["mlp_norm"], C, True)
+        _post_ln_layer(tensors, w, o, names, C, F)
     if mpnet:
         buckets = cfg.size("relative_attention_num_buckets")
         table = tensors.get("encoder.relative_attention_bias.weight", (buckets, H))
@@ -639,6 +733,9 @@ def _encoder(arch, model_type, task, cfg, tensors):
         dense, out, head_act = {
             "bert": ("pooler.dense", "classifier", "tanh"),
             "roberta": ("classifier.dense", "classifier.out_proj", "tanh"),
+            "xlm-roberta": ("classifier.dense", "classifier.out_proj", "tanh"),
+            "electra": ("classifier.dense", "classifier.out_proj", "gelu"),
+            "albert": ("pooler", "classifier", "tanh"),
             "mpnet": ("classifier.dense", "classifier.out_proj", "tanh"),
             "distilbert": ("pre_classifier", "classifier", "relu"),
         }[model_type]
@@ -653,7 +750,8 @@ def _encoder(arch, model_type, task, cfg, tensors):
                   vocab=V, max_positions=max_positions, type_vocab=type_vocab, norm_eps=eps,
                   attn_scale=D ** -0.5, causal=False, sliding_window=0, positions=positions,
                   rope_attention_scaling=1.0, pool=pool, head_activation=head_act,
-                  n_outputs=n_out, pad_token_id=pad, labels=labels, relative_bias=mpnet)
+                  n_outputs=n_out, pad_token_id=pad, labels=labels, relative_bias=mpnet,
+                  embedding_size=E if project else 0)
     return fields, w
 
 
@@ -745,28 +843,19 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
         "supported: the engine has one sliding_window for all layers")
 
 
-def _gemma3_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dict]:
-    """Gemma 3: which layers slide, and the config each kind of layer reads its RoPE from.
+def _two_kinds_of_layers(arch: str, cfg: _Config, kinds: list, params: Mapping,
+                         ) -> tuple[tuple[bool, ...], dict, dict]:
+    """Interleaved sliding-window and full layers, each kind with its own RoPE (Gemma 3,
+    ModernBERT): which layers slide, and a config view of each kind's RoPE parameters.
 
-    As ``Gemma3TextConfig`` standardises them: ``layer_types`` or, in older files, every
-    ``sliding_window_pattern``-th layer full; nested ``rope_parameters`` or, in older files,
-    ``rope_theta`` + ``rope_scaling`` (full layers) and ``rope_local_base_freq`` (sliding).
+    ``kinds``: ``layer_types``, one name per layer; ``params``: ``rope_parameters`` keyed by
+    kind (the caller reads older keys into this form as the model's config class does).
     """
     L = cfg.size("num_hidden_layers")
-    pattern = cfg.size("sliding_window_pattern", default=6)
-    kinds = cfg.get("layer_types") or [
-        "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(L)]
     if (not isinstance(kinds, list) or len(kinds) != L
             or not set(kinds) <= {"sliding_attention", "full_attention"}):
         raise ValueError(f"config layer_types must list 'sliding_attention' or 'full_attention' "
                          f"for each of the {L} layers, got {kinds!r}")
-    params = cfg.get("rope_parameters") or {}
-    if not isinstance(params, Mapping):
-        raise TypeError(f"config rope_parameters must be an object, got {params!r}")
-    if "full_attention" not in params and "sliding_attention" not in params:
-        params = {"full_attention": dict(params, **(cfg.get("rope_scaling") or {})),
-                  "sliding_attention": {"rope_theta": cfg.get("rope_local_base_freq", 10_000.0)}}
-        params["full_attention"].setdefault("rope_theta", cfg.get("rope_theta", 1_000_000.0))
     views = []
     for kind in ("full_attention", "sliding_attention"):
         own = params.get(kind) or {}
@@ -778,6 +867,51 @@ def _gemma3_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dic
         views.append({**cfg.values, "rope_parameters": own, "rope_scaling": None,
                       "layer_types": None, "partial_rotary_factor": None})
     return tuple(k == "sliding_attention" for k in kinds), views[0], views[1]
+
+
+def _rope_by_kind(cfg: _Config) -> Mapping:
+    """``rope_parameters`` (an object), which may be keyed by layer kind."""
+    params = cfg.get("rope_parameters") or {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"config rope_parameters must be an object, got {params!r}")
+    return params
+
+
+def _gemma3_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dict]:
+    """Gemma 3's layer kinds and RoPE, as ``Gemma3TextConfig`` standardises them:
+    ``layer_types`` or, in older files, every ``sliding_window_pattern``-th layer full; nested
+    ``rope_parameters`` or, in older files, ``rope_theta`` + ``rope_scaling`` (full layers)
+    and ``rope_local_base_freq`` (sliding)."""
+    L = cfg.size("num_hidden_layers")
+    pattern = cfg.size("sliding_window_pattern", default=6)
+    kinds = cfg.get("layer_types") or [
+        "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(L)]
+    params = _rope_by_kind(cfg)
+    if "full_attention" not in params and "sliding_attention" not in params:
+        params = {"full_attention": dict(params, **(cfg.get("rope_scaling") or {})),
+                  "sliding_attention": {"rope_theta": cfg.get("rope_local_base_freq", 10_000.0)}}
+        params["full_attention"].setdefault("rope_theta", cfg.get("rope_theta", 1_000_000.0))
+    return _two_kinds_of_layers(arch, cfg, kinds, params)
+
+
+def _modernbert_layers(arch: str, cfg: _Config) -> tuple[tuple[bool, ...], dict, dict]:
+    """ModernBERT's layer kinds and RoPE, as ``ModernBertConfig`` standardises them:
+    ``layer_types`` or, in older files, every ``global_attn_every_n_layers``-th layer full
+    (from layer 0); nested ``rope_parameters`` or ``global_rope_theta`` / ``local_rope_theta``,
+    ``rope_scaling`` applying to both."""
+    L = cfg.size("num_hidden_layers")
+    every = cfg.size("global_attn_every_n_layers", default=3)
+    kinds = cfg.get("layer_types") or [
+        "sliding_attention" if i % every else "full_attention" for i in range(L)]
+    given = _rope_by_kind(cfg)
+    scaling = cfg.get("rope_scaling") or {}
+    params = {}
+    for kind, key, theta in (("full_attention", "global_rope_theta", 160_000.0),
+                             ("sliding_attention", "local_rope_theta", 10_000.0)):
+        own = given.get(kind) or {}
+        params[kind] = {"rope_type": "default", **own, **scaling}
+        params[kind].setdefault("rope_theta", cfg.get(key, theta))
+    return _two_kinds_of_layers(arch, cfg, kinds, params)
 
 
 def _finite_angles(inv_freq: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
@@ -792,6 +926,18 @@ def _rope_table(config: Mapping[str, Any], R: int) -> tuple[np.ndarray, float]:
     """``rope_parameters`` of a config, checked to stay finite up to its max_positions."""
     inv_freq, scaling = rope_parameters(config, R)
     return _finite_angles(inv_freq, config), scaling
+
+
+def _two_rope_tables(arch: str, full: dict, local: dict, R: int):
+    """``(inv_freq, inv_freq_local, attention scaling, max positions)`` of the full and the
+    sliding layers' config views (:func:`_two_kinds_of_layers`)."""
+    inv_freq, scaling = _rope_table(full, R)
+    inv_freq_local, local_scaling = _rope_table(local, R)
+    if local_scaling != scaling:
+        raise NotImplementedError(f"{arch} with different RoPE attention scalings for full "
+                                  f"({scaling}) and sliding ({local_scaling}) layers is not "
+                                  "supported")
+    return inv_freq, inv_freq_local, scaling, min(max_rope_positions(full), max_rope_positions(local))
 
 
 def _unit_offset(w: dict, name: str) -> None:
@@ -840,16 +986,10 @@ def _llama(arch, model_type, task, cfg, tensors):
                 "supported: transformers 5.23's Gemma 3 never applies it, so there is no "
                 "reference to match")
         sliding_layers, full, local = _gemma3_layers(arch, cfg)
-        inv_freq, rope_scaling = _rope_table(full, R)
-        inv_freq_local, local_scaling = _rope_table(local, R)
-        if local_scaling != rope_scaling:
-            raise NotImplementedError(f"{arch} with different RoPE attention scalings for "
-                                      f"full ({rope_scaling}) and sliding ({local_scaling}) "
-                                      "layers is not supported")
+        inv_freq, inv_freq_local, rope_scaling, max_positions = _two_rope_tables(arch, full, local, R)
         window = cfg.size("sliding_window", 0, default=0) if any(sliding_layers) else 0
         if not window:
             sliding_layers = ()
-        max_positions = min(max_rope_positions(full), max_rope_positions(local))
         inv_freq_long = None
     else:
         window = _sliding_window(arch, model_type, cfg)
@@ -922,8 +1062,159 @@ def _llama(arch, model_type, task, cfg, tensors):
     return fields, w
 
 
+def _deberta_v2(arch, model_type, task, cfg, tensors):
+    """DeBERTa-v2 / v3: a post-LN encoder whose attention adds to q·k the disentangled terms
+    of ``pos_att_type``, q·pk (c2p) and k·pq (p2c), pk / pq projections (their own, or the
+    key / query ones with ``share_att_key``) of the relative embedding row δ(i − j) that
+    :func:`relative_position.deberta_index` tabulates (log buckets beyond ±position_buckets/2),
+    LayerNorm-ed with ``norm_rel_ebd="layer_norm"``; scores scaled by (D·(1 + terms))^-1/2.
+    Absolute positions only with ``position_biased_input``; pooler dense + pooler_hidden_act."""
+    for key, ok in (("conv_kernel_size", 0), ("embedding_size", cfg.get("hidden_size")),
+                    ("pooler_hidden_size", cfg.get("hidden_size"))):
+        if cfg.get(key, ok) != ok:
+            raise NotImplementedError(f"{arch} with {key}={cfg.get(key)!r} is not supported"
+                                      + (" (only hidden_size)" if ok else ""))
+    C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
+    H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    D = (cfg.size("attention_head_size") if cfg.get("attention_head_size") is not None
+         else _head_size(C, H, ("hidden_size", "num_attention_heads")))
+    V, P = cfg.size("vocab_size"), cfg.size("max_position_embeddings")
+    act, eps = _activation(cfg, "hidden_act"), cfg.epsilon("layer_norm_eps")
+    type_vocab = cfg.size("type_vocab_size", 0)
+    terms: tuple[str, ...] = ()
+    if cfg.get("relative_attention", False):
+        kinds = cfg.get("pos_att_type") or []
+        if isinstance(kinds, str):
+            kinds = [x.strip() for x in kinds.lower().split("|")]
+        unknown = [k for k in kinds if k not in ("c2p", "p2c")]
+        if unknown:
+            raise NotImplementedError(f"{arch} with pos_att_type {unknown} is not supported "
+                                      "(only 'c2p' and 'p2c')")
+        terms = tuple(k for k in ("c2p", "p2c") if k in kinds)
+    n_out, labels = _classifier_head(task, cfg, C, V)
+    tensors.prefixes = ("deberta.",)
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("embeddings.word_embeddings.weight", (V, C))
+    positions = "absolute" if cfg.get("position_biased_input", True) else "relative"
+    if positions == "absolute":
+        w["embed.position"] = tensors.get("embeddings.position_embeddings.weight", (P, C))
+    if type_vocab:
+        w["embed.type"] = tensors.get("embeddings.token_type_embeddings.weight", (type_vocab, C))
+    _norm(tensors, w, "embed.norm", "embeddings.LayerNorm", C, True)
+    share = bool(cfg.get("share_att_key", False))
+    for i in range(L):
+        o, s = f"layers.{i}", f"encoder.layer.{i}."
+        names = dict(q=s + "attention.self.query_proj", k=s + "attention.self.key_proj",
+                     v=s + "attention.self.value_proj", out=s + "attention.output.dense",
+                     attn_norm=s + "attention.output.LayerNorm", up=s + "intermediate.dense",
+                     down=s + "output.dense", mlp_norm=s + "output.LayerNorm")
+        _post_ln_layer(tensors, w, o, names, C, F, H * D)
+        for term, out, own, shared in (("c2p", "pos_key", "pos_key_proj", "k"),
+                                       ("p2c", "pos_query", "pos_query_proj", "q")):
+            if term in terms:
+                src = names[shared] if share else s + "attention.self." + own
+                _linear(tensors, w, f"{o}.{out}", src, H * D, C)
+    span = 0
+    if terms:
+        buckets = cfg.get("position_buckets", -1)
+        max_relative = cfg.get("max_relative_positions", -1)
+        max_relative = max_relative if max_relative >= 1 else P
+        span = buckets if buckets > 0 else max_relative
+        w["relative.embeddings"] = tensors.get("encoder.rel_embeddings.weight", (2 * span, C))
+        norm_rel = [x.strip() for x in str(cfg.get("norm_rel_ebd", "none")).lower().split("|")]
+        if "layer_norm" in norm_rel:
+            _norm(tensors, w, "relative.norm", "encoder.LayerNorm", C, True)
+        w["attn.relative_index"] = relative_position.deberta_index(span, P, buckets, max_relative)
+    pool, head_act = "mean", ""
+    if task == "sequence-classification":
+        pool, head_act = "first", _activation(cfg, "pooler_hidden_act")
+        _linear(tensors, w, "head.dense", "pooler.dense", C, C)
+        _linear(tensors, w, "head.out", "classifier", n_out, C)
+    elif task == "question-answering":
+        pool = "none"
+        _linear(tensors, w, "head.out", "qa_outputs", n_out, C)
+    if positions == "relative" and not terms:
+        raise NotImplementedError(f"{arch} with position_biased_input=False and no relative "
+                                  "attention (no positions at all) is not supported")
+
+    fields = dict(family="encoder", norm="layernorm", activation=act, gated_mlp=False,
+                  n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
+                  vocab=V, max_positions=P, type_vocab=type_vocab, norm_eps=eps,
+                  attn_scale=(D * (1 + len(terms))) ** -0.5, causal=False, sliding_window=0,
+                  positions=positions, rope_attention_scaling=1.0, pool=pool,
+                  head_activation=head_act, n_outputs=n_out, pad_token_id=_pad_id(cfg),
+                  labels=labels, disentangled=terms, relative_span=span)
+    return fields, w
+
+
+def _modernbert(arch, model_type, task, cfg, tensors):
+    """ModernBERT: a pre-norm encoder (the "decoder" family, not causal). LayerNorm-ed
+    embeddings and no norm before layer 0's attention, fused q/k/v, GeGLU (Wi rows: the
+    activated half, then the gate), optional biases (attention_bias, mlp_bias, norm_bias), a
+    final norm, RoPE with a global and a local theta, full layers every
+    ``global_attn_every_n_layers`` and bidirectional sliding windows of ``local_attention``
+    tokens between them. Heads: dense → activation → norm (pooled "cls" or "mean" for
+    classification; at every position for QA), then the classifier."""
+    C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
+    H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    D = _head_size(C, H, ("hidden_size", "num_attention_heads"))
+    V = cfg.size("vocab_size")
+    cfg.size("max_position_embeddings")  # checked here: the RoPE code reads it as it is
+    act = _activation(cfg, "hidden_activation")
+    eps = cfg.epsilon("norm_eps")
+    attn_bias, mlp_bias, norm_bias = (bool(cfg.get(k, False))
+                                      for k in ("attention_bias", "mlp_bias", "norm_bias"))
+    sliding_layers, full, local = _modernbert_layers(arch, cfg)
+    inv_freq, inv_freq_local, rope_scaling, max_positions = _two_rope_tables(arch, full, local, D)
+    # HF's bidirectional window: |q - k| <= local_attention // 2, i.e. < that + 1
+    window = cfg.size("local_attention") // 2 + 1 if any(sliding_layers) else 0
+    n_out, labels = _classifier_head(task, cfg, C, V)
+    pooling = cfg.get("classifier_pooling", "cls")
+    if task == "sequence-classification" and pooling not in ("cls", "mean"):
+        raise NotImplementedError(f"{arch} with classifier_pooling={pooling!r} is not supported "
+                                  "(only 'cls' and 'mean')")
+    pool = {"base": "mean", "question-answering": "none"}.get(task) or {"cls": "first",
+                                                                         "mean": "mean"}[pooling]
+    tensors.prefixes = ("model.",)
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("embeddings.tok_embeddings.weight", (V, C))
+    _norm(tensors, w, "embed.norm", "embeddings.norm", C, norm_bias)
+    for i in range(L):
+        o, s = f"layers.{i}", f"layers.{i}."
+        if i > 0:  # layer 0's attn_norm is nn.Identity
+            _norm(tensors, w, o + ".attn_norm", s + "attn_norm", C, norm_bias)
+        _linear(tensors, w, o + ".qkv", s + "attn.Wqkv", 3 * C, C, bias=attn_bias)
+        _linear(tensors, w, o + ".out", s + "attn.Wo", C, C, bias=attn_bias)
+        _norm(tensors, w, o + ".mlp_norm", s + "mlp_norm", C, norm_bias)
+        _linear(tensors, w, o + ".up", s + "mlp.Wi", 2 * F, C, bias=mlp_bias)
+        _linear(tensors, w, o + ".down", s + "mlp.Wo", C, F, bias=mlp_bias)
+    _norm(tensors, w, "final_norm", "final_norm", C, norm_bias)
+    w["rope.inv_freq"] = inv_freq
+    if window:
+        w["rope.inv_freq_local"] = inv_freq_local
+    head_act = ""
+    if task != "base":
+        head_act = _activation(cfg, "classifier_activation")
+        _linear(tensors, w, "head.dense", "head.dense", C, C, bias=bool(cfg.get("classifier_bias")))
+        _norm(tensors, w, "head.norm", "head.norm", C, norm_bias)
+        _linear(tensors, w, "head.out", "classifier", n_out, C)
+
+    fields = dict(family="decoder", norm="layernorm", activation=act, gated_mlp=True,
+                  n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
+                  vocab=V, max_positions=max_positions, type_vocab=0, norm_eps=eps,
+                  attn_scale=D ** -0.5, causal=False, sliding_window=window, positions="rope",
+                  rope_attention_scaling=float(rope_scaling), pool=pool, head_activation=head_act,
+                  n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels,
+                  sliding_layers=sliding_layers if window else (), first_attn_norm=False,
+                  head_norm=task != "base")
+    return fields, w
+
+
 _FAMILIES: dict[str, Callable] = {
-    "bert": _encoder, "roberta": _encoder, "distilbert": _encoder, "mpnet": _encoder,
+    "bert": _encoder, "roberta": _encoder, "xlm-roberta": _encoder, "distilbert": _encoder,
+    "mpnet": _encoder, "electra": _encoder, "albert": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
-    "phi3": _llama, "gemma3_text": _llama,
+    "phi3": _llama, "gemma3_text": _llama, "modernbert": _modernbert, "deberta-v2": _deberta_v2,
 }

@@ -209,7 +209,7 @@ class Model:
         B, T = inputs.input_ids.shape
         att = nbytes((B, s.n_layers, s.n_heads, T, T), 4) * attentions
         hid = nbytes((B, s.n_layers + 1, T, s.hidden), 4) * hidden
-        per_stream = nbytes((B, T, s.hidden), 4) + 2 * att + 2 * hid
+        per_stream = nbytes((B, T, s.embedding_size or s.hidden), 4) + 2 * att + 2 * hid
         size = nbytes(self.logits_shape(inputs), 4) + att + hid + n_streams * per_stream
         taps = [name for name, on in (("attention maps (B, L, H, T, T)", attentions),
                                       ("hidden states (B, L+1, T, C)", hidden)) if on]

@@ -7,6 +7,10 @@ sign (16 buckets each side) and, beyond 8, the log of its distance up to 128 (HF
 ``compute_position_bias`` always uses). It depends on positions only through j − i, so
 the engine reads ``bias[h, j − i + span − 1]`` from the (H, 2·span − 1) array made here.
 The bias is a constant added to the scores: it receives no relevance (DESIGN.md §2).
+
+DeBERTa-v2 instead adds learnt *activations*: its disentangled attention scores query i and
+key j with q_i·pk_r and k_j·pq_r, pk / pq projections of row r = δ(i − j) of a relative
+embedding table; :func:`deberta_index` lays δ out the same way, one column per offset.
 """
 from __future__ import annotations
 
@@ -40,3 +44,27 @@ def bias_by_offset(table: np.ndarray, span: int) -> np.ndarray:
         raise ValueError(f"relative_attention_bias must have shape (>= {BUCKETS}, n_heads), got {table.shape}")
     offsets = np.arange(1 - span, span)
     return np.ascontiguousarray(table[buckets(offsets)].T, dtype=np.float32)
+
+
+def deberta_buckets(offsets: np.ndarray, bucket_size: int, max_position: int) -> np.ndarray:
+    """DeBERTa-v2's relative position of query i to key j, offset o = i − j: o itself within
+    ±bucket_size/2, log-spaced beyond (HF's ``make_log_bucket_position``, in float32 as it
+    computes); o unchanged when bucket_size or max_position is not positive."""
+    o = np.asarray(offsets, dtype=np.int64)
+    if bucket_size <= 0 or max_position <= 0:
+        return o
+    mid = bucket_size // 2
+    far = np.where((o < mid) & (o > -mid), mid - 1, np.abs(o))
+    ratio = np.log(far.astype(np.float32) / np.float32(mid)) / np.log(np.float32((max_position - 1) / mid))
+    log_pos = np.ceil(ratio * np.float32(mid - 1)) + np.float32(mid)
+    return np.where(far <= mid, o, (log_pos * np.sign(o)).astype(np.int64))
+
+
+def deberta_index(span: int, positions: int, bucket_size: int, max_position: int) -> np.ndarray:
+    """(2·positions − 1,) float32: for offset o = i − j in column o + positions − 1, the row of
+    DeBERTa's (2·span, C) relative embeddings that query i and key j read (c2p and p2c alike),
+    clamp(bucket(o) + span, 0, 2·span − 1). Whole numbers, stored as float32 (exact below 2²⁴)
+    because every engine weight is a float32 array."""
+    offsets = np.arange(1 - positions, positions)
+    rows = np.clip(deberta_buckets(offsets, bucket_size, max_position) + span, 0, 2 * span - 1)
+    return rows.astype(np.float32)

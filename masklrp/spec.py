@@ -15,12 +15,15 @@ query heads, ``KV`` key/value heads, ``D`` head size, ``F`` intermediate size,
 =============================  ====================  =======================================
 name                           shape                 meaning
 =============================  ====================  =======================================
-embed.word                     (V, C)                word embeddings
-embed.position                 (P, C)        *opt*   absolute positions (BERT, GPT-2)
-embed.type                     (TT, C)       *opt*   token types (BERT)
-embed.norm.weight / .bias      (C,)          *opt*   embedding LayerNorm (encoders)
+embed.word                     (V, E)                word embeddings; E = embedding_size, or C
+embed.position                 (P, E)        *opt*   absolute positions (BERT, GPT-2)
+embed.type                     (TT, E)       *opt*   token types (BERT)
+embed.norm.weight / .bias      (E,)          *opt*   embedding LayerNorm (encoders, ModernBERT)
+embed.project.weight / .bias   (C, E)        *opt*   ELECTRA / ALBERT: the normed embeddings to
+                                                     C; required iff ``embedding_size``
 layers.{i}.attn_norm.weight    (C,)                  encoder: LN after the attention residual;
-layers.{i}.attn_norm.bias      (C,)          *opt*   decoder: norm before attention
+layers.{i}.attn_norm.bias      (C,)          *opt*   decoder: norm before attention (absent
+                                                     in layer 0 iff not ``first_attn_norm``)
 layers.{i}.qkv.weight          ((H+2KV)·D, C)        rows: all q heads, then k, then v
 layers.{i}.qkv.bias            ((H+2KV)·D,)  *opt*
 layers.{i}.out.weight          (C, H·D)              attention output projection
@@ -35,6 +38,7 @@ layers.{i}.down.weight         (C, F)
 layers.{i}.down.bias           (C,)          *opt*
 final_norm.weight / .bias      (C,)          *opt*   decoders: norm after the last layer
 head.dense.weight / .bias      (C, C)        *opt*   pooler / pre-classifier, then head_activation
+head.norm.weight / .bias       (C,)          *opt*   ModernBERT: norm after it; iff ``head_norm``
 head.out.weight                (NO, C)       *opt*   classifier, QA outputs, LM head (may be
 head.out.bias                  (NO,)         *opt*   the very array ``embed.word`` when tied)
 layers.{i}.q_norm.weight       (D,)          *opt*   RMSNorm of every query / key head before
@@ -47,13 +51,24 @@ rope.inv_freq_local            (R/2,)        *opt*   Gemma 3: the sliding_layers
 attn.relative_bias             (H, 2P'-1)    *opt*   MPNet: every layer's score bias by key −
                                                      query offset, P' = max_positions
                                                      (masklrp/relative_position.py)
+attn.relative_index            (2P'-1,)      *opt*   DeBERTa: the relative embedding row of each
+                                                     query − key offset (whole numbers)
+relative.embeddings            (2S, C)       *opt*   DeBERTa: relative embeddings, S =
+                                                     relative_span; iff ``disentangled``
+relative.norm.weight / .bias   (C,)          *opt*   their LayerNorm (norm_rel_ebd)
+layers.{i}.pos_key.weight      (H·D, C)      *opt*   DeBERTa c2p: the embeddings' key projection
+layers.{i}.pos_query.weight    (H·D, C)      *opt*   p2c: their query projection (both + .bias)
 =============================  ====================  =======================================
 
 Outputs
 -------
+Several layers may hold the very same arrays: ALBERT shares one layer's weights across its
+layers, and the engine reads them in place for each (no copies).
+
 ``pool`` picks the positions the head reads: ``"first"`` ([CLS] / <s>), ``"last"`` (last
 real token: GPT-2 sequence classification, causal-LM next token), ``"mean"`` (mean over
-real tokens: sentence embeddings of a base encoder) or ``"none"`` (every position: QA).
+real tokens: sentence embeddings of a base encoder) or ``"none"`` (every position: QA; the head's
+dense, activation and norm then apply at every position, as ModernBERT's QA head does).
 The engine's logits are ``(B, NO)`` when pooled and ``(B, T, NO)`` for ``"none"``; a
 base encoder with no ``head.out`` has ``NO = C`` (its output is the pooled hidden state).
 """
@@ -69,11 +84,12 @@ from ._checks import INT32_MAX, integer, number
 FAMILIES = ("encoder", "decoder")
 NORMS = ("layernorm", "rmsnorm")
 POOLS = ("first", "last", "mean", "none")
-POSITION_KINDS = ("absolute", "roberta", "rope")
+POSITION_KINDS = ("absolute", "roberta", "rope", "relative")
 # int fields -> their least valid value
 _SIZES = {"n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "head_dim": 1, "hidden": 1,
           "intermediate": 1, "vocab": 1, "max_positions": 1, "type_vocab": 0, "sliding_window": 0,
-          "n_outputs": 1, "pad_token_id": -1, "rotary_dim": 0, "rope_long_after": 0}
+          "n_outputs": 1, "pad_token_id": -1, "rotary_dim": 0, "rope_long_after": 0,
+          "embedding_size": 0, "relative_span": 0}
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,8 @@ class ModelSpec:
     architecture: str          # the HF class it came from, e.g. "BertForSequenceClassification"
     model_type: str            # config.model_type: bert, gpt2, llama, qwen3, ... (export.ARCHITECTURES)
     task: str                  # "base", "sequence-classification", "question-answering", "causal-lm"
-    family: str                # "encoder" (post-norm) or "decoder" (pre-norm, causal)
+    family: str                # "encoder" (post-norm) or "decoder" (pre-norm; causal unless
+                               # causal=False: ModernBERT, a pre-norm encoder)
     norm: str                  # "layernorm" or "rmsnorm"
     activation: str            # one of masklrp.kernels.ACTIVATIONS
     gated_mlp: bool            # SwiGLU: act(gate) * up
@@ -100,7 +117,8 @@ class ModelSpec:
     attn_scale: float          # multiplies Q Kᵀ (1/sqrt(D); Gemma 3: query_pre_attn_scalar^-1/2)
     causal: bool
     sliding_window: int        # 0 = none; else key k is visible to query q iff q - k < window
-    positions: str             # "absolute", "roberta" (offset by padding_idx + 1) or "rope"
+    positions: str             # "absolute", "roberta" (offset by padding_idx + 1), "rope" or
+                               # "relative" (DeBERTa-v3: only its disentangled attention)
     rope_attention_scaling: float  # multiplies cos and sin (YaRN); 1.0 otherwise
     pool: str                  # "first", "last", "mean" or "none"
     head_activation: str       # activation after head.dense: "tanh", "relu" or "" (no dense)
@@ -117,6 +135,13 @@ class ModelSpec:
     post_norms: bool = False      # Gemma 3: each branch's output normed before the residual add
     embed_scale: float = 1.0      # multiplies the word embeddings (Gemma 3: sqrt(hidden))
     final_softcap: float = 0.0    # logits = c·tanh(logits / c) (Gemma 3); 0: none
+    embedding_size: int = 0       # ELECTRA / ALBERT: E, the embedding tables' width, projected to
+                                  # hidden by embed.project; 0: the tables are hidden wide
+    first_attn_norm: bool = True  # False: layer 0 has no pre-attention norm (ModernBERT)
+    head_norm: bool = False       # ModernBERT: head.norm after head.dense's activation
+    disentangled: tuple[str, ...] = ()  # DeBERTa's score terms besides q·k: "c2p" (q·pk),
+                                  # "p2c" (k·pq), pk / pq projections of relative embeddings
+    relative_span: int = 0        # DeBERTa: S, the relative embeddings having 2S rows
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -139,6 +164,10 @@ class ModelSpec:
         if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
             raise ValueError(f"rotary_dim ({self.rotary_dim}) must be even and at most "
                              f"head_dim ({self.head_dim})")
+        if not set(self.disentangled) <= {"c2p", "p2c"} or bool(self.disentangled) != bool(
+                self.relative_span):
+            raise ValueError("ModelSpec.disentangled must hold 'c2p' and / or 'p2c', exactly "
+                             "when relative_span > 0")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")
@@ -150,19 +179,22 @@ class ModelSpec:
         """Every canonical weight name this spec allows -> ``(shape, required)``.
 
         Required: the embeddings and position table its ``positions`` needs, every layer's
-        norms and matrices, ``embed.norm`` (encoders) or ``final_norm`` (decoders),
-        ``head.dense.weight`` when ``head_activation`` is set, ``head.out.weight`` unless
-        ``task == "base"``. Biases are always optional.
+        norms and matrices (but layer 0's attention norm without ``first_attn_norm``),
+        ``embed.norm`` (encoders) and / or ``final_norm`` (decoders; both for a non-causal
+        one), ``embed.project.weight`` with ``embedding_size``, ``head.dense.weight`` when
+        ``head_activation`` is set, ``head.norm.weight`` with ``head_norm``,
+        ``head.out.weight`` unless ``task == "base"``. Biases are always optional.
         """
         C, H, KV, D = self.hidden, self.n_heads, self.n_kv_heads, self.head_dim
+        E = self.embedding_size or C
         F = self.intermediate * (2 if self.gated_mlp else 1)
         qkv = (H + 2 * KV) * D
-        out: dict[str, tuple[tuple[int, ...], bool]] = {"embed.word": ((self.vocab, C), True)}
+        out: dict[str, tuple[tuple[int, ...], bool]] = {"embed.word": ((self.vocab, E), True)}
         if self.positions == "absolute":
-            out["embed.position"] = ((self.max_positions, C), True)
+            out["embed.position"] = ((self.max_positions, E), True)
         elif self.positions == "roberta":
-            out["embed.position"] = ((self.max_positions + self.pad_token_id + 1, C), True)
-        else:
+            out["embed.position"] = ((self.max_positions + self.pad_token_id + 1, E), True)
+        elif self.positions == "rope":
             half = (self.rotary_dim or D) // 2
             out["rope.inv_freq"] = ((half,), True)
             if self.rope_long_after:
@@ -170,20 +202,40 @@ class ModelSpec:
             if self.sliding_layers:
                 out["rope.inv_freq_local"] = ((half,), False)
         if self.type_vocab > 0:
-            out["embed.type"] = ((self.type_vocab, C), True)
+            out["embed.type"] = ((self.type_vocab, E), True)
         if self.relative_bias:
             out["attn.relative_bias"] = ((H, 2 * self.max_positions - 1), True)
-        norm = "embed.norm" if self.family == "encoder" else "final_norm"
-        out[f"{norm}.weight"] = ((C,), True)
-        out[f"{norm}.bias"] = ((C,), False)
+        if self.disentangled:
+            out["attn.relative_index"] = ((2 * self.max_positions - 1,), True)
+            out["relative.embeddings"] = ((2 * self.relative_span, C), True)
+            out["relative.norm.weight"] = ((C,), False)
+            out["relative.norm.bias"] = ((C,), False)
+        # encoders norm their embeddings, decoders their last layer's output, ModernBERT both
+        norms = [("embed.norm", E)] if self.family == "encoder" else [("final_norm", C)]
+        if self.family == "decoder" and not self.causal:
+            norms.append(("embed.norm", E))
+        if self.head_norm:
+            norms.append(("head.norm", C))
+        for norm, width in norms:
+            out[f"{norm}.weight"] = ((width,), True)
+            out[f"{norm}.bias"] = ((width,), False)
+        if self.embedding_size:
+            out["embed.project.weight"] = ((C, E), True)
+            out["embed.project.bias"] = ((C,), False)
         for i in range(self.n_layers):
             p = f"layers.{i}."
             for name, shape in (("attn_norm", (C,)), ("mlp_norm", (C,))):
+                if name == "attn_norm" and i == 0 and not self.first_attn_norm:
+                    continue
                 out[p + name + ".weight"] = (shape, True)
                 out[p + name + ".bias"] = (shape, False)
             if self.qk_norm:
                 out[p + "q_norm.weight"] = ((D,), True)
                 out[p + "k_norm.weight"] = ((D,), True)
+            for term, name in (("c2p", "pos_key"), ("p2c", "pos_query")):
+                if term in self.disentangled:
+                    out[p + name + ".weight"] = ((H * D, C), True)
+                    out[p + name + ".bias"] = ((H * D,), False)
             if self.post_norms:
                 out[p + "attn_post_norm.weight"] = ((C,), True)
                 out[p + "mlp_post_norm.weight"] = ((C,), True)

@@ -15,7 +15,8 @@ start after ``pad_token_id``), intermediate 2–4× hidden.
 
 ``example_inputs(model, batch, length, seed)`` gives right-padded inputs of unequal lengths
 (row 0 has ``length`` real tokens), pad positions holding the pad id, real tokens never a
-special id; BERT also gets ``token_type_ids`` (the second half of each sentence is type 1).
+special id; BERT-likes with two token types (``TYPED``) also get ``token_type_ids`` (the
+second half of each sentence is type 1).
 """
 from __future__ import annotations
 
@@ -56,6 +57,66 @@ def _roberta(**extra):
                             max_position_embeddings=POSITIONS + 2, type_vocab_size=1,
                             layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
                             initializer_range=INIT_STD, **extra)
+
+
+def _xlm_roberta(**extra):
+    # RoBERTa's layout under another model_type and key prefix; token types as BERT's.
+    return tf.XLMRobertaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS,
+                               num_attention_heads=HEADS, intermediate_size=64,
+                               hidden_act="gelu_new", max_position_embeddings=POSITIONS + 2,
+                               type_vocab_size=2, layer_norm_eps=1e-5, pad_token_id=1,
+                               bos_token_id=0, eos_token_id=2, initializer_range=INIT_STD, **extra)
+
+
+def _electra(embedding_size=24, **extra):
+    # embedding_size != hidden_size: the embeddings are projected (embeddings_project)
+    return tf.ElectraConfig(vocab_size=VOCAB, embedding_size=embedding_size, hidden_size=32,
+                            num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                            intermediate_size=64, hidden_act="gelu",
+                            max_position_embeddings=POSITIONS, type_vocab_size=2,
+                            layer_norm_eps=1e-12, pad_token_id=0, initializer_range=INIT_STD,
+                            **extra)
+
+
+def _albert(**extra):
+    # 16-wide embeddings mapped to 32; with one hidden group every layer runs the same weights
+    return tf.AlbertConfig(vocab_size=VOCAB, embedding_size=16, hidden_size=32,
+                           num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                           intermediate_size=64, hidden_act="gelu_new",
+                           max_position_embeddings=POSITIONS, type_vocab_size=2,
+                           layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                           initializer_range=INIT_STD, **extra)
+
+
+def _modernbert(**extra):
+    # a full layer, then a sliding one: |q - k| <= 4 < the test lengths; global and local
+    # RoPE thetas; no biases unless asked
+    extra.setdefault("layer_types", ["full_attention", "sliding_attention"])
+    return tf.ModernBertConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+                               num_hidden_layers=len(extra["layer_types"]),
+                               num_attention_heads=HEADS, hidden_activation="gelu",
+                               max_position_embeddings=POSITIONS, local_attention=8,
+                               norm_eps=1e-5, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                               cls_token_id=2, sep_token_id=3, initializer_range=INIT_STD,
+                               rope_parameters={"full_attention": {"rope_type": "default",
+                                                                   "rope_theta": 160_000.0},
+                                                "sliding_attention": {"rope_type": "default",
+                                                                      "rope_theta": 10_000.0}},
+                               **extra)
+
+
+def _deberta(**extra):
+    # DeBERTa-v3 by default: relative positions only (no absolute table, no token types), both
+    # disentangled terms through the shared key / query projections, log buckets beyond ±4
+    # (position_buckets 8 < the test lengths), LayerNorm-ed relative embeddings
+    options = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8,
+                   max_relative_positions=POSITIONS, position_biased_input=False,
+                   share_att_key=True, norm_rel_ebd="layer_norm", type_vocab_size=0)
+    options.update(extra)
+    return tf.DebertaV2Config(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS,
+                              num_attention_heads=HEADS, intermediate_size=64, hidden_act="gelu",
+                              max_position_embeddings=POSITIONS, layer_norm_eps=1e-7,
+                              pad_token_id=0, initializer_range=INIT_STD, **options)
 
 
 def _distilbert(**extra):
@@ -170,6 +231,43 @@ MODELS: dict[str, ModelDef] = {
     "roberta-cls": ModelDef("RobertaForSequenceClassification", "sequence-classification",
                             lambda: _roberta(**_LABELS)),
     "roberta-qa": ModelDef("RobertaForQuestionAnswering", "question-answering", _roberta),
+    "xlm-roberta-cls": ModelDef("XLMRobertaForSequenceClassification", "sequence-classification",
+                                lambda: _xlm_roberta(**_LABELS)),
+    "xlm-roberta-qa": ModelDef("XLMRobertaForQuestionAnswering", "question-answering",
+                               _xlm_roberta),
+    "electra-cls": ModelDef("ElectraForSequenceClassification", "sequence-classification",
+                            lambda: _electra(**_LABELS)),
+    # embedding_size = hidden_size: no projection
+    "electra-qa": ModelDef("ElectraForQuestionAnswering", "question-answering",
+                           lambda: _electra(embedding_size=32)),
+    "albert-cls": ModelDef("AlbertForSequenceClassification", "sequence-classification",
+                           lambda: _albert(**_LABELS)),
+    # a group per layer: no sharing
+    "albert-qa": ModelDef("AlbertForQuestionAnswering", "question-answering",
+                          lambda: _albert(num_hidden_groups=LAYERS)),
+    "modernbert-cls": ModelDef("ModernBertForSequenceClassification", "sequence-classification",
+                               lambda: _modernbert(**_LABELS)),
+    "modernbert-mean": ModelDef("ModernBertForSequenceClassification", "sequence-classification",
+                                lambda: _modernbert(classifier_pooling="mean",
+                                                    classifier_activation="silu", **_LABELS)),
+    # every bias, three layers (sliding, full, sliding), the head at every position
+    "modernbert-qa": ModelDef("ModernBertForQuestionAnswering", "question-answering",
+                              lambda: _modernbert(attention_bias=True, mlp_bias=True,
+                                                  norm_bias=True, classifier_bias=True,
+                                                  layer_types=["sliding_attention",
+                                                               "full_attention",
+                                                               "sliding_attention"])),
+    "deberta-v3-cls": ModelDef("DebertaV2ForSequenceClassification", "sequence-classification",
+                               lambda: _deberta(**_LABELS)),
+    # DeBERTa-v2 style: absolute positions and token types too, c2p only through its own
+    # projection, no buckets (offsets clamped to ±64), no norm of the relative embeddings
+    "deberta-v2-qa": ModelDef("DebertaV2ForQuestionAnswering", "question-answering",
+                              lambda: _deberta(pos_att_type=["c2p"], position_buckets=-1,
+                                               position_biased_input=True, share_att_key=False,
+                                               norm_rel_ebd="none", type_vocab_size=2)),
+    # p2c only, its own projection
+    "deberta-v2-base": ModelDef("DebertaV2Model", "base",
+                                lambda: _deberta(pos_att_type=["p2c"], share_att_key=False)),
     "distilbert-cls": ModelDef("DistilBertForSequenceClassification", "sequence-classification",
                                lambda: _distilbert(**_LABELS)),
     "distilbert-qa": ModelDef("DistilBertForQuestionAnswering", "question-answering",
@@ -261,6 +359,10 @@ def _special_ids(config) -> set[int]:
     return ids
 
 
+# model types whose tiny configs embed two token types (the others have one or none)
+TYPED = ("bert", "xlm-roberta", "electra", "albert", "deberta-v2")
+
+
 def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,
                    pad: bool = True) -> dict[str, torch.Tensor]:
     """Right-padded inputs: ``input_ids``, ``attention_mask`` (int64, (B, T)), BERT types.
@@ -268,7 +370,7 @@ def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,
     Row 0 has ``length`` real tokens; with ``pad=True`` the others have distinct shorter
     lengths in ``[max(2, length // 2), length)`` (as many as fit), pad positions hold the pad
     id and have mask 0. Real tokens are drawn from the vocabulary minus ids 0–3, pad, bos,
-    eos. BERT's ``token_type_ids`` are 1 on the second half of each sentence's real tokens.
+    eos. ``token_type_ids`` (``TYPED`` models) are 1 on the second half of each sentence's real tokens.
     """
     config = model.config
     g = torch.Generator().manual_seed(10_000 + seed)
@@ -285,7 +387,7 @@ def example_inputs(model: torch.nn.Module, batch: int, length: int, seed: int,
         mask[b, :n] = 1
     ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_id(config)))
     out = {"input_ids": ids, "attention_mask": mask}
-    if config.model_type == "bert":
+    if config.model_type in TYPED and getattr(config, "type_vocab_size", 0) > 1:
         types = torch.zeros_like(ids)
         for b, n in enumerate(lengths):
             types[b, n // 2: n] = 1

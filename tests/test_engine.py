@@ -53,7 +53,9 @@ def run_oracle(hf, model, batch, seed: np.ndarray, rule: str) -> dict:
 
 
 def argmax_seed(model, logits: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """One-hot on each row's largest output (for QA: the largest logit at a real position)."""
+    """One-hot on each row's largest output (for QA: the largest logit at a real position, given
+    ``mask``: a pad position's logits differ from HF's by design where HF zeroes pad tokens,
+    as DeBERTa does, and explaining them means nothing)."""
     seed = np.zeros_like(logits, dtype=np.float32)
     for b in range(len(logits)):
         row = logits[b] if mask is None or logits.ndim == 2 else np.where(mask[b][:, None] == 1, logits[b], -np.inf)
@@ -99,7 +101,7 @@ def test_logits_equal_hf_float32(name, seed):
 @pytest.mark.parametrize("name", MODELS)
 def test_relevance_equals_oracle(name, seed, rule):
     hf, model, batch, inputs = case(name, seed)
-    seed_g = argmax_seed(model, model.forward(inputs)["logits"])
+    seed_g = argmax_seed(model, model.forward(inputs)["logits"], batch["attention_mask"])
     ref = run_oracle(hf, model, batch, seed_g, rule)
     ours = model.run(inputs, seed_g, (rule,))[rule]
     mask = batch["attention_mask"]
@@ -107,12 +109,19 @@ def test_relevance_equals_oracle(name, seed, rule):
     for table in ("positions", "types"):
         if ref.get(table) is not None:
             check_relevance(ours[table], ref[table], mask, f"{name} {rule} {table}")
+    if ref.get("relative") is not None:  # DeBERTa's relative embedding rows
+        if rule == "cp":  # the scores, and so the rows, receive nothing
+            assert not np.any(ours["relative"]) and not np.any(ref["relative"])
+        else:
+            check_relevance(ours["relative"], ref["relative"], True, f"{name} {rule} relative")
+    else:
+        assert "relative" not in ours
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_gradient_stream_equals_autograd(name):
     hf, model, batch, inputs = case(name, 0)
-    seed_g = argmax_seed(model, model.forward(inputs)["logits"])
+    seed_g = argmax_seed(model, model.forward(inputs)["logits"], batch["attention_mask"])
     ref = run_oracle(hf, model, batch, seed_g, "gradient")
     ours = model.run(inputs, seed_g, ("gradient",))["gradient"]
     check_relevance(ours["embed_grad"], ref["embed_grad"], batch["attention_mask"][..., None],
@@ -136,14 +145,16 @@ def test_cp_lrp_conserves_on_a_zero_bias_model(name):
 def test_taps_equal_oracle(name):
     """Attention maps, d(logit)/dA, relevance of A and of every hidden state."""
     hf, model, batch, inputs = case(name, 1)
-    seed_g = argmax_seed(model, model.forward(inputs)["logits"])
+    seed_g = argmax_seed(model, model.forward(inputs)["logits"], batch["attention_mask"])
     mask = batch["attention_mask"]
     out = model.run(inputs, seed_g, ("attnlrp", "gradient"), attentions=True, hidden=True)
     lrp = run_oracle(hf, model, batch, seed_g, "attnlrp")
     grad = run_oracle(hf, model, batch, seed_g, "gradient")
     # Padded queries' rows differ by design (HF's finfo.min mask gives them uniform rows, ours
-    # zeros): compare real queries and real tokens only.
-    real_query = mask[:, None, None, :, None]    # (B,L,H,T,T)
+    # zeros), and so do padded tokens' hidden states where a padded query sees no real key
+    # (ModernBERT's two-sided window), hence their values and g at A in padded key columns:
+    # compare real (query, key) pairs and real tokens only.
+    real_query = mask[:, None, None, :, None] * mask[:, None, None, None, :]  # (B,L,H,T,T)
     real_token = mask[:, None, :, None]          # (B,L+1,T,C)
     pairs = [("attentions", out["attentions"], lrp["attentions"], real_query),
              ("d(logit)/dA", out["gradient"]["attention_grad"], grad["attention_grad"], real_query),

@@ -54,6 +54,41 @@ def _config(model_type: str, three_labels: bool = True):
                                 num_attention_heads=H, intermediate_size=F,
                                 max_position_embeddings=P + 2, type_vocab_size=1, pad_token_id=1,
                                 layer_norm_eps=1e-5, hidden_act="gelu_new", **labels)
+    if model_type == "xlm-roberta":
+        return tf.XLMRobertaConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L,
+                                   num_attention_heads=H, intermediate_size=F,
+                                   max_position_embeddings=P + 2, type_vocab_size=2,
+                                   pad_token_id=1, layer_norm_eps=1e-6, **labels)
+    if model_type == "electra":  # 12-wide embeddings projected to C
+        return tf.ElectraConfig(vocab_size=V, embedding_size=12, hidden_size=C,
+                                num_hidden_layers=L, num_attention_heads=H, intermediate_size=F,
+                                max_position_embeddings=P, type_vocab_size=2, layer_norm_eps=1e-6,
+                                **labels)
+    if model_type == "albert":  # 8-wide embeddings mapped to C, every layer one shared group
+        return tf.AlbertConfig(vocab_size=V, embedding_size=8, hidden_size=C, num_hidden_layers=L,
+                               num_attention_heads=H, intermediate_size=F,
+                               max_position_embeddings=P, type_vocab_size=2, layer_norm_eps=1e-6,
+                               **labels)
+    if model_type == "deberta-v2":  # both disentangled terms, own projections, log buckets
+        return tf.DebertaV2Config(vocab_size=V, hidden_size=C, num_hidden_layers=L,
+                                  num_attention_heads=H, intermediate_size=F,
+                                  max_position_embeddings=P, type_vocab_size=2,
+                                  layer_norm_eps=1e-7, relative_attention=True,
+                                  pos_att_type=["c2p", "p2c"], position_buckets=8,
+                                  norm_rel_ebd="layer_norm", **labels)
+    if model_type == "modernbert":  # full then sliding layer, every bias, mean pooling
+        return tf.ModernBertConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
+                                   num_hidden_layers=L, num_attention_heads=H,
+                                   max_position_embeddings=P, local_attention=8, norm_eps=1e-6,
+                                   layer_types=["full_attention", "sliding_attention"],
+                                   attention_bias=True, mlp_bias=True, norm_bias=True,
+                                   classifier_bias=True, classifier_pooling="mean",
+                                   classifier_activation="silu", pad_token_id=0,
+                                   rope_parameters={"full_attention": {"rope_type": "default",
+                                                                       "rope_theta": 1e5},
+                                                    "sliding_attention": {"rope_type": "default",
+                                                                          "rope_theta": 1e4}},
+                                   **labels)
     if model_type == "mpnet":
         return tf.MPNetConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
                               intermediate_size=F, max_position_embeddings=P + 2, pad_token_id=1,
@@ -153,8 +188,8 @@ def reference_weights(model) -> dict[str, np.ndarray]:
     model_type = model.config.model_type
     arch = type(model).__name__
     w: dict[str, np.ndarray] = {}
-    if model_type in ("bert", "roberta", "distilbert"):
-        base = getattr(model, model_type, model)
+    if model_type in ("bert", "roberta", "xlm-roberta", "distilbert", "electra"):
+        base = getattr(model, {"xlm-roberta": "roberta"}.get(model_type, model_type), model)
         e = base.embeddings
         w["embed.word"] = _np(e.word_embeddings.weight)
         w["embed.position"] = _np(e.position_embeddings.weight)
@@ -184,12 +219,86 @@ def reference_weights(model) -> dict[str, np.ndarray]:
             if model_type == "bert":
                 _lin(w, "head.dense", base.pooler.dense)
                 _lin(w, "head.out", model.classifier)
-            elif model_type == "roberta":
+            elif model_type in ("roberta", "xlm-roberta", "electra"):
                 _lin(w, "head.dense", model.classifier.dense)
                 _lin(w, "head.out", model.classifier.out_proj)
             else:
                 _lin(w, "head.dense", model.pre_classifier)
                 _lin(w, "head.out", model.classifier)
+        if model_type == "electra":
+            _lin(w, "embed.project", base.embeddings_project)
+    elif model_type == "albert":
+        base = getattr(model, "albert", model)
+        e = base.embeddings
+        w["embed.word"] = _np(e.word_embeddings.weight)
+        w["embed.position"] = _np(e.position_embeddings.weight)
+        w["embed.type"] = _np(e.token_type_embeddings.weight)
+        _lin(w, "embed.norm", e.LayerNorm)
+        _lin(w, "embed.project", base.encoder.embedding_hidden_mapping_in)
+        [[l]] = [g.albert_layers for g in base.encoder.albert_layer_groups]
+        for i in range(L):
+            p, a = f"layers.{i}.", l.attention
+            _cat(w, p + "qkv", [a.query, a.key, a.value])
+            _lin(w, p + "out", a.dense)
+            _lin(w, p + "attn_norm", a.LayerNorm)
+            _lin(w, p + "up", l.ffn)
+            _lin(w, p + "down", l.ffn_output)
+            _lin(w, p + "mlp_norm", l.full_layer_layer_norm)
+        if arch.endswith("ForSequenceClassification"):
+            _lin(w, "head.dense", base.pooler)
+            _lin(w, "head.out", model.classifier)
+    elif model_type == "deberta-v2":
+        from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+        torch, _ = _hf()
+        base = getattr(model, "deberta", model)
+        e = base.embeddings
+        w["embed.word"] = _np(e.word_embeddings.weight)
+        w["embed.position"] = _np(e.position_embeddings.weight)
+        w["embed.type"] = _np(e.token_type_embeddings.weight)
+        _lin(w, "embed.norm", e.LayerNorm)
+        for i, l in enumerate(base.encoder.layer):
+            p, a = f"layers.{i}.", l.attention.self
+            _cat(w, p + "qkv", [a.query_proj, a.key_proj, a.value_proj])
+            _lin(w, p + "out", l.attention.output.dense)
+            _lin(w, p + "attn_norm", l.attention.output.LayerNorm)
+            _lin(w, p + "up", l.intermediate.dense)
+            _lin(w, p + "down", l.output.dense)
+            _lin(w, p + "mlp_norm", l.output.LayerNorm)
+            _lin(w, p + "pos_key", a.pos_key_proj)
+            _lin(w, p + "pos_query", a.pos_query_proj)
+        w["relative.embeddings"] = _np(base.encoder.rel_embeddings.weight)
+        _lin(w, "relative.norm", base.encoder.LayerNorm)
+        # HF's own relative positions for a P-token sequence: offsets i - 0 and 0 - j
+        rel = build_relative_position(torch.zeros(1, P, 1), torch.zeros(1, P, 1), bucket_size=8,
+                                      max_position=P)[0]
+        span = 8
+        offsets = torch.cat([rel[0, 1:].flip(0), rel[:, 0]])
+        w["attn.relative_index"] = _np(torch.clamp(offsets + span, 0, 2 * span - 1).float())
+        if arch.endswith("ForSequenceClassification"):
+            _lin(w, "head.dense", model.pooler.dense)
+            _lin(w, "head.out", model.classifier)
+    elif model_type == "modernbert":
+        base = getattr(model, "model", model)
+        w["embed.word"] = _np(base.embeddings.tok_embeddings.weight)
+        _lin(w, "embed.norm", base.embeddings.norm)
+        for i, l in enumerate(base.layers):
+            p = f"layers.{i}."
+            if i > 0:
+                _lin(w, p + "attn_norm", l.attn_norm)
+            _lin(w, p + "qkv", l.attn.Wqkv)
+            _lin(w, p + "out", l.attn.Wo)
+            _lin(w, p + "mlp_norm", l.mlp_norm)
+            _lin(w, p + "up", l.mlp.Wi)
+            _lin(w, p + "down", l.mlp.Wo)
+        _lin(w, "final_norm", base.final_norm)
+        w["rope.inv_freq"] = _np(base.rotary_emb.full_attention_inv_freq)
+        w["rope.inv_freq_local"] = _np(base.rotary_emb.sliding_attention_inv_freq)
+        if base is not model:
+            _lin(w, "head.dense", model.head.dense)
+            _lin(w, "head.norm", model.head.norm)
+            _lin(w, "head.out", model.classifier)
+        return w
     elif model_type == "mpnet":
         base = getattr(model, "mpnet", model)
         e = base.embeddings
@@ -273,7 +382,8 @@ def reference_weights(model) -> dict[str, np.ndarray]:
     elif arch.endswith(("LMHeadModel", "ForCausalLM")):
         _lin(w, "head.out", model.lm_head)
     elif arch.endswith("ForSequenceClassification") and model_type not in (
-            "bert", "roberta", "distilbert", "mpnet"):
+            "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "albert",
+            "deberta-v2"):
         _lin(w, "head.out", model.score)
     return w
 
@@ -305,6 +415,18 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
     "roberta": dict(family="encoder", norm="layernorm", activation="gelu_tanh", gated_mlp=False,
                     n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=1,
                     norm_eps=1e-5, causal=False, positions="roberta", pad_token_id=1),
+    "xlm-roberta": dict(family="encoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                        n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
+                        type_vocab=2, norm_eps=1e-6, causal=False, positions="roberta",
+                        pad_token_id=1),
+    "electra": dict(family="encoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                    n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=2,
+                    norm_eps=1e-6, causal=False, positions="absolute", pad_token_id=0,
+                    embedding_size=12),
+    "albert": dict(family="encoder", norm="layernorm", activation="gelu_tanh", gated_mlp=False,
+                   n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=2,
+                   norm_eps=1e-6, causal=False, positions="absolute", pad_token_id=0,
+                   embedding_size=8),
     "distilbert": dict(family="encoder", norm="layernorm", activation="relu", gated_mlp=False,
                        n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
                        type_vocab=0, norm_eps=1e-12, causal=False, positions="absolute",
@@ -334,6 +456,15 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                  norm_eps=1e-5, causal=True, positions="rope", sliding_window=8, pad_token_id=0,
                  rotary_dim=2, rope_long_after=16,
                  rope_attention_scaling=float(np.sqrt(1 + np.log(4.0) / np.log(16)))),
+    "deberta-v2": dict(family="encoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                       n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
+                       type_vocab=2, norm_eps=1e-7, causal=False, positions="absolute",
+                       pad_token_id=0, disentangled=("c2p", "p2c"), relative_span=8),
+    "modernbert": dict(family="decoder", norm="layernorm", activation="gelu", gated_mlp=True,
+                       n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P,
+                       type_vocab=0, norm_eps=1e-6, causal=False, positions="rope",
+                       sliding_window=5, pad_token_id=0, sliding_layers=(False, True),
+                       first_attn_norm=False),
     "gemma3_text": dict(family="decoder", norm="rmsnorm", activation="gelu_tanh", gated_mlp=True,
                         n_kv_heads=2, head_dim=8, intermediate=F, max_positions=64, type_vocab=0,
                         norm_eps=1e-6, causal=True, positions="rope", sliding_window=8,
@@ -347,7 +478,8 @@ def expected_spec(arch: str) -> dict:
     want = dict(architecture=arch, model_type=model_type, task=task, n_layers=L, n_heads=H,
                 hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False,
                 qk_norm=False, rotary_dim=0, rope_long_after=0, sliding_layers=(),
-                post_norms=False, embed_scale=1.0, final_softcap=0.0)
+                post_norms=False, embed_scale=1.0, final_softcap=0.0, embedding_size=0,
+                first_attn_norm=True, head_norm=False, disentangled=(), relative_span=0)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
     if model_type == "gemma3_text":  # query_pre_attn_scalar; the capping is the LM head's
@@ -360,9 +492,15 @@ def expected_spec(arch: str) -> dict:
     elif task == "causal-lm":
         want.update(pool="last", head_activation="", n_outputs=V, labels=())
     else:
-        act = {"distilbert": "relu"}.get(model_type, "tanh") if encoder else ""
+        act = {"distilbert": "relu", "electra": "gelu"}.get(model_type, "tanh") if encoder else ""
         want.update(pool="first" if encoder else "last", head_activation=act, n_outputs=3,
                     labels=("neg", "neu", "pos"))
+    if model_type == "deberta-v2":  # q·k and two disentangled terms share the scale
+        want.update(attn_scale=(C // H * 3) ** -0.5,
+                    head_activation="gelu" if task == "sequence-classification" else "")
+    if model_type == "modernbert":  # a pre-norm encoder: mean pooling, dense + SiLU + norm heads
+        want.update(pool={"base": "mean", "question-answering": "none"}.get(task, "mean"),
+                    head_activation="" if task == "base" else "silu", head_norm=task != "base")
     return want
 
 
@@ -406,6 +544,25 @@ def test_tied_lm_head_is_the_embedding_array(arch, tied, tmp_path):
     for exp in (export(model), export(tmp_path)):
         w = exp.weights
         assert (w["head.out.weight"] is w["embed.word"]) == tied, exp.source
+
+
+def test_albert_layers_share_one_set_of_arrays(tmp_path):
+    """ALBERT's layers run one group's weights: every layer holds those very arrays (from a
+    module or a folder), so the engine reads one copy; a group per layer gives its own."""
+    model = tiny("AlbertForSequenceClassification")
+    model.save_pretrained(tmp_path)
+    for exp in (export(model), export(tmp_path)):
+        names = [k[len("layers.0."):] for k in exp.weights if k.startswith("layers.0.")]
+        assert names and all(exp.weights[f"layers.{i}.{n}"] is exp.weights[f"layers.0.{n}"]
+                             for i in range(L) for n in names), exp.source
+    _, tf = _hf()
+    config = _config("albert")
+    config.num_hidden_groups = L
+    split = tf.AlbertModel(config).eval()
+    w = export(split).weights
+    assert w["layers.1.qkv.weight"] is not w["layers.0.qkv.weight"]
+    ffn = split.encoder.albert_layer_groups[1].albert_layers[0].ffn
+    np.testing.assert_array_equal(w["layers.1.up.weight"], ffn.weight.detach().numpy())
 
 
 def test_module_half_precision_is_widened():
@@ -487,6 +644,23 @@ def test_gemma3_older_config_keys(tmp_path):
         np.testing.assert_array_equal(old.weights[name], new.weights[name])
 
 
+def test_modernbert_older_config_keys(tmp_path):
+    """A ModernBERT config.json of the older form (global_attn_every_n_layers,
+    global_rope_theta, local_rope_theta) reads as the nested form does."""
+    model = tiny("ModernBertModel")
+    model.save_pretrained(tmp_path)
+    new = export(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    for key in ("layer_types", "rope_parameters"):
+        del cfg[key]
+    cfg.update(global_attn_every_n_layers=2, global_rope_theta=1e5, local_rope_theta=1e4)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    old = export(tmp_path)
+    assert old.spec == new.spec and new.spec.sliding_layers == (False, True)
+    for name in ("rope.inv_freq", "rope.inv_freq_local"):
+        np.testing.assert_array_equal(old.weights[name], new.weights[name])
+
+
 def _readme_architectures() -> dict[str, tuple[list[str], list[str]]]:
     """The README's table: model_type -> (HF classes, refused options as "key=json value")."""
     lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
@@ -529,6 +703,9 @@ def test_config_defaults_match_transformers():
 
     _, tf = _hf()
     classes = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig,
+               "xlm-roberta": tf.XLMRobertaConfig, "electra": tf.ElectraConfig,
+               "albert": tf.AlbertConfig, "modernbert": tf.ModernBertConfig,
+               "deberta-v2": tf.DebertaV2Config,
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
                "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config,
@@ -699,6 +876,14 @@ REFUSALS = [  # (architecture, config change, text the message must contain)
     ("GPT2LMHeadModel", {"model_type": "gpt2", "add_cross_attention": True},
      "add_cross_attention"),
     ("BertModel", {"model_type": "roberta"}, "model_type"),
+    ("AlbertModel", {"model_type": "albert", "inner_group_num": 2}, "inner_group_num=2"),
+    ("ElectraForPreTraining", {"model_type": "electra"}, "one logit per token"),
+    ("DebertaV2Model", {"model_type": "deberta-v2", "conv_kernel_size": 3}, "conv_kernel_size=3"),
+    ("DebertaV2Model", {"model_type": "deberta-v2", "embedding_size": 8}, "embedding_size=8"),
+    ("DebertaV2Model", {"model_type": "deberta-v2", "relative_attention": True,
+                        "pos_att_type": ["p2p"]}, "pos_att_type ['p2p']"),
+    ("ModernBertForSequenceClassification", {"model_type": "modernbert", "classifier_pooling": "max"},
+     "classifier_pooling='max'"),
 ]
 
 

@@ -178,8 +178,9 @@ torch_models = pytest.mark.skipif(
 
 
 @torch_models
-@pytest.mark.parametrize("name", ["bert-cls", "roberta-qa", "distilbert-cls", "gpt2-lm",
-                                  "llama-lm", "mistral-lm"])
+@pytest.mark.parametrize("name", ["bert-cls", "roberta-qa", "distilbert-cls", "xlm-roberta-qa", "gpt2-lm",
+                                  "llama-lm", "mistral-lm", "electra-qa", "albert-cls",
+                                  "modernbert-qa", "deberta-v2-qa"])
 def test_fused_head_stats_equal_head_counts_on_the_attention_taps(name):
     from hf_models import build, example_inputs
 

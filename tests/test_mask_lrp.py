@@ -35,7 +35,8 @@ from oracle import models as oracle  # noqa: E402
 from test_engine import argmax_seed, case  # noqa: E402
 from test_engine import check_relevance as check_engine_relevance  # noqa: E402
 
-NAMES = ["bert-cls", "bert-qa", "distilbert-cls", "mpnet-cls", "gpt2-lm", "llama-lm", "qwen2-lm"]  # llama-lm: GQA
+NAMES = ["bert-cls", "bert-qa", "distilbert-cls", "mpnet-cls", "gpt2-lm", "llama-lm", "qwen2-lm",  # llama-lm: GQA
+         "xlm-roberta-cls", "electra-cls", "albert-cls", "modernbert-cls", "deberta-v3-cls"]
 L, H = 2, 4  # every tiny model (tests/hf_models.py)
 
 # Two binary masks (some heads dropped in every layer) and a float one (any finite value).

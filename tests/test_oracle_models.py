@@ -35,8 +35,12 @@ BATCH = 3
 EXACT = 1e-10       # two float64 computations of the same function
 CONSERVATION = 1e-8
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
-# HF's LLaMA-family code casts to float32 inside a float64 model (RMSNorm, RoPE, eager
-# softmax); without float64_only its float64 forward is only this close to the oracle's.
+ROPE = LLAMA_FAMILY + ("modernbert",)
+# pre-norm models: HF's last hidden state is after the final norm
+PRE_NORM = ("gpt2",) + ROPE
+# HF's LLaMA-family code (and ModernBERT's RoPE) casts to float32 inside a float64 model
+# (RMSNorm, RoPE, eager softmax); without float64_only its float64 forward is only this close
+# to the oracle's.
 FLOAT32_ISLANDS = 2e-6
 
 CASES = [pytest.param(name, seed, id=f"{name}-{seed}") for name in MODELS for seed in SEEDS]
@@ -140,12 +144,13 @@ def hf_reference(name, seed, float64_context=True):
 def shared_hidden_layers(name):
     """Hidden states where HF's ``output_hidden_states`` uses our convention.
 
-    Encoders: all L+1. Decoders (GPT-2, LLaMA family): HF's last entry is *after* the final
-    norm, ours is the last layer's output (before it), so only l < L are comparable.
+    Post-norm encoders: all L+1. Pre-norm models (GPT-2, LLaMA family, ModernBERT): HF's last
+    entry is *after* the final norm, ours is the last layer's output (before it), so only
+    l < L are comparable.
     """
     L = tiny(name, 0).config.num_hidden_layers
-    decoder = tiny(name, 0).config.model_type in ("gpt2",) + LLAMA_FAMILY
-    return list(range(L if decoder else L + 1))
+    pre_norm = tiny(name, 0).config.model_type in PRE_NORM
+    return list(range(L if pre_norm else L + 1))
 
 
 # ----------------------------------------------------------------------------- forward
@@ -157,7 +162,7 @@ def test_patched_forward_equals_unpatched_hf(name, seed):
         check_close(explained(name, seed, rule)["logits"], want, EXACT, f"logits, rule={rule}")
     # Without float64_only the HF float64 forward keeps its float32 casts (LLaMA family only).
     plain = hf_reference(name, seed, float64_context=False)["logits"]
-    islands = tiny(name, seed).config.model_type in LLAMA_FAMILY
+    islands = tiny(name, seed).config.model_type in ROPE + ("deberta-v2",)  # its float32 scale
     check_close(plain, want, FLOAT32_ISLANDS if islands else EXACT, "HF float64, no context")
 
 
@@ -358,8 +363,11 @@ def test_taps_equal_hf_outputs(name, seed):
                 "R_A = A ⊙ g_A")
     check_close(got["hidden_relevance"], got["hidden"] * got["hidden_grad"], EXACT,
                 "R_h = h ⊙ g_h")
-    rope = tiny(name, seed).config.model_type in LLAMA_FAMILY
-    assert (got["positions"] is None) == rope, "positions: None exactly for RoPE models"
+    config = tiny(name, seed).config
+    table = config.model_type not in ROPE and getattr(config, "position_biased_input", True)
+    assert (got["positions"] is None) != table, "positions: None exactly without an absolute table"
+    relative = bool(getattr(config, "relative_attention", False))
+    assert (got["relative"] is None) != relative, "relative: DeBERTa's relative embeddings only"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -378,6 +386,21 @@ def test_mistral_sliding_window_is_applied(seed):
     # without a window (LLaMA), keys 8 or more back are attended
     llama = explained("llama-lm", seed, "attnlrp")["attentions"]
     assert np.any(llama[0][..., offset >= 8] > 0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_modernbert_two_sided_window_is_applied(seed):
+    """ModernBERT's sliding layer (layer 1, local_attention 8): key k is visible to query q iff
+    |q − k| ≤ 4; its full layer (layer 0) attends further."""
+    A = explained("modernbert-cls", seed, "attnlrp")["attentions"]
+    mask = batch("modernbert-cls", seed)["attention_mask"].numpy().astype(bool)
+    T = A.shape[-1]
+    visible = np.abs(np.arange(T)[:, None] - np.arange(T)[None, :]) <= 4
+    for b in range(BATCH):
+        real = np.ix_(mask[b], mask[b])
+        assert not np.any(A[b, 1][:, real[0], real[1]][..., ~visible[real]]), f"row {b}: outside"
+        assert np.all(A[b, 1][:, real[0], real[1]][..., visible[real]] > 0), f"row {b}: inside"
+    assert np.any(A[0, 0][..., ~visible] > 0)
 
 
 # ----------------------------------------------------------------------------- padding

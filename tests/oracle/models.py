@@ -18,8 +18,14 @@ nn.LayerNorm                       instance ``forward``   σ held constant, mean
 per-head q_norm / k_norm too)
 GELU / gelu_new / SiLU / tanh      instance ``forward``   identity rule ``x · (f(x)/x)``
 modules; RoBERTa head's torch.tanh (head ``forward``)     detached, ``f'(0)`` at ``x = 0``
+and DeBERTa pooler's ACT2FN
+DeBERTa's disentangled attention   instance ``forward``   q·kᵀ, q·pkᵀ (c2p), k·pqᵀ (p2c):
+(MPNet's attention likewise)                              each a product under the rule;
+                                                          bias, mask: constants
+DeBERTa's relative embeddings      ``get_rel_embedding``  a per-sequence leaf (``relative``)
 gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: gate detached
-(Phi-3's fused ``gate_up_proj`` too)
+(Phi-3's fused ``gate_up_proj``,
+ModernBERT's ``Wi`` too)
 =================================  =====================  =================================
 
 ``head_mask`` (Mask-LRP, DESIGN.md §3.2): an (L, H) array; :class:`HeadMask` multiplies the g
@@ -92,7 +98,7 @@ _ACTIVATION_KINDS = {
     nn.Tanh: "tanh",
     nn.ReLU: "relu",
 }
-_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
+_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")  # use_cache
 
 
 # ----------------------------------------------------------------------------- float64
@@ -182,7 +188,7 @@ def _attention_interface(module, query, key, value, attention_mask, scaling=None
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     out, probs = attention_rule(query, key, value, attention_mask, scaling, taps.rule)
-    layer = taps.layer_of[id(module)]
+    layer = len(taps.attentions)  # layers attend in order (ALBERT's one module, many times)
     taps.attentions[layer] = probs
     taps.contexts[layer] = out
     if taps.head_mask is not None:
@@ -204,6 +210,62 @@ def _mpnet_attention_forward(module, hidden_states, attention_mask=None, positio
     out, probs = _attention_interface(module, q, k, v, constant, scaling=module.attention_head_size ** -0.5)
     o = module.o(out.reshape(*hidden_states.shape[:-1], -1))
     return (o, probs) if output_attentions else (o,)
+
+
+def _deberta_attention_forward(module, hidden_states, attention_mask, output_attentions=False,
+                               query_states=None, relative_pos=None, rel_embeddings=None):
+    """DisentangledSelfAttention (DeBERTa-v2), which calls no attention interface, through the
+    oracle's attention. Its scores add to q·kᵀ the c2p term q·pkᵀ and the p2c term k·pqᵀ,
+    gathered at each (query, key)'s relative row: both products of two activations under the
+    run's rule (:func:`oracle.rules.matmul`), scaled like q·kᵀ, and added to the scores as
+    the mask is (an add: true gradient to both); the boolean mask is the constant."""
+    if query_states is not None:
+        raise NotImplementedError("DeBERTa with query_states (EMD) is not supported")
+    taps = module._masklrp_oracle
+    product = _PRODUCT[taps.rule]
+    H, D = module.num_attention_heads, module.attention_head_size
+
+    def heads(x):
+        return x.view(*x.shape[:-1], H, D).transpose(1, 2)  # (B, H, rows, D)
+
+    q, k, v = (heads(proj(hidden_states)) for proj in (module.query_proj, module.key_proj, module.value_proj))
+    terms = module.pos_att_type if module.relative_attention else []
+    scale = (D * (1 + len(terms))) ** -0.5
+    mask = attention_mask.bool()
+    constant = torch.zeros((), dtype=q.dtype).masked_fill(~mask, torch.finfo(q.dtype).min)
+    span = module.pos_ebd_size
+    rows = torch.clamp(relative_pos.view(relative_pos.shape[-2:]) + span, 0, 2 * span - 1)  # (T, T)
+    index = rows.expand(*q.shape[:2], *rows.shape)
+    if "c2p" in terms:
+        pk = heads((module.key_proj if module.share_att_key else module.pos_key_proj)(rel_embeddings))
+        c2p = rules.matmul(q, pk, transpose_b=True, scale=scale, rule=product)
+        constant = constant + torch.gather(c2p, -1, index)
+    if "p2c" in terms:  # HF gathers at -relative_pos + span for (key, query), then transposes:
+        # the same row, since DeBERTa's buckets are odd in the offset
+        pq = heads((module.query_proj if module.share_att_key else module.pos_query_proj)(rel_embeddings))
+        p2c = rules.matmul(k, pq, transpose_b=True, scale=scale, rule=product)
+        back = torch.clamp(-relative_pos.view(relative_pos.shape[-2:]) + span, 0, 2 * span - 1)
+        constant = constant + torch.gather(p2c, -1, back.expand_as(index)).transpose(-1, -2)
+    out, probs = _attention_interface(module, q, k, v, constant, scaling=scale)
+    out = out.reshape(*hidden_states.shape[:-1], -1)
+    return (out, probs) if output_attentions else (out, None)
+
+
+def _context_pooler_forward(module, rule, hidden_states):
+    """DeBERTa's ContextPooler: [CLS] → dense → ACT2FN[pooler_hidden_act], an activation made
+    afresh at each call (no submodule to patch), here with the identity rule."""
+    kind = _ACTIVATION_KINDS.get(type(hf_activations.ACT2FN[module.config.pooler_hidden_act]))
+    if kind is None:
+        raise NotImplementedError(f"no AttnLRP rule for pooler_hidden_act {module.config.pooler_hidden_act!r}")
+    return rules.activation(module.dense(hidden_states[:, 0]), kind, rule=_SINGLE[rule])
+
+
+def _deberta_relative_embeddings(encoder, taps):
+    """DebertaV2Encoder.get_rel_embedding with the table as a per-sequence leaf (B, 2S, C) whose
+    gradient gives each row's relevance (``relative``), then its LayerNorm (patched as all)."""
+    leaf = encoder.rel_embeddings.weight.detach().expand(taps.batch, -1, -1).clone().requires_grad_(True)
+    taps.embeds["relative"] = leaf
+    return encoder.LayerNorm(leaf) if "layer_norm" in encoder.norm_rel_ebd else leaf
 
 
 def _layernorm_forward(module: nn.LayerNorm, rule, x):
@@ -251,8 +313,15 @@ def _phi3_mlp_forward(module, rule, x):
     return module.down_proj(rules.product(module.activation_fn(gate), up, rule=_PRODUCT[rule]))
 
 
+def _modernbert_mlp_forward(module, rule, x):
+    """ModernBertMLP: Wi gives [input | gate], then Wo(act(input) ⊙ gate) with the product rule
+    (the GeGLU's activated half is the one CP-LRP detaches, as a SwiGLU's gate)."""
+    activated, gate = module.Wi(x).chunk(2, dim=-1)
+    return module.Wo(rules.product(module.act(activated), gate, rule=_PRODUCT[rule]))
+
+
 def _roberta_head_forward(module, rule, features, **kwargs):
-    """RobertaClassificationHead (and MPNet's copy): <s> → dense → tanh (identity rule) → out_proj."""
+    """RobertaClassificationHead (and XLM-R's and MPNet's copies): <s> → dense → tanh (identity rule) → out_proj."""
     x = module.dense(features[:, 0, :])
     return module.out_proj(rules.activation(x, "tanh", rule=_SINGLE[rule]))
 
@@ -261,10 +330,14 @@ def _roberta_head_forward(module, rule, features, **kwargs):
 _EXPECTED_SOURCE = {
     "gated_mlp": "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))",
     "phi3_mlp": "up_states = up_states * self.activation_fn(gate)",
+    "modernbert_mlp": "self.Wo(self.drop(self.act(input) * gate))",
     "gemma_norm": "output * (1.0 + self.weight.float())",
     "gemma_softcap": "logits = torch.tanh(logits)",
     "roberta_head": "x = torch.tanh(x)",
     "mpnet_attention": "attention_scores += position_bias",
+    "deberta_attention": "attention_scores = attention_scores + rel_att",
+    "context_pooler": "ACT2FN[self.config.pooler_hidden_act](pooled_output)",
+    "deberta_encoder": "rel_embeddings = self.LayerNorm(rel_embeddings)",
 }
 
 
@@ -279,14 +352,14 @@ def _check_source(module, key):
 # ----------------------------------------------------------------------------- patching
 
 class _Taps:
-    """Per-run state: the rule, the tapped tensors, and which layer owns each module."""
+    """Per-run state: the rule and the tapped tensors, each layer's by the order layers run."""
 
-    def __init__(self, rule, layers: nn.ModuleList, batch: int, head_mask=None, renormalize=True):
+    def __init__(self, rule, n_layers: int, batch: int, head_mask=None, renormalize=True):
         self.rule = rule
         self.head_mask = head_mask
         self.renormalize = renormalize
-        self.layer_of = {id(m): i for i, layer in enumerate(layers) for m in layer.modules()}
-        self.n_layers = len(layers)
+        self.n_layers = n_layers
+        self.layers_entered = 0
         self.batch = batch
         self.attentions: dict[int, torch.Tensor] = {}
         self.contexts: dict[int, torch.Tensor] = {}  # each head's output (B,T,H,D), pre-mask
@@ -294,7 +367,11 @@ class _Taps:
         self.embeds: dict[str, torch.Tensor] = {}
 
 
-def _layers(model) -> nn.ModuleList:
+def _layers(model) -> list[nn.Module]:
+    """The modules that each run one layer; ALBERT's shared layers run once per layer they serve."""
+    groups = [m for m in model.modules() if type(m).__name__ == "AlbertLayerGroup"]
+    if groups:
+        return [layer for group in groups for layer in group.albert_layers]
     n = model.config.num_hidden_layers
     for _, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n:
@@ -310,9 +387,9 @@ def _bind(module, function, *args):
 def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
     """Patch the rules into ``model`` (a private float64 copy) and install the taps."""
     layers = _layers(model)
-    taps = _Taps(rule, layers, batch, head_mask, renormalize)
-    if any(type(m).__name__ == "MPNetSelfAttention" for m in model.modules()):
-        pass  # calls no attention interface: its forward is patched below (eager's additive mask)
+    taps = _Taps(rule, model.config.num_hidden_layers, batch, head_mask, renormalize)
+    if any(type(m).__name__ in ("MPNetSelfAttention", "DisentangledSelfAttention") for m in model.modules()):
+        pass  # call no attention interface: their forwards are patched below
     else:
         model.set_attn_implementation(ATTENTION)
         if model.config._attn_implementation != ATTENTION:
@@ -335,15 +412,30 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         elif all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
             _check_source(module, "gated_mlp")
             _bind(module, _gated_mlp_forward, module, rule)
+        elif kind.__name__ == "ModernBertMLP":
+            _check_source(module, "modernbert_mlp")
+            _bind(module, _modernbert_mlp_forward, module, rule)
         elif kind.__name__ == "Phi3MLP":
             _check_source(module, "phi3_mlp")
             _bind(module, _phi3_mlp_forward, module, rule)
-        elif kind.__name__ in ("RobertaClassificationHead", "MPNetClassificationHead"):
+        elif kind.__name__ in ("RobertaClassificationHead", "XLMRobertaClassificationHead",
+                               "MPNetClassificationHead"):
             _check_source(module, "roberta_head")
             _bind(module, _roberta_head_forward, module, rule)
         elif kind.__name__ == "MPNetSelfAttention":
             _check_source(module, "mpnet_attention")
             _bind(module, _mpnet_attention_forward, module)
+        elif kind.__name__ == "ContextPooler":
+            _check_source(module, "context_pooler")
+            _bind(module, _context_pooler_forward, module, rule)
+        elif kind.__name__ == "DisentangledSelfAttention":
+            _check_source(module, "deberta_attention")
+            _bind(module, _deberta_attention_forward, module)
+        elif kind.__name__ == "DebertaV2Encoder" and module.relative_attention:
+            if inspect.getsource(type(module).get_rel_embedding).find(
+                    _EXPECTED_SOURCE["deberta_encoder"]) < 0:
+                raise NotImplementedError("DebertaV2Encoder.get_rel_embedding changed; update the oracle")
+            module.get_rel_embedding = functools.partial(_deberta_relative_embeddings, module, taps)
 
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap is not None and hasattr(model, "lm_head"):  # Gemma: the capping, as part of the head
@@ -351,17 +443,16 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         model.config.final_logit_softcapping = None
         _bind(model.lm_head, _softcapped_head_forward, model.lm_head, cap, rule)
 
-    def capture_input(layer_index):
-        def hook(module, args, kwargs):
-            taps.hidden[layer_index] = args[0] if args else kwargs["hidden_states"]
-        return hook
+    def capture_input(module, args, kwargs):
+        taps.hidden[taps.layers_entered] = args[0] if args else kwargs["hidden_states"]
+        taps.layers_entered += 1
 
-    def capture_output(module, args, output):
+    def capture_output(module, args, output):  # the last call's output stays
         taps.hidden[taps.n_layers] = output[0] if isinstance(output, tuple) else output
 
-    for i, layer in enumerate(layers):
-        layer.register_forward_pre_hook(capture_input(i), with_kwargs=True)
-    layers[-1].register_forward_hook(capture_output)
+    for layer in layers:
+        layer.register_forward_pre_hook(capture_input, with_kwargs=True)
+        layer.register_forward_hook(capture_output)
     for name, module in _embedding_modules(model).items():
         module.register_forward_hook(_leaf_hook(taps, name))
     return taps
@@ -468,6 +559,7 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
     ``tokens``               (B,T) Σ_d e ⊙ g: input relevance per token
     ``positions``            (B,T) relevance of the absolute position embeddings, or None (RoPE)
     ``types``                (B,T) relevance of the token-type embeddings (BERT, RoBERTa) or None
+    ``relative``             (B,2S) relevance of DeBERTa's relative embedding rows, or None
     ``attentions``           (B,L,H,T,T) attention probabilities A
     ``attention_grad``       (B,L,H,T,T) g at A (cp: 0, A is a constant there)
     ``attention_relevance``  A ⊙ g_A
@@ -550,6 +642,7 @@ def explain(model, task: str, input_ids, attention_mask=None, *, token_type_ids=
         tokens=relevance("word"),
         positions=relevance("position"),
         types=relevance("type"),
+        relative=relevance("relative"),
         attentions=attentions.numpy(),
         attention_grad=attention_grad.numpy(),
         attention_relevance=(attentions * attention_grad).numpy(),
