@@ -99,7 +99,8 @@ def test_squad_rejects_a_misplaced_answer(tmp_path):
 
 
 def test_module_exports():
-    assert set(data.__all__) == {"QAExample", "SentimentExample", "data_dir", "squad", "sst2", "ud_ewt"}
+    assert set(data.__all__) == {"CORPORA", "QAExample", "SentimentExample", "corpus", "data_dir", "squad", "sst2",
+                                 "ud_ewt"}
 
 
 @needs_data

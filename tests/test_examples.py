@@ -10,6 +10,7 @@ import sys
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import masklrp
@@ -104,3 +105,25 @@ def test_explain_next_token(tmp_path):
     assert "'Ġis'" in out and "heatmap written to next.html" in out
     page = (tmp_path / "next.html").read_text(encoding="utf-8")
     assert page.lower().startswith("<!doctype html") and "France" in page and "Paris" in page
+
+
+def test_mask_lrp_variants(default_model, tmp_path):
+    from masklrp.corpus import SPACY_MODEL
+    if missing(("spacy", SPACY_MODEL)):
+        pytest.skip(f"the study's second mask is counted on SST-2 train parsed by spaCy ({SPACY_MODEL})")
+    out = run("mask_lrp_variants.py", "run", "--sentences", "0:4", "--seeds", "1", "--random", "uniform,layer",
+              "--variants", "kept", "--batch-size", "2", "--out", "v.npz", cwd=tmp_path).stdout
+    assert "ud+best:" in out and "wrote v.npz" in out
+    with np.load(tmp_path / "v.npz") as f:
+        keys, scores = [str(k) for k in f["keys"]], f["aopc"]
+    assert {"attnlrp|plain", "ud|reference|plain", "ud|strict|plain", "ud+best|strict|plain",
+            "sst+best|strict|plain", "ud+best~r0|strict|plain", "ud+best~l0|strict|plain"} <= set(keys)
+    assert scores.shape == (len(keys), 4) and np.isfinite(scores).all()
+    # its mask-lrp and rel-rollout rows are masklrp.evaluate's (batches differ: float32 padding bits)
+    ev = masklrp.evaluate(default_model, masklrp.data.sst2("dev")[:4], ["mask-lrp", "rel-rollout"],
+                          masklrp.default_head_mask(), metrics=["aopc"], progress=False)
+    for key, method in (("ud|reference|plain", "mask-lrp"), ("attnlrp|plain", "rel-rollout")):
+        np.testing.assert_allclose(scores[keys.index(key)], ev.per_sequence(method, "aopc"), atol=1e-6)
+    out = run("mask_lrp_variants.py", "report", "v.npz", "--ranges", "0:2", "2:4", cwd=tmp_path).stdout
+    assert "sentences 0:2" in out and "sentences 2:4" in out
+    assert "vs layer-matched random" in out and "vs without +best" in out
