@@ -93,6 +93,7 @@ from transformers import BertConfig, BertForSequenceClassification
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import masklrp  # noqa: E402
 from masklrp import kernels as K  # noqa: E402
+from machine import cpu_model  # noqa: E402  (benchmarks/ is on a script's path)
 
 TARGET_CLASS = 1
 IG_STEPS = 50
@@ -528,18 +529,6 @@ def build_stamp() -> str:
     """When masklrp's C module was built: a rebuild mid-run means the probes time a different build."""
     stamp = os.path.getmtime(masklrp._core.__file__)
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-
-
-def cpu_model() -> str:
-    """The CPU's model name: the tables belong to it (the machine can change between runs)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def set_threads(n: int) -> None:

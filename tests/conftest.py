@@ -77,6 +77,34 @@ def classifier_dir(tmp_path_factory, minilm_dir) -> Path:
     return with_random_head(minilm_dir, tmp_path_factory.mktemp("cls") / "model", "BertForSequenceClassification")
 
 
+@pytest.fixture(scope="module")
+def classifier(classifier_dir):
+    """The engine's model of ``classifier_dir``."""
+    import masklrp
+
+    return masklrp.load(classifier_dir)
+
+
+@pytest.fixture(scope="module")
+def sst2_slice():
+    """The first 12 SST-2 dev sentences (with labels): a small evaluation data set."""
+    import masklrp
+
+    try:
+        return masklrp.data.sst2("dev")[:12]
+    except FileNotFoundError as e:
+        pytest.skip(f"SST-2 is not shipped beside the project: {e}")
+
+
+@pytest.fixture(scope="module")
+def head_mask(classifier):
+    """A seeded random (layers, heads) mask keeping about 30 % of the heads."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    return (rng.random((classifier.spec.n_layers, classifier.spec.n_heads)) < 0.3).astype(np.float32)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct as a transformers LlamaForCausalLM (float32, eval)."""

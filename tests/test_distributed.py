@@ -40,29 +40,10 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def classifier(classifier_dir):
-    return masklrp.load(classifier_dir)
-
-
-@pytest.fixture(scope="module")
 def ud_dev() -> Path:
     if not UD_DEV.is_file():
         pytest.skip(f"UD EWT dev is not shipped beside the project ({UD_DEV})")
     return UD_DEV.resolve()
-
-
-@pytest.fixture(scope="module")
-def sst2_slice():
-    try:
-        return masklrp.data.sst2("dev")[:12]
-    except FileNotFoundError as e:
-        pytest.skip(f"SST-2 is not shipped beside the project: {e}")
-
-
-@pytest.fixture(scope="module")
-def head_mask(classifier):
-    rng = np.random.default_rng(1)
-    return (rng.random((classifier.spec.n_layers, classifier.spec.n_heads)) < 0.3).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -21,26 +21,6 @@ from random_head import with_random_head
 
 
 @pytest.fixture(scope="module")
-def sst2_slice():
-    try:
-        return masklrp.data.sst2("dev")[:12]
-    except FileNotFoundError as e:
-        pytest.skip(f"SST-2 is not shipped beside the project: {e}")
-
-
-
-@pytest.fixture(scope="module")
-def classifier(classifier_dir):
-    return masklrp.load(classifier_dir)
-
-
-@pytest.fixture(scope="module")
-def head_mask(classifier):
-    rng = np.random.default_rng(1)
-    return (rng.random((classifier.spec.n_layers, classifier.spec.n_heads)) < 0.3).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
 def result(classifier, sst2_slice, head_mask):
     return evaluate(classifier, sst2_slice, ("attnlrp", "rawatt", "random-mask"), head_mask,
                     random_seeds=3, batch_size=5, progress=False, compare=[("attnlrp", "rawatt"),
