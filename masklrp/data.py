@@ -127,17 +127,18 @@ def corpus(name: str, nlp=None) -> tuple[Iterable, str]:
             raise ValueError("nlp: UD EWT dev has gold trees; a parser applies to sst2-train only")
         return read_conllu(ud_ewt("dev")), ud_ewt("dev").name
     if name == "sst2-train":
-        sentences = parse([e.sentence for e in sst2("train")], SPACY_MODEL if nlp is None else nlp)
-        return sentences, f"sst2-train parsed by {_pipeline_name(SPACY_MODEL if nlp is None else nlp)}"
+        nlp = SPACY_MODEL if nlp is None else nlp
+        return parse([e.sentence for e in sst2("train")], nlp), f"sst2-train parsed by {_pipeline_name(nlp)}"
     raise ValueError(f"corpus must be one of {CORPORA}, got {name!r}")
 
 
 def _pipeline_name(nlp) -> str:
+    """A spaCy pipeline's name and version, for the head mask's record of its corpus."""
     if isinstance(nlp, str):
+        from importlib.metadata import PackageNotFoundError, version
         try:
-            from importlib.metadata import version
             return f"{nlp} {version(nlp)}"
-        except Exception:  # not an installed package (e.g. a folder): the name alone
+        except PackageNotFoundError:  # a pipeline folder, not an installed package: its name
             return nlp
     meta = getattr(nlp, "meta", {})
     return f"{meta.get('lang', '?')}_{meta.get('name', '?')} {meta.get('version', '?')}"
