@@ -109,27 +109,30 @@ class HeadMask:
     def m_pos(self) -> np.ndarray:
         """(L, H) bool: positional heads, ``max_{o≠0} a_o > xi_pos`` (Eq. 6); none when no
         query was counted (a head never seen is no evidence of anything)."""
-        a = self.a_o.copy()
-        a[..., a.shape[-1] // 2] = 0.0
-        return (a.max(axis=-1) > self.xi_pos) & (self.queries > 0)
+        return self._positional_margin() > 0
 
     @property
     def m_synt(self) -> np.ndarray:
         """(L, H) bool: syntactic heads, some ``r`` with ``a_r > max_o λ_r(o) + xi_synt`` (Eq. 7)."""
-        with np.errstate(invalid="ignore"):
-            return (self.a_r > self.lambda_r.max(axis=1) + self.xi_synt).any(axis=-1)
+        return (self._syntactic_margin() > 0).any(axis=-1)
 
     @property
     def margins(self) -> np.ndarray:
         """(L, H) float64: how far a head clears its best test, Eq. 6 (``max_{o≠0} a_o −
         xi_pos``) or Eq. 7 (``max_r a_r − max_o λ_r(o) − xi_synt``); > 0 exactly for the heads
         of ``m_pos | m_synt``, −inf for a head never counted."""
+        return np.maximum(self._positional_margin(), self._syntactic_margin().max(axis=-1))
+
+    def _positional_margin(self) -> np.ndarray:
+        """(L, H): ``max_{o≠0} a_o − xi_pos``, −inf where no query was counted."""
         a = self.a_o.copy()
         a[..., a.shape[-1] // 2] = 0.0
-        positional = np.where(self.queries > 0, a.max(axis=-1) - self.xi_pos, -np.inf)
+        return np.where(self.queries > 0, a.max(axis=-1) - self.xi_pos, -np.inf)
+
+    def _syntactic_margin(self) -> np.ndarray:
+        """(L, H, R): ``a_r − max_o λ_r(o) − xi_synt``, −inf for a relation with no arcs."""
         with np.errstate(invalid="ignore"):
-            syntactic = np.nan_to_num(self.a_r - self.lambda_r.max(axis=1) - self.xi_synt, nan=-np.inf)
-        return np.maximum(positional, syntactic.max(axis=-1))
+            return np.nan_to_num(self.a_r - self.lambda_r.max(axis=1) - self.xi_synt, nan=-np.inf)
 
     @property
     def mask(self) -> np.ndarray:
