@@ -4,6 +4,7 @@
 SVG (:mod:`masklrp.heatmap`)::
 
     python -m masklrp explain "a gripping, funny film" --method attnlrp,mask-lrp --out heatmap.png
+    python -m masklrp explain --question "who wrote it ?" --context "chekhov wrote it ." --model QA_DIR
 
 ``heads``: head statistics of a model over a CoNLL-U treebank and the Mask-LRP head mask
 (:func:`masklrp.head_statistics`), saved as ``.npz`` (and drawn with ``--plot``)::
@@ -64,15 +65,17 @@ def parser() -> argparse.ArgumentParser:
     ex = commands.add_parser("explain", parents=[debug], help="token heatmap of one text (HTML, PNG, PDF, SVG)",
                              description="Explain one text with one or more methods and write a token "
                                          "heatmap, one row per method.")
-    ex.add_argument("text", nargs="?", default=DEMO_TEXT, help=f"the text (default: {DEMO_TEXT!r}, "
-                                                              "an SST-2 dev sentence)")
+    ex.add_argument("text", nargs="?", help=f"the text (default: {DEMO_TEXT!r}, an SST-2 dev sentence)")
+    ex.add_argument("--question", help="question answering: the question (with --context; instead of a text)")
+    ex.add_argument("--context", help="question answering: the passage the answer is read from")
     ex.add_argument("--model", help="model folder (config.json + model.safetensors); default: the default "
                                     "fine-tuned MiniLM, built on first use (about 2 minutes)")
     ex.add_argument("--method", type=_names, default=["attnlrp"],
                     help="comma-separated methods (masklrp.METHODS; default attnlrp); mask-lrp and "
                          "random-mask use --head-mask, or the default model's UD EWT mask")
-    ex.add_argument("--target", type=_token, help="class / token id or label name explained "
-                                                  "(default: the prediction)")
+    ex.add_argument("--target", type=_token, help="class / token id or label name explained (default: the "
+                                                  "prediction); question answering: start, end or both "
+                                                  "(default both: the predicted span's start plus end logit)")
     ex.add_argument("--head-mask", type=Path, help="HeadMask file (.npz) for mask-lrp and random-mask")
     ex.add_argument("--merge-words", action="store_true", help="sum word pieces into words")
     ex.add_argument("--show-special", action="store_true", help="show [CLS], [SEP], ... (uncoloured)")
@@ -177,29 +180,69 @@ def _explain(args: argparse.Namespace) -> int:
         raise ValueError(f"--out: unknown suffix {args.out.suffix!r}; expected one of "
                          f"{heatmap.HTML_SUFFIXES + heatmap.IMAGE_SUFFIXES}")
     model = load(args.model) if args.model else load_default()
+    text, target = _explained(args, model)
     mask = args.head_mask
     if mask is None and set(args.method) & set(MASKED_METHODS):
         if args.model:
             raise ValueError("--head-mask: mask-lrp and random-mask need one for this model "
                              "(python -m masklrp heads --model ... --out heads.npz)")
         mask = default_head_mask()
-    rows = explain_all(model, args.text, args.method, None if args.target is None else [args.target],
+    rows = explain_all(model, text, args.method, None if target is None else [target],
                        head_mask=mask, truncation=args.truncate)
     rows = {name: explanations[0] for name, explanations in rows.items()}
     first = next(iter(rows.values()))
-    labels = model.spec.labels
-    label = labels[first.target] if isinstance(first.target, int) and first.target < len(labels) else None
-    target = f"{first.target!r}" + (f" ({label})" if label else "")
-    text = repr(args.text) + (f" (truncated to {len(first.tokens)} tokens)" if first.truncated else "")
-    print(f"{text} -> target {target}, logit {first.logit:.3f}")
+    shown = (f"Q: {args.question!r} C: {args.context!r}" if isinstance(text, tuple) else repr(text))
+    shown += f" (truncated to {len(first.tokens)} tokens)" if first.truncated else ""
+    label = _target_label(model, first)
+    print(f"{shown} -> {label}, logit {first.logit:.3f}")
     for method, e in rows.items():
         words, scores, special = heatmap.words(e)
         top = sorted(((w, v) for w, v, s in zip(words, scores, special) if not s), key=lambda wv: -wv[1])[:3]
         print(f"  {method:>12}: " + ", ".join(f"{w!r} {v:+.3g}" for w, v in top))
     path = heatmap.save(rows, args.out, merge_words=args.merge_words, show_special=args.show_special,
-                        title=f"{text} → {label or first.target} (logit {first.logit:.3f})")
+                        title=f"{shown} → {label} (logit {first.logit:.3f})")
     print(f"wrote {path}")
     return 0
+
+
+def _explained(args: argparse.Namespace, model) -> tuple[str | tuple[str, str], object]:
+    """What ``explain`` explains: the text, or the (question, context) pair of a QA model,
+    and the target (a QA model's default: the predicted span, "both")."""
+    from .explain import QA_TARGETS
+
+    qa = model.spec.task == "question-answering"
+    if args.question is None and args.context is None:
+        if qa:
+            raise ValueError("this is a question-answering model: give --question and --context "
+                             "instead of a text")
+        return (DEMO_TEXT if args.text is None else args.text), args.target
+    if args.question is None or args.context is None:
+        raise ValueError(f"--{'question' if args.question is None else 'context'} is missing: "
+                         "question answering takes both --question and --context")
+    if args.text is not None:
+        raise ValueError("give either a text or --question and --context, not both")
+    if not qa:
+        raise ValueError(f"--question: the model is a {model.spec.task} model; question answering needs "
+                         "a ...ForQuestionAnswering model")
+    target = "both" if args.target is None else args.target
+    if target not in QA_TARGETS:
+        raise ValueError(f"--target: question answering explains one of {', '.join(QA_TARGETS)}, got {target!r}")
+    return (args.question, args.context), target
+
+
+def _target_label(model, e) -> str:
+    """How the explained target reads: ``target 1 (positive)``, or a QA span and its text."""
+    if model.spec.task == "question-answering":
+        kind, position = e.target
+        start, end = position if kind == "both" else (position, position)
+        where = f"tokens {start}..{end}" if kind == "both" else f"token {start}"
+        if start > end:
+            return f"{kind} {where} (the end before the start: no answer)"
+        # a QA model given as a folder always has its tokenizer (explain encodes the pair with it)
+        return f"{kind} {where}, answer {model.tokenizer.decode(e.input_ids[start:end + 1])!r}"
+    labels = model.spec.labels
+    label = labels[e.target] if isinstance(e.target, int) and e.target < len(labels) else None
+    return f"target {e.target!r}" + (f" ({label})" if label else "")
 
 
 def _heads(args: argparse.Namespace) -> int:

@@ -224,3 +224,58 @@ def test_explain_a_text_longer_than_the_model(tmp_path, classifier_dir):
     assert done.returncode == 0, done.stderr
     assert "(truncated to 512 tokens) -> target 1 (positive)" in done.stdout
     assert "truncated to 512 tokens" in (tmp_path / "x.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def qa_dir(tmp_path_factory, minilm_dir) -> Path:
+    from random_head import with_random_head
+
+    return with_random_head(minilm_dir, tmp_path_factory.mktemp("qa") / "model", "BertForQuestionAnswering")
+
+
+def test_explain_question_answering(tmp_path, qa_dir):
+    """--question/--context: the pair explained for the predicted span (start + end logit), the
+    same scores as the Python API's explanation of that pair, and the answer's text printed."""
+    question, context = "who wrote the play ?", "the play was written by anton chekhov in 1895 ."
+    out = tmp_path / "qa.html"
+    done = run_masklrp("explain", "--question", question, "--context", context, "--model", str(qa_dir),
+                       "--method", "attnlrp", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    model = masklrp.load(qa_dir)
+    e = masklrp.attnlrp(model, (question, context), target="both")
+    kind, (start, end) = e.target
+    head = done.stdout.splitlines()[0]
+    assert head.startswith(f"Q: {question!r} C: {context!r} -> both tokens {start}..{end}")
+    assert f"logit {e.logit:.3f}" in head
+    if start <= end:
+        assert f"answer {model.tokenizer.decode(e.input_ids[start:end + 1])!r}" in head
+    top = done.stdout.splitlines()[1]
+    best = max(zip(*e.words()[:2]), key=lambda wv: wv[1])
+    assert top.split(":", 1)[1].strip().startswith(f"{best[0]!r} {best[1]:+.3g}")
+    page = out.read_text(encoding="utf-8")
+    assert "chekhov" in page and "who" in page
+
+    only_start = run_masklrp("explain", "--question", question, "--context", context, "--model", str(qa_dir),
+                             "--target", "start", "--out", str(out), cwd=tmp_path)
+    assert only_start.returncode == 0, only_start.stderr
+    s = masklrp.attnlrp(model, (question, context), target="start")
+    assert only_start.stdout.startswith(f"Q: {question!r} C: {context!r} -> start token {s.target[1]},")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--question", "who ?"), "--context is missing"),
+    (("--context", "it was me ."), "--question is missing"),
+    (("a text", "--question", "who ?", "--context", "me ."), "not both"),
+    (("--question", "who ?", "--context", "me .", "--target", "1"), "--target: question answering"),
+    (("a text",), "this is a question-answering model"),
+])
+def test_explain_question_answering_bad_arguments(tmp_path, qa_dir, args, message):
+    done = run_masklrp("explain", *args, "--model", str(qa_dir), "--out", str(tmp_path / "x.html"), cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_explain_question_needs_a_qa_model(tmp_path, classifier_dir):
+    done = run_masklrp("explain", "--question", "who ?", "--context", "me .", "--model", str(classifier_dir),
+                       "--out", str(tmp_path / "x.html"), cwd=tmp_path)
+    assert done.returncode == 2 and "ForQuestionAnswering" in done.stderr, done.stderr
