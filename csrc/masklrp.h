@@ -157,6 +157,7 @@ typedef struct {
     float eps, attn_scale, rope_scaling;
     bool causal, rope;
     bool qk_norm;              // q and k heads RMSNorm-ed (layers[l].q_norm, k_norm) before RoPE
+    bool parallel_residual;    // GPT-NeoX: x' = x + attention(norm1(x)) + mlp(norm2(x))
     Pool pool;
     Activation head_act;       // after head_dense, when head_dense.w != NULL
     const float *wte, *wpe, *wtt, *inv_freq; // wpe, wtt, inv_freq may be NULL

@@ -97,6 +97,10 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "ModernBertModel": ("modernbert", "base"),
     "ModernBertForSequenceClassification": ("modernbert", "sequence-classification"),
     "ModernBertForQuestionAnswering": ("modernbert", "question-answering"),
+    "GPTNeoXModel": ("gpt_neox", "base"),
+    "GPTNeoXForCausalLM": ("gpt_neox", "causal-lm"),
+    "GPTNeoXForSequenceClassification": ("gpt_neox", "sequence-classification"),
+    "GPTNeoXForQuestionAnswering": ("gpt_neox", "question-answering"),
     "Gemma3TextModel": ("gemma3_text", "base"),
     "Gemma3ForCausalLM": ("gemma3_text", "causal-lm"),
     "Gemma3TextForSequenceClassification": ("gemma3_text", "sequence-classification"),
@@ -191,6 +195,10 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                        local_attention=128, mlp_bias=False, classifier_pooling="cls",
                        classifier_bias=False, classifier_activation="gelu",
                        tie_word_embeddings=True),
+    "gpt_neox": dict(vocab_size=50432, hidden_size=6144, num_hidden_layers=44,
+                     num_attention_heads=64, intermediate_size=24576, hidden_act="gelu",
+                     max_position_embeddings=2048, layer_norm_eps=1e-5, pad_token_id=None,
+                     tie_word_embeddings=False, use_parallel_residual=True, attention_bias=True),
     "gemma3_text": dict(vocab_size=262_208, hidden_size=2304, intermediate_size=9216,
                         num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
                         head_dim=256, hidden_activation="gelu_pytorch_tanh",
@@ -755,17 +763,17 @@ def _encoder(arch, model_type, task, cfg, tensors):
     return fields, w
 
 
-def _decoder_head(task, cfg, tensors, w, C, V, n_out, embed_key) -> str:
-    """LM / score / QA head of a decoder; returns the pool.
+def _decoder_head(task, cfg, tensors, w, C, V, n_out, embed_key, lm_key="lm_head.weight") -> str:
+    """LM / score / QA head of a decoder; returns the pool. ``lm_key``: the LM head's name.
 
     A tied LM head is ``w["embed.word"]`` itself. From a module, tied means what the module
     computes (lm_head and the embeddings share storage); from a folder, what HF does on
     loading (``tie_word_embeddings``; the saved file then usually has no ``lm_head``).
     """
     if task == "causal-lm":
-        tied = (tensors.same_storage("lm_head.weight", embed_key)
+        tied = (tensors.same_storage(lm_key, embed_key)
                 if isinstance(tensors, _TorchStateDict) else bool(cfg["tie_word_embeddings"]))
-        w["head.out.weight"] = w["embed.word"] if tied else tensors.get("lm_head.weight", (V, C))
+        w["head.out.weight"] = w["embed.word"] if tied else tensors.get(lm_key, (V, C))
         return "last"
     if task == "sequence-classification":
         w["head.out.weight"] = tensors.get("score.weight", (n_out, C))
@@ -1212,9 +1220,68 @@ def _modernbert(arch, model_type, task, cfg, tensors):
     return fields, w
 
 
+def _gpt_neox(arch, model_type, task, cfg, tensors):
+    """GPT-NeoX / Pythia: pre-LN layers (LayerNorms with biases), partial RoPE, GELU MLP with
+    biases, an untied LM head (``embed_out``; ``lm_head`` in a transformers 5 module), and with
+    ``use_parallel_residual`` both branches reading the layer's input. The fused
+    ``query_key_value`` stores each head's q, k, v rows together ((H, 3, D) rows); they are
+    reordered into the canonical all-q, all-k, all-v rows."""
+    C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
+    H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    D = _head_size(C, H, ("hidden_size", "num_attention_heads"))
+    V = cfg.size("vocab_size")
+    act, eps = _activation(cfg, "hidden_act"), cfg.epsilon("layer_norm_eps")
+    attn_bias = bool(cfg.get("attention_bias", True))
+    # older config.json keys, read as GPTNeoXConfig does: rotary_pct (default 0.25) and
+    # rotary_emb_base fill what rope_parameters / rope_scaling leave out
+    params = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"config rope_parameters must be an object, got {params!r}")
+    params = {"rope_theta": cfg.get("rotary_emb_base", 10_000.0),
+              "partial_rotary_factor": cfg.get("rotary_pct", 0.25), **params}
+    rope_view = {**cfg.values, "rope_parameters": params, "rope_scaling": None}
+    R = rotary_dim(rope_view, D, partial=True)
+    inv_freq, rope_scaling = _rope_table(rope_view, R)
+    n_out, labels = _classifier_head(task, cfg, C, V)
+    tensors.prefixes = ("gpt_neox.",)
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("embed_in.weight", (V, C))
+    for i in range(L):
+        o, s = f"layers.{i}", f"layers.{i}."
+        _norm(tensors, w, o + ".attn_norm", s + "input_layernorm", C, True)
+        qkv = s + "attention.query_key_value"
+        w[o + ".qkv.weight"] = np.ascontiguousarray(
+            tensors.get(qkv + ".weight", (3 * C, C)).reshape(H, 3, D, C).transpose(1, 0, 2, 3)
+            .reshape(3 * C, C))
+        if attn_bias:
+            w[o + ".qkv.bias"] = np.ascontiguousarray(
+                tensors.get(qkv + ".bias", (3 * C,)).reshape(H, 3, D).transpose(1, 0, 2).reshape(-1))
+        _linear(tensors, w, o + ".out", s + "attention.dense", C, C, bias=attn_bias)
+        _norm(tensors, w, o + ".mlp_norm", s + "post_attention_layernorm", C, True)
+        _linear(tensors, w, o + ".up", s + "mlp.dense_h_to_4h", F, C)
+        _linear(tensors, w, o + ".down", s + "mlp.dense_4h_to_h", C, F)
+    _norm(tensors, w, "final_norm", "final_layer_norm", C, True)
+    w["rope.inv_freq"] = inv_freq
+    # the checkpoints' LM head is embed_out, which transformers 5 renames lm_head on loading
+    lm_key = "embed_out.weight" if tensors.key("lm_head.weight") is None else "lm_head.weight"
+    pool = _decoder_head(task, cfg, tensors, w, C, V, n_out, "embed_in.weight", lm_key)
+
+    fields = dict(family="decoder", norm="layernorm", activation=act, gated_mlp=False,
+                  n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
+                  vocab=V, max_positions=max_rope_positions(rope_view), type_vocab=0,
+                  norm_eps=eps, attn_scale=D ** -0.5, causal=True, sliding_window=0,
+                  positions="rope", rope_attention_scaling=float(rope_scaling), pool=pool,
+                  head_activation="", n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels,
+                  rotary_dim=R if R != D else 0,
+                  parallel_residual=bool(cfg.get("use_parallel_residual", True)))
+    return fields, w
+
+
 _FAMILIES: dict[str, Callable] = {
     "bert": _encoder, "roberta": _encoder, "xlm-roberta": _encoder, "distilbert": _encoder,
     "mpnet": _encoder, "electra": _encoder, "albert": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
     "phi3": _llama, "gemma3_text": _llama, "modernbert": _modernbert, "deberta-v2": _deberta_v2,
+    "gpt_neox": _gpt_neox,
 }

@@ -142,6 +142,8 @@ class ModelSpec:
     disentangled: tuple[str, ...] = ()  # DeBERTa's score terms besides q·k: "c2p" (q·pk),
                                   # "p2c" (k·pq), pk / pq projections of relative embeddings
     relative_span: int = 0        # DeBERTa: S, the relative embeddings having 2S rows
+    parallel_residual: bool = False  # GPT-NeoX: both branches read the layer's input,
+                                  # x' = x + attention(attn_norm(x)) + mlp(mlp_norm(x))
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),

@@ -221,6 +221,16 @@ def _gemma3(**extra):
         pad_token_id=0, bos_token_id=2, eos_token_id=1, initializer_range=INIT_STD, **extra)
 
 
+def _gpt_neox(**extra):
+    # head_dim 8: the default rotary_pct 0.25 rotates 2 values of each head; GELU, LayerNorm
+    # biases, an untied embed_out
+    return tf.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                            max_position_embeddings=POSITIONS, layer_norm_eps=1e-5,
+                            pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                            initializer_range=INIT_STD, **extra)
+
+
 _LABELS = {"id2label": {0: "neg", 1: "neu", 2: "pos"}, "label2id": {"neg": 0, "neu": 1, "pos": 2}}
 
 MODELS: dict[str, ModelDef] = {
@@ -305,6 +315,14 @@ MODELS: dict[str, ModelDef] = {
                                               tie_word_embeddings=True)),
     "phi3-cls": ModelDef("Phi3ForSequenceClassification", "sequence-classification",
                          lambda: _phi3(**_LABELS)),
+    "neox-lm": ModelDef("GPTNeoXForCausalLM", "causal-lm", _gpt_neox),
+    # the sequential residual, half of each head rotated, no attention biases
+    "neox-cls": ModelDef("GPTNeoXForSequenceClassification", "sequence-classification",
+                         lambda: _gpt_neox(use_parallel_residual=False, attention_bias=False,
+                                           rope_parameters={"rope_type": "default",
+                                                            "rope_theta": 10000.0,
+                                                            "partial_rotary_factor": 0.5},
+                                           **_LABELS)),
     "gemma3-lm": ModelDef("Gemma3ForCausalLM", "causal-lm", _gemma3),
     "gemma3-cls": ModelDef("Gemma3TextForSequenceClassification", "sequence-classification",
                            lambda: _gemma3(attention_bias=True, **_LABELS)),

@@ -98,7 +98,8 @@ _ACTIVATION_KINDS = {
     nn.Tanh: "tanh",
     nn.ReLU: "relu",
 }
-_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")  # use_cache
+_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text", "gpt_neox",
+             "mixtral", "qwen2_moe")  # use_cache
 
 
 # ----------------------------------------------------------------------------- float64
