@@ -88,6 +88,11 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
        for suffix, task in (("Model", "base"), ("ForCausalLM", "causal-lm"),
                             ("ForSequenceClassification", "sequence-classification"),
                             ("ForQuestionAnswering", "question-answering"))},
+    **{f"{name}{suffix}": (model_type, task)
+       for name, model_type in (("Mixtral", "mixtral"), ("Qwen2Moe", "qwen2_moe"))
+       for suffix, task in (("Model", "base"), ("ForCausalLM", "causal-lm"),
+                            ("ForSequenceClassification", "sequence-classification"),
+                            ("ForQuestionAnswering", "question-answering"))},
     "Phi3Model": ("phi3", "base"),
     "Phi3ForCausalLM": ("phi3", "causal-lm"),
     "Phi3ForSequenceClassification": ("phi3", "sequence-classification"),
@@ -177,6 +182,19 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                   rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False,
                   use_sliding_window=False, sliding_window=4096, max_window_layers=28,
                   layer_types=None, pad_token_id=None),
+    "mixtral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                    num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                    head_dim=None, hidden_act="silu", max_position_embeddings=4096 * 32,
+                    rms_norm_eps=1e-5, pad_token_id=None, tie_word_embeddings=False,
+                    sliding_window=None, num_local_experts=8, num_experts_per_tok=2),
+    "qwen2_moe": dict(vocab_size=151936, hidden_size=2048, intermediate_size=5632,
+                      num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
+                      hidden_act="silu", max_position_embeddings=32768, rms_norm_eps=1e-6,
+                      tie_word_embeddings=False, use_sliding_window=False, sliding_window=4096,
+                      max_window_layers=28, layer_types=None, pad_token_id=None,
+                      decoder_sparse_step=1, moe_intermediate_size=1408,
+                      shared_expert_intermediate_size=5632, num_experts_per_tok=4,
+                      num_experts=60, norm_topk_prob=False, mlp_only_layers=None, qkv_bias=True),
     "phi3": dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=None, hidden_act="silu",
                  max_position_embeddings=4096, original_max_position_embeddings=4096,
@@ -829,7 +847,7 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
     """One window for every layer, or 0; per-layer windows are refused."""
     if model_type == "llama":
         return 0
-    if model_type in ("mistral", "phi3"):
+    if model_type in ("mistral", "phi3", "mixtral"):
         return cfg.size("sliding_window", 0, default=0)
     # qwen2, qwen3: the config drops the window unless use_sliding_window, then layer_types decides
     if not cfg.get("use_sliding_window", False) or not cfg.get("sliding_window"):
@@ -954,19 +972,24 @@ def _unit_offset(w: dict, name: str) -> None:
 
 
 def _llama(arch, model_type, task, cfg, tensors):
-    """LLaMA, Mistral, Qwen2, Qwen3, Phi-3, Gemma 3: RMSNorm, RoPE, gated MLP, grouped-query
-    attention. Qwen3 and Gemma 3 RMSNorm each q / k head before RoPE; Phi-3 stores q/k/v and
+    """LLaMA, Mistral, Qwen2, Qwen3, Phi-3, Gemma 3, Mixtral, Qwen2-MoE: RMSNorm, RoPE, gated
+    MLP, grouped-query attention. Mixtral and Qwen2-MoE replace the MLP by a mixture of experts
+    (:func:`_experts`). Qwen3 and Gemma 3 RMSNorm each q / k head before RoPE; Phi-3 stores q/k/v and
     gate/up fused (in the canonical row order already), LongRoPE, partial RoPE; Gemma 3 norms
     each branch's output too (RMSNorm by 1 + weight), scales the embeddings by √C, interleaves
     sliding-window layers (with their own RoPE table) with full ones, scales scores by
     query_pre_attn_scalar^-1/2 and may soft-cap the final logits."""
+    moe = model_type in ("mixtral", "qwen2_moe")
     for key in ("num_experts", "num_local_experts", "n_routed_experts"):
-        if cfg.get(key):
+        if cfg.get(key) and not moe:
             raise NotImplementedError(f"{arch} with {key}={cfg.get(key)} (mixture of experts) "
                                       "is not supported")
     phi3, gemma = model_type == "phi3", model_type == "gemma3_text"
     C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
     H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    experts = _moe_fields(arch, model_type, cfg) if moe else {}
+    if experts.get("shared_expert"):  # the dense MLP beside the experts
+        F = cfg.size("shared_expert_intermediate_size")
     KV = cfg.size("num_key_value_heads", default=H)
     if H % KV:
         raise ValueError(f"config num_key_value_heads ({KV}) must divide num_attention_heads ({H})")
@@ -977,7 +1000,8 @@ def _llama(arch, model_type, task, cfg, tensors):
     act = _activation(cfg, "hidden_activation" if gemma else "hidden_act")
     attention_bias = (model_type in ("llama", "qwen3", "gemma3_text")
                       and bool(cfg.get("attention_bias", False)))
-    qkv_bias = model_type == "qwen2" or attention_bias
+    qkv_bias = (model_type == "qwen2" or attention_bias
+                or model_type == "qwen2_moe" and bool(cfg.get("qkv_bias", True)))
     out_bias = attention_bias
     qk_norm = model_type in ("qwen3", "gemma3_text")
     mlp_bias = model_type == "llama" and bool(cfg.get("mlp_bias", False))
@@ -1032,6 +1056,9 @@ def _llama(arch, model_type, task, cfg, tensors):
         if qk_norm:
             _norm(tensors, w, o + ".q_norm", s + "self_attn.q_norm", D, False)
             _norm(tensors, w, o + ".k_norm", s + "self_attn.k_norm", D, False)
+        if experts:
+            _experts(tensors, w, o, s, experts, C, F)
+            continue
         if phi3:
             _linear(tensors, w, o + ".up", s + "mlp.gate_up_proj", 2 * F, C, bias=False)
         else:
@@ -1059,7 +1086,7 @@ def _llama(arch, model_type, task, cfg, tensors):
                   sliding_window=window, positions="rope",
                   rope_attention_scaling=float(rope_scaling), pool=pool, head_activation="",
                   n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels, qk_norm=qk_norm,
-                  rotary_dim=R if R != D else 0, rope_long_after=long_after)
+                  rotary_dim=R if R != D else 0, rope_long_after=long_after, **experts)
     if gemma:
         softcap = cfg.get("final_logit_softcapping")
         fields.update(attn_scale=number(cfg["query_pre_attn_scalar"],
@@ -1068,6 +1095,59 @@ def _llama(arch, model_type, task, cfg, tensors):
                       final_softcap=0.0 if softcap is None or task != "causal-lm" else
                       number(softcap, "config final_logit_softcapping", positive=True))
     return fields, w
+
+
+def _moe_fields(arch: str, model_type: str, cfg: _Config) -> dict:
+    """The spec fields of Mixtral's or Qwen2-MoE's mixture of experts. Mixtral always
+    renormalises the top-k weights; Qwen2-MoE does with ``norm_topk_prob`` and adds a shared
+    expert. Qwen2-MoE's dense layers between sparse ones are refused (the engine has one MLP
+    width per model)."""
+    if model_type == "mixtral":
+        X, XF = cfg.size("num_local_experts"), cfg.size("intermediate_size")
+        norm, shared = True, False
+    else:
+        step, dense = cfg.get("decoder_sparse_step", 1), cfg.get("mlp_only_layers") or []
+        if step != 1 or dense:
+            option = f"decoder_sparse_step={step}" if step != 1 else f"mlp_only_layers={dense}"
+            raise NotImplementedError(f"{arch} with {option} (dense MLP layers between the sparse "
+                                      "ones) is not supported")
+        X, XF = cfg.size("num_experts"), cfg.size("moe_intermediate_size")
+        norm, shared = bool(cfg.get("norm_topk_prob", False)), True
+    K = cfg.size("num_experts_per_tok")
+    if K > X:
+        raise ValueError(f"config num_experts_per_tok ({K}) must be at most the number of "
+                         f"experts ({X})")
+    return dict(n_experts=X, experts_per_token=K, expert_intermediate=XF, norm_topk_prob=norm,
+                shared_expert=shared)
+
+
+def _experts(tensors: _Tensors, w: dict, o: str, s: str, fields: dict, C: int, F: int) -> None:
+    """Layer ``o``'s router, experts and shared expert from the layer ``s`` of a transformers 5
+    module (3-D ``experts.gate_up_proj`` / ``down_proj``) or of a checkpoint (one linear per
+    expert and projection: Mixtral's ``block_sparse_moe.experts.{e}.w1`` (gate) / ``w3`` (up) /
+    ``w2`` (down), Qwen2-MoE's ``mlp.experts.{e}.gate_proj`` / ``up_proj`` / ``down_proj``); F:
+    the shared expert's width."""
+    X, XF = fields["n_experts"], fields["expert_intermediate"]
+    block = s + ("mlp." if tensors.key(s + "mlp.gate.weight") is not None else "block_sparse_moe.")
+    w[o + ".router.weight"] = tensors.get(block + "gate.weight", (X, C))
+    if tensors.key(block + "experts.gate_up_proj") is not None:
+        up = tensors.get(block + "experts.gate_up_proj", (X, 2 * XF, C))
+        down = tensors.get(block + "experts.down_proj", (X, C, XF))
+    else:
+        gate_name, up_name, down_name = (("w1", "w3", "w2") if block.endswith("block_sparse_moe.")
+                                         else ("gate_proj", "up_proj", "down_proj"))
+        each = [f"{block}experts.{e}." for e in range(X)]
+        up = np.stack([np.concatenate([tensors.get(p + gate_name + ".weight", (XF, C)),
+                                       tensors.get(p + up_name + ".weight", (XF, C))]) for p in each])
+        down = np.stack([tensors.get(p + down_name + ".weight", (C, XF)) for p in each])
+    w[o + ".experts.up.weight"] = up.reshape(X * 2 * XF, C)
+    w[o + ".experts.down.weight"] = down.reshape(X * C, XF)
+    if fields["shared_expert"]:
+        shared = block + "shared_expert."
+        _fused(tensors, w, o + ".up", [(shared + "gate_proj", F), (shared + "up_proj", F)], C,
+               bias=False)
+        _linear(tensors, w, o + ".down", shared + "down_proj", C, F, bias=False)
+        _linear(tensors, w, o + ".shared_gate", block + "shared_expert_gate", 1, C, bias=False)
 
 
 def _deberta_v2(arch, model_type, task, cfg, tensors):
@@ -1279,6 +1359,7 @@ def _gpt_neox(arch, model_type, task, cfg, tensors):
 
 
 _FAMILIES: dict[str, Callable] = {
+    "mixtral": _llama, "qwen2_moe": _llama,
     "bert": _encoder, "roberta": _encoder, "xlm-roberta": _encoder, "distilbert": _encoder,
     "mpnet": _encoder, "electra": _encoder, "albert": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,

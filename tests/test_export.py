@@ -135,6 +135,18 @@ def _config(model_type: str, three_labels: bool = True):
                                               "partial_rotary_factor": 0.5, "factor": 4.0,
                                               "short_factor": [1.0], "long_factor": [3.0]},
                              **labels)
+    if model_type == "mixtral":  # 3 experts, top 2, a window on every layer
+        return tf.MixtralConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
+                                num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=2,
+                                max_position_embeddings=64, sliding_window=8, pad_token_id=0,
+                                num_local_experts=3, num_experts_per_tok=2, **labels)
+    if model_type == "qwen2_moe":  # 3 experts, top 2 renormalised, a shared expert, no q/k/v bias
+        return tf.Qwen2MoeConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
+                                 moe_intermediate_size=8, shared_expert_intermediate_size=12,
+                                 num_experts=3, num_experts_per_tok=2, norm_topk_prob=True,
+                                 qkv_bias=False, num_hidden_layers=L, num_attention_heads=H,
+                                 num_key_value_heads=2, max_position_embeddings=64,
+                                 pad_token_id=0, **labels)
     if model_type == "gpt_neox":  # sequential residual, half of each head rotated
         return tf.GPTNeoXConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
                                 num_hidden_layers=L, num_attention_heads=H,
@@ -387,6 +399,18 @@ def reference_weights(model) -> dict[str, np.ndarray]:
                 _lin(w, p + "k_norm", a.k_norm)
             if model_type != "gemma3_text":
                 _lin(w, p + "mlp_norm", l.post_attention_layernorm)
+            if model_type in ("mixtral", "qwen2_moe"):
+                x = m.experts
+                w[p + "router.weight"] = _np(m.gate.weight)
+                w[p + "experts.up.weight"] = np.concatenate([_np(x.gate_up_proj[e])
+                                                             for e in range(x.num_experts)])
+                w[p + "experts.down.weight"] = np.concatenate([_np(x.down_proj[e])
+                                                               for e in range(x.num_experts)])
+                if model_type == "qwen2_moe":
+                    _cat(w, p + "up", [m.shared_expert.gate_proj, m.shared_expert.up_proj])
+                    _lin(w, p + "down", m.shared_expert.down_proj)
+                    _lin(w, p + "shared_gate", m.shared_expert_gate)
+                continue
             if model_type == "phi3":
                 _lin(w, p + "up", m.gate_up_proj)
             else:
@@ -491,6 +515,16 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                        type_vocab=0, norm_eps=1e-6, causal=False, positions="rope",
                        sliding_window=5, pad_token_id=0, sliding_layers=(False, True),
                        first_attn_norm=False),
+    "mixtral": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                    n_kv_heads=2, head_dim=C // H, intermediate=F, max_positions=64, type_vocab=0,
+                    norm_eps=1e-5, causal=True, positions="rope", sliding_window=8,
+                    pad_token_id=0, n_experts=3, experts_per_token=2, expert_intermediate=F,
+                    norm_topk_prob=True),
+    "qwen2_moe": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                      n_kv_heads=2, head_dim=C // H, intermediate=12, max_positions=64,
+                      type_vocab=0, norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0,
+                      n_experts=3, experts_per_token=2, expert_intermediate=8,
+                      norm_topk_prob=True, shared_expert=True),
     "gpt_neox": dict(family="decoder", norm="layernorm", activation="gelu", gated_mlp=False,
                      n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=0,
                      norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0, rotary_dim=2),
@@ -509,7 +543,8 @@ def expected_spec(arch: str) -> dict:
                 qk_norm=False, rotary_dim=0, rope_long_after=0, sliding_layers=(),
                 post_norms=False, embed_scale=1.0, final_softcap=0.0, embedding_size=0,
                 first_attn_norm=True, head_norm=False, disentangled=(), relative_span=0,
-                parallel_residual=False)
+                parallel_residual=False, n_experts=0, experts_per_token=0,
+                expert_intermediate=0, norm_topk_prob=False, shared_expert=False)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
     if model_type == "gemma3_text":  # query_pre_attn_scalar; the capping is the LM head's
@@ -757,6 +792,7 @@ def test_config_defaults_match_transformers():
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
                "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config, "gpt_neox": tf.GPTNeoXConfig,
+               "mixtral": tf.MixtralConfig, "qwen2_moe": tf.Qwen2MoeConfig,
                "gemma3_text": tf.Gemma3TextConfig}
     for model_type, defaults in CONFIG_DEFAULTS.items():
         fields = {f.name: f.default for f in dataclasses.fields(classes[model_type])}
@@ -901,7 +937,12 @@ REFUSALS = [  # (architecture, config change, text the message must contain)
     ("LlamaForCausalLM", {"rope_scaling": {"type": "linear", "factor": 2.0},
                           "partial_rotary_factor": 0.5}, "partial_rotary_factor"),
     ("LlamaForCausalLM", {"num_local_experts": 8}, "num_local_experts"),
-    ("MixtralForCausalLM", {"model_type": "mixtral"}, "MixtralForCausalLM"),
+    ("MixtralForCausalLM", {"model_type": "mixtral", "num_experts_per_tok": 9},
+     "num_experts_per_tok (9) must be at most the number of experts (8)"),
+    ("Qwen2MoeForCausalLM", {"model_type": "qwen2_moe", "mlp_only_layers": [1]},
+     "mlp_only_layers=[1]"),
+    ("Qwen2MoeForCausalLM", {"model_type": "qwen2_moe", "decoder_sparse_step": 2},
+     "decoder_sparse_step=2"),
     ("LlamaForTokenClassification", {}, "LlamaForTokenClassification"),
     ("Qwen2ForCausalLM", {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8,
                           "max_window_layers": 1}, "max_window_layers"),
