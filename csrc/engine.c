@@ -35,6 +35,8 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
     const ptrdiff_t wide = max_p(C, FU), head = logit_rows * max_p(C, m->NO), hC = logit_rows * C;
     const bool proj = m->emb_proj.w != NULL, rel = m->rel_emb != NULL;
     const ptrdiff_t R2 = rel ? m->R2 : 0;
+    const bool moe = m->X > 0, shared = moe && m->layers[0].up.w != NULL;
+    const ptrdiff_t X = m->X, NK = moe ? N * m->K : 0, XF = m->XF, routes = L * NK;
     const Carve parts[] = {
         {&w->emb, N * E}, {&w->emb_normed, proj ? N * E : 0}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
         {&w->v, L * N * KV * D}, {&w->qk_raw, m->qk_norm ? L * N * (H + KV) * D : 0},
@@ -61,7 +63,13 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         {&w->gq_rot, T * HD}, {&w->gk_rot, T * KV * D}, {&w->gctx, N * HD}, {&w->gctx_hm, T * HD},
         {&w->gatt, T * T}, {&w->gscores, T * T}, {&w->gfc, N * FU}, {&w->ghid, N * F},
         {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->gemb, N * E}, {&w->gemb2, proj ? N * E : 0}, {&w->seed, S * m->NO}, {&w->xq, S * C},
-        {&w->typed, 2 * H + T},
+        {&w->router_p, moe ? L * N * X : 0}, {&w->route_w, routes}, {&w->xfc, L * NK * 2 * XF},
+        {&w->xgact, L * NK * XF}, {&w->xout, L * NK * C}, {&w->shared_logit, shared ? L * N : 0},
+        {&w->shared_out, shared ? L * N * C : 0}, {&w->xin, NK * C}, {&w->xhid, NK * XF},
+        {&w->gxout, NK * C}, {&w->gxin, NK * C}, {&w->gxhid, NK * XF}, {&w->gxhid2, NK * XF},
+        {&w->gxfc, NK * 2 * XF}, {&w->groute, moe ? N * X : 0},
+        {&w->grouter, moe ? N * max_p(X, 2) : 0}, {&w->route_s, moe ? X : 0},
+        {&w->typed, 2 * H + T + (moe ? 2 * routes + L * (X + 1) : 0)},
     };
     ptrdiff_t total = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
@@ -69,9 +77,12 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         total += (parts[i].n + 15) & ~(ptrdiff_t)15;
     }
     if (mem != NULL) {
-        // untyped memory takes the type it is used as: H doubles, then T int32
+        // untyped memory takes the type it is used as: H doubles, then int32s (T, then the routes)
         w->head_sums = (double *)(void *)w->typed;
         w->kstar = (int32_t *)(void *)(w->typed + 2 * H);
+        w->route = w->kstar + T;
+        w->slots = w->route + routes;
+        w->slot_start = w->slots + routes;
         w->S = S;
         w->T = T;
         w->N = N;
@@ -742,51 +753,213 @@ void attention_backward(const Model *m, Workspace *w, int l, float *gx, const fl
 }
 
 // ----------------------------------------------------------------------------
-// MLP: down(act(up x)), or down(act(gate x) ⊙ up x) when gated (SwiGLU).
+// MLP: down(act(up x)), or down(act(gate x) ⊙ up x) when gated (SwiGLU); or a mixture of
+// experts, each a gated MLP, weighted by the router, plus a gated shared expert (Qwen2-MoE).
 
-// x (rows,C) -> out (rows,C)
-void mlp_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
+// fc (rows,2F) [gate | up] -> gact (rows,F) = act(gate), hidden (rows,F) = gact ⊙ up
+static void gated_forward(float *gact, float *hidden, const float *fc, ptrdiff_t rows, ptrdiff_t F, Activation f) {
+    for (ptrdiff_t t = 0; t < rows; t++) {
+        activation_forward(gact + t * F, fc + t * 2 * F, F, f);
+        product_forward(hidden + t * F, gact + t * F, fc + t * 2 * F + F, F);
+    }
+}
+
+// g (rows,F) at hidden -> gfc (rows,2F) +=; gtmp (rows,F): scratch
+static void gated_backward(float *gfc, float *gtmp, const float *g, const float *fc, const float *gact,
+                           ptrdiff_t rows, ptrdiff_t F, Activation f, const ChunkStream *s) {
+    float share_a, share_b;
+    product_shares(s->rules.gate, &share_a, &share_b);
+    zero(gtmp, rows * F);
+    for (ptrdiff_t t = 0; t < rows; t++) {
+        // act(gate) ⊙ up: Prop. 3.3 shares; under CP-LRP the gate branch is detached.
+        product_backward(share_a != 0.0f ? gtmp + t * F : NULL, gfc + t * 2 * F + F, g + t * F, gact + t * F,
+                         fc + t * 2 * F + F, F, s->rules.gate);
+        if (share_a != 0.0f) activation_backward(gfc + t * 2 * F, gtmp + t * F, fc + t * 2 * F, F, f, s->rules.unary);
+    }
+}
+
+// The dense MLP (with experts: the shared expert). x (rows,C) -> out (rows,C)
+static void dense_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
     const ptrdiff_t N = layer_rows(m, w, l), C = m->C, F = m->F, FU = fc_width(m);
     const LayerWeights *lw = &m->layers[l];
     float *fc = w->fc + l * w->N * FU;
     linear_forward(fc, x, lw->up.w, lw->up.b, N, C, FU, false);
-    if (m->gated) {
-        float *gact = w->gact + l * w->N * F;
-        for (ptrdiff_t t = 0; t < N; t++) {
-            activation_forward(gact + t * F, fc + t * FU, F, m->act);
-            product_forward(w->hidden + t * F, gact + t * F, fc + t * FU + F, F);
-        }
-    } else {
-        activation_forward(w->hidden, fc, N * F, m->act);
-    }
+    if (m->gated) gated_forward(w->gact + l * w->N * F, w->hidden, fc, N, F, m->act);
+    else activation_forward(w->hidden, fc, N * F, m->act);
     linear_forward(out, w->hidden, lw->down.w, lw->down.b, N, F, C, false);
 }
 
 // g (rows,C) -> gx (rows,C) +=
-void mlp_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
+static void dense_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
     const ptrdiff_t N = layer_rows(m, w, l), C = m->C, F = m->F, FU = fc_width(m);
     const LayerWeights *lw = &m->layers[l];
     const float *fc = w->fc + l * w->N * FU;
     zero(w->ghid, N * F);
     linear_backward(w->ghid, g, lw->down.w, N, F, C, false);
     zero(w->gfc, N * FU);
-    if (m->gated) {
-        const float *gact = w->gact + l * w->N * F;
-        float share_a, share_b;
-        product_shares(s->rules.gate, &share_a, &share_b);
-        zero(w->ghid2, N * F);
-        for (ptrdiff_t t = 0; t < N; t++) {
-            // act(gate) ⊙ up: Prop. 3.3 shares; under CP-LRP the gate branch is detached.
-            product_backward(share_a != 0.0f ? w->ghid2 + t * F : NULL, w->gfc + t * FU + F, w->ghid + t * F,
-                             gact + t * F, fc + t * FU + F, F, s->rules.gate);
-            if (share_a != 0.0f) {
-                activation_backward(w->gfc + t * FU, w->ghid2 + t * F, fc + t * FU, F, m->act, s->rules.unary);
-            }
-        }
-    } else {
-        activation_backward(w->gfc, w->ghid, fc, N * F, m->act, s->rules.unary);
-    }
+    if (m->gated) gated_backward(w->gfc, w->ghid2, w->ghid, fc, w->gact + l * w->N * F, N, F, m->act, s);
+    else activation_backward(w->gfc, w->ghid, fc, N * F, m->act, s->rules.unary);
     linear_backward(gx, w->gfc, lw->up.w, N, C, FU, false);
+}
+
+// Layer l's routes: each row's K most probable experts (ties: the lower index) and their
+// weights, the probabilities themselves or, with norm_topk, renormalised over the K; then
+// the slots sorted by expert. The selection is a constant of every backward stream.
+static void route_forward(const Model *m, Workspace *w, int l, const float *x) {
+    const ptrdiff_t N = layer_rows(m, w, l), X = m->X, K = m->K;
+    float *p = w->router_p + l * w->N * X, *rw = w->route_w + l * w->N * K;
+    int32_t *route = w->route + l * w->N * K, *slots = w->slots + l * w->N * K;
+    int32_t *start = w->slot_start + l * (X + 1);
+    linear_forward(p, x, m->layers[l].router.w, m->layers[l].router.b, N, m->C, X, false);
+    softmax_forward(p, p, N, X);
+    memset(start, 0, (size_t)(X + 1) * sizeof *start);
+    for (ptrdiff_t n = 0; n < N; n++) {
+        const float *pn = p + n * X;
+        float sum = 0.0f;
+        for (ptrdiff_t k = 0; k < K; k++) {
+            ptrdiff_t best = -1;
+            for (ptrdiff_t e = 0; e < X; e++) {
+                bool taken = false;
+                for (ptrdiff_t j = 0; j < k; j++) taken |= route[n * K + j] == e;
+                if (!taken && (best < 0 || pn[e] > pn[best])) best = e;
+            }
+            route[n * K + k] = (int32_t)best;
+            rw[n * K + k] = pn[best];
+            sum += pn[best];
+            start[best + 1]++;
+        }
+        for (ptrdiff_t k = 0; k < K && m->norm_topk; k++) rw[n * K + k] /= sum;
+    }
+    for (ptrdiff_t e = 0; e < X; e++) start[e + 1] += start[e];
+    for (ptrdiff_t e = 0, at = 0; e < X; e++)
+        for (ptrdiff_t n = 0; n < N; n++)
+            for (ptrdiff_t k = 0; k < K; k++)
+                if (route[n * K + k] == e) slots[at++] = (int32_t)(n * K + k);
+}
+// The routed experts: x (rows,C) -> out (rows,C) = Σ_k w_k expert_{e_k}(x), each expert
+// on the rows routed to it, summed in expert order (as transformers does).
+static void experts_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
+    const ptrdiff_t N = layer_rows(m, w, l), C = m->C, K = m->K, XF = m->XF, NK = w->N * K;
+    const LayerWeights *lw = &m->layers[l];
+    const int32_t *slots = w->slots + l * NK, *start = w->slot_start + l * (m->X + 1);
+    const float *rw = w->route_w + l * NK;
+    float *xfc = w->xfc + l * NK * 2 * XF, *xgact = w->xgact + l * NK * XF, *xout = w->xout + l * NK * C;
+    route_forward(m, w, l, x);
+    zero(out, N * C);
+    for (ptrdiff_t e = 0; e < m->X; e++) {
+        const ptrdiff_t a = start[e], n = start[e + 1] - a;
+        if (n == 0) continue;
+        for (ptrdiff_t i = 0; i < n; i++)
+            memcpy(w->xin + i * C, x + slots[a + i] / K * C, (size_t)C * sizeof(float));
+        linear_forward(xfc + a * 2 * XF, w->xin, lw->expert_up + e * 2 * XF * C, NULL, n, C, 2 * XF, false);
+        gated_forward(xgact + a * XF, w->xhid, xfc + a * 2 * XF, n, XF, m->act);
+        linear_forward(xout + a * C, w->xhid, lw->expert_down + e * C * XF, NULL, n, XF, C, false);
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float *row = out + slots[a + i] / K * C, *scaled = w->xin; // xin: free again
+            scale_forward(scaled, rw[slots[a + i]], xout + (a + i) * C, C);
+            for (ptrdiff_t c = 0; c < C; c++) row[c] += scaled[c];
+        }
+    }
+}
+
+// g (rows,C) -> gx (rows,C) +=. Each routing weight w_k times its expert's output is a product
+// of two activations (DESIGN.md §2): ½ of the true gradient to each operand under AttnLRP (Prop.
+// 3.3), as for act(gate) ⊙ up; under CP-LRP the weight is a constant and the expert takes the
+// full gradient (as the gate branch is detached); the gradient stream takes both. What reaches
+// the weights goes on by the true gradient of their computation, a softmax (Prop. 3.1): with
+// norm_topk, w = p_sel / Σ p_sel is exactly the softmax of the K selected router logits; without,
+// the K selected entries of the softmax over all X. The selection itself is a constant.
+static void experts_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
+    const ptrdiff_t N = layer_rows(m, w, l), C = m->C, K = m->K, X = m->X, XF = m->XF, NK = w->N * K;
+    const LayerWeights *lw = &m->layers[l];
+    const int32_t *slots = w->slots + l * NK, *start = w->slot_start + l * (X + 1), *route = w->route + l * NK;
+    const float *rw = w->route_w + l * NK, *p = w->router_p + l * w->N * X;
+    const float *xfc = w->xfc + l * NK * 2 * XF, *xgact = w->xgact + l * NK * XF, *xout = w->xout + l * NK * C;
+    float share_w, share_expert;
+    product_shares(s->rules.gate, &share_w, &share_expert);
+    float *gp = w->groute; // (rows,X) g at the probabilities (0 where not selected)
+    zero(gp, N * X);
+    for (ptrdiff_t e = 0; e < X; e++) {
+        const ptrdiff_t a = start[e], n = start[e + 1] - a;
+        if (n == 0) continue;
+        zero(w->gxout, n * C);
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const ptrdiff_t slot = slots[a + i], row = slot / K;
+            scale_backward(share_w != 0.0f ? gp + row * X + e : NULL, w->gxout + i * C, g + row * C, rw[slot],
+                           xout + (a + i) * C, C, s->rules.gate);
+        }
+        zero(w->gxhid, n * XF);
+        linear_backward(w->gxhid, w->gxout, lw->expert_down + e * C * XF, n, XF, C, false);
+        zero(w->gxfc, n * 2 * XF);
+        gated_backward(w->gxfc, w->gxhid2, w->gxhid, xfc + a * 2 * XF, xgact + a * XF, n, XF, m->act, s);
+        zero(w->gxin, n * C);
+        linear_backward(w->gxin, w->gxfc, lw->expert_up + e * 2 * XF * C, n, C, 2 * XF, false);
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float *row = gx + slots[a + i] / K * C;
+            for (ptrdiff_t c = 0; c < C; c++) row[c] += w->gxin[i * C + c];
+        }
+    }
+    if (share_w == 0.0f) return; // CP-LRP: the weights are constants, the router gets nothing
+    zero(w->grouter, N * X);
+    for (ptrdiff_t n = 0; n < N; n++) {
+        const float *sn = p + n * X;
+        if (m->norm_topk) { // the softmax of the selected logits: its output over all X, 0 elsewhere
+            zero(w->route_s, X);
+            for (ptrdiff_t k = 0; k < K; k++) w->route_s[route[n * K + k]] = rw[n * K + k];
+            sn = w->route_s;
+        }
+        softmax_backward(w->grouter + n * X, gp + n * X, sn, 1, X);
+    }
+    linear_backward(gx, w->grouter, lw->router.w, N, C, X, false);
+}
+
+// x (rows,C) -> out (rows,C)
+void mlp_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
+    const LayerWeights *lw = &m->layers[l];
+    if (lw->router.w == NULL) {
+        dense_forward(m, w, l, out, x);
+        return;
+    }
+    experts_forward(m, w, l, out, x);
+    if (lw->up.w == NULL) return;
+    // the shared expert, scaled by sigmoid(shared_gate x): out += σ ⊙ shared(x)
+    const ptrdiff_t N = layer_rows(m, w, l), C = m->C;
+    float *logit = w->shared_logit + l * w->N, *shared = w->shared_out + l * w->N * C, *gate = w->xhid;
+    dense_forward(m, w, l, shared, x);
+    linear_forward(logit, x, lw->shared_gate.w, lw->shared_gate.b, N, C, 1, false);
+    sigmoid_forward(gate, logit, N);
+    for (ptrdiff_t n = 0; n < N; n++) {
+        scale_forward(w->xin, gate[n], shared + n * C, C);
+        for (ptrdiff_t c = 0; c < C; c++) out[n * C + c] += w->xin[c];
+    }
+}
+
+// g (rows,C) -> gx (rows,C) +=
+void mlp_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
+    const LayerWeights *lw = &m->layers[l];
+    if (lw->router.w == NULL) {
+        dense_backward(m, w, l, gx, g, s);
+        return;
+    }
+    experts_backward(m, w, l, gx, g, s);
+    if (lw->up.w == NULL) return;
+    // σ(gate logit) ⊙ shared(x): the product of two activations, shared like the routing weights
+    // (experts_backward); σ by its true gradient (rules.c, sigmoid_backward)
+    const ptrdiff_t N = layer_rows(m, w, l), C = m->C;
+    const float *logit = w->shared_logit + l * w->N, *shared = w->shared_out + l * w->N * C;
+    float share_gate, share_shared;
+    product_shares(s->rules.gate, &share_gate, &share_shared);
+    float *gshared = w->gxout, *ggate = w->grouter, *glogit = w->grouter + N, *gate = w->xhid;
+    sigmoid_forward(gate, logit, N);
+    zero(gshared, N * C);
+    zero(ggate, 2 * N);
+    for (ptrdiff_t n = 0; n < N; n++)
+        scale_backward(share_gate != 0.0f ? ggate + n : NULL, gshared + n * C, g + n * C, gate[n], shared + n * C, C,
+                       s->rules.gate);
+    dense_backward(m, w, l, gx, gshared, s);
+    if (share_gate == 0.0f) return;
+    sigmoid_backward(glogit, ggate, logit, N);
+    linear_backward(gx, glogit, lw->shared_gate.w, N, C, 1, false);
 }
 
 // ----------------------------------------------------------------------------

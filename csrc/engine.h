@@ -40,6 +40,17 @@ typedef struct {
                               // (its pre-attention, pre-MLP, post-attention, post-MLP norms)
     float *branch_out;        // (L,2,N,C) post_norms: each layer's attention and MLP outputs, before their norms
     float *raw_logits;        // (S or N,NO) final_softcap: the logits before capping
+    // mixture of experts (Model.X > 0), NK = N·K routed rows ("slots", row·K + k), cached in
+    // each layer's expert order: the slots of expert 0, then of expert 1, ... (rows ascending)
+    float *router_p;          // (L,N,X) router probabilities
+    float *route_w;           // (L,N,K) routing weights of each row's experts
+    int32_t *route;           // (L,N,K) each row's K experts, most probable first
+    int32_t *slots;           // (L,NK) the slots in expert order
+    int32_t *slot_start;      // (L,X+1) expert e's slots: slots[slot_start[e] .. slot_start[e + 1])
+    float *xfc, *xgact;       // (L,NK,2XF), (L,NK,XF) the experts' [gate | up] and act(gate)
+    float *xout;              // (L,NK,C) the experts' outputs, before their routing weights
+    float *shared_logit;      // (L,N) shared expert gate's logit (Qwen2-MoE)
+    float *shared_out;        // (L,N,C) shared expert's output, before its gate
     float *xf;                // (N,C) input of the head (decoder: after the final norm)
     // (rows,C), rows = S pooled or N for POOL_NONE (head_rows): pooled rows; head_dense
     // before / after its activation; head_norm's output
@@ -58,6 +69,7 @@ typedef struct {
     float *hm, *hm2;          // (H,T,D) head-major q / context of one sequence
     float *kv_raw;            // (KV,T,D) k before RoPE
     float *hidden;            // (N,F) MLP inner activation
+    float *xin, *xhid;        // (NK,C), (NK,XF) experts: gathered inputs, inner activations
     // backward scratch
     float *gx, *g1, *g2;      // (N,C)
     float *gqkv;              // (N,QKV)
@@ -68,6 +80,11 @@ typedef struct {
     float *gatt, *gscores;    // (T,T)
     float *gfc;               // (N,FU)
     float *ghid, *ghid2;      // (N,F)
+    float *gxout, *gxin;      // (NK,C) experts: g at their outputs, at their (gathered) inputs
+    float *gxhid, *gxhid2;    // (NK,XF)
+    float *gxfc;              // (NK,2XF)
+    float *groute, *grouter;  // (N,X) g at the router probabilities, at the router logits
+    float *route_s;           // (X) norm_topk: one row's weights over all experts (0: not selected)
     float *ghead, *ghead2;    // (rows,max(C,NO)) head gradients
     float *gemb, *gemb2;      // (N,E) g at the embeddings' norm output / sum (E != C or emb_proj)
     float *gc2p, *gp2c;       // (T,R2) DeBERTa: g scattered back to q·pkᵀ, k·pqᵀ of one head
@@ -78,7 +95,7 @@ typedef struct {
     float *gpost;             // (N,C) post_norms: g at a branch's output, before its norm
     float *gseed;             // like raw_logits: the seed crossed back through the soft-capping
     float *seed;              // (S,NO) the argmax seed, when the call gives none
-    float *typed;             // carved storage for the two below
+    float *typed;             // carved storage for the typed arrays below
     double *head_sums;        // (H) relevance arriving at each head of one sequence
     int32_t *kstar;           // (T) head statistics: the most attended key per query
     float *xq;                // (S,C) the residual rows a pruned last layer keeps

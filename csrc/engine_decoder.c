@@ -4,6 +4,8 @@
 //   mid = x + attention(norm1(x));  x' = mid + mlp(norm2(mid));  xf = final_norm(x_L)
 // Gemma 3 also norms each branch's output before the add (post_norms):
 //   mid = x + norm3(attention(norm1(x)));  x' = mid + norm4(mlp(norm2(mid)))
+// GPT-NeoX's parallel residual (parallel_residual) feeds both branches the layer's input:
+//   mid = x + attention(norm1(x));  x' = mid + mlp(norm2(x))
 // Residual adds are the identity in both streams: each branch's backward
 // accumulates (+=) straight into the residual stream's g. A layer's row-wise work
 // runs on layer_rows() rows (all, or one per sequence for a pruned last layer);
@@ -56,8 +58,9 @@ void decoder_forward(const Model *m, Workspace *w) {
         norm_forward(m, w, w->a, x, lw->attn_norm, 1 + l, PRE_ATTENTION, w->N);
         attention_forward(m, w, l, w->b, w->a);
         post_norm_forward(m, w, l, POST_ATTENTION, w->b, rows);
-        add(mid, residual_rows(m, w, l, x), w->b, rows * C);
-        norm_forward(m, w, w->a, mid, lw->mlp_norm, 1 + l, PRE_MLP, rows);
+        const float *kept = residual_rows(m, w, l, x);
+        add(mid, kept, w->b, rows * C);
+        norm_forward(m, w, w->a, m->parallel_residual ? kept : mid, lw->mlp_norm, 1 + l, PRE_MLP, rows);
         mlp_forward(m, w, l, w->b, w->a);
         post_norm_forward(m, w, l, POST_MLP, w->b, rows);
         add(w->x + (l + 1) * n, mid, w->b, rows * C);
@@ -67,25 +70,47 @@ void decoder_forward(const Model *m, Workspace *w) {
     norm_forward(m, w, w->xf, last, m->final_norm, 0, FINAL_NORM, rows);
 }
 
+// g (rows,C) at the output of layer l's MLP branch's residual add -> g at the MLP's
+// norm input (`in`, (rows,C)) accumulated into gx (rows,C); gx may be g itself.
+static void mlp_branch_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const float *in,
+                                const ChunkStream *s) {
+    const ptrdiff_t rows = layer_rows(m, w, l);
+    float *branch = w->g2;
+    memset(branch, 0, (size_t)(rows * m->C) * sizeof(float));
+    mlp_backward(m, w, l, branch, post_norm_backward(m, w, l, POST_MLP, g, rows, s->rules.unary), s);
+    norm_backward(m, w, gx, branch, in, m->layers[l].mlp_norm, 1 + l, PRE_MLP, rows, s->rules.unary);
+}
+
+// g (rows,C) at the attention branch's residual add -> gx (N,C) += g at layer l's input x.
+static void attention_branch_backward(const Model *m, Workspace *w, int l, float *gx, const float *g,
+                                      const ChunkStream *s) {
+    const ptrdiff_t n = w->N * m->C, rows = layer_rows(m, w, l);
+    float *branch = w->g2;
+    memset(branch, 0, (size_t)n * sizeof(float));
+    attention_backward(m, w, l, branch, post_norm_backward(m, w, l, POST_ATTENTION, g, rows, s->rules.unary), s);
+    norm_backward(m, w, gx, branch, w->x + l * n, m->layers[l].attn_norm, 1 + l, PRE_ATTENTION, w->N,
+                  s->rules.unary);
+}
+
 // gxf: g at the head's input, (rows of the last layer, C)
 void decoder_backward(const Model *m, Workspace *w, const float *gxf, const ChunkStream *s) {
     const ptrdiff_t C = m->C, n = w->N * C, last_rows = layer_rows(m, w, m->L - 1);
-    const UnaryRule rule = s->rules.unary;
-    float *g = w->gx, *branch = w->g2, *below = w->g1; // g: the residual stream's g, walking down
+    float *g = w->gx, *below = w->g1; // g: the residual stream's g, walking down
     memset(g, 0, (size_t)(last_rows * C) * sizeof(float));
-    norm_backward(m, w, g, gxf, w->x + m->L * n, m->final_norm, 0, FINAL_NORM, last_rows, rule);
+    norm_backward(m, w, g, gxf, w->x + m->L * n, m->final_norm, 0, FINAL_NORM, last_rows, s->rules.unary);
     hidden_taps(m, w, m->L, g, s);
     for (int l = m->L - 1; l >= 0; l--) {
-        const LayerWeights *lw = &m->layers[l];
-        const ptrdiff_t rows = layer_rows(m, w, l);
-        memset(branch, 0, (size_t)(rows * C) * sizeof(float));
-        mlp_backward(m, w, l, branch, post_norm_backward(m, w, l, POST_MLP, g, rows, rule), s);
-        norm_backward(m, w, g, branch, w->mid + l * n, lw->mlp_norm, 1 + l, PRE_MLP, rows, rule); // g at mid
-        memset(branch, 0, (size_t)n * sizeof(float));
-        attention_backward(m, w, l, branch, post_norm_backward(m, w, l, POST_ATTENTION, g, rows, rule), s);
+        const float *x = w->x + l * n;
         memset(below, 0, (size_t)n * sizeof(float));
+        if (m->parallel_residual) {
+            // both branches read x: the attention's g goes first, as the MLP's is then added to g
+            attention_branch_backward(m, w, l, below, g, s);
+            mlp_branch_backward(m, w, l, g, g, residual_rows(m, w, l, x), s); // g at x's kept rows
+        } else {
+            mlp_branch_backward(m, w, l, g, g, w->mid + l * n, s); // g at mid
+            attention_branch_backward(m, w, l, below, g, s);
+        }
         residual_rows_backward(m, w, l, below, g);
-        norm_backward(m, w, below, branch, w->x + l * n, lw->attn_norm, 1 + l, PRE_ATTENTION, w->N, rule); // g at x[l]
         float *t = g; // below becomes the stream's g
         g = below;
         below = t;

@@ -83,6 +83,16 @@ void product_forward(float *out, const float *a, const float *b, ptrdiff_t n);
 void product_backward(float *ga, float *gb, const float *g, const float *a, const float *b,
                       ptrdiff_t n, ProductRule rule);
 
+// a, b (n) -> out (n) = a b, a a scalar
+void scale_forward(float *out, float a, const float *b, ptrdiff_t n);
+// g (n) -> *ga += share_a Σ g b, gb += share_b a g; either may be NULL when its share is 0
+void scale_backward(float *ga, float *gb, const float *g, float a, const float *b, ptrdiff_t n,
+                    ProductRule rule);
+
+// x (n) -> y (n) = sigmoid(x); backward: gx += g σ'(x), the true gradient in every stream
+void sigmoid_forward(float *y, const float *x, ptrdiff_t n);
+void sigmoid_backward(float *gx, const float *g, const float *x, ptrdiff_t n);
+
 // x (n) -> y (n) = f(x)
 void activation_forward(float *y, const float *x, ptrdiff_t n, Activation f);
 // g, x (n) -> gx (n) += g f(x)/x (RULE_LRP) or g f'(x) (RULE_GRADIENT)
@@ -142,6 +152,11 @@ typedef struct {
     Affine q_norm, k_norm; // RMSNorm scales (D) of each query / key head (Qwen3); .w NULL: none
     Affine attn_post_norm, mlp_post_norm; // Gemma 3: norms of each branch's output; .w NULL: none
     Affine pos_key, pos_query; // DeBERTa: (HD,C) projections of the relative embeddings; .w NULL: none
+    // Mixture of experts (Model.X > 0): router (X,C); expert e's [gate; up] rows at expert_up +
+    // e·2XF·C, (2XF,C), and its down at expert_down + e·C·XF, (C,XF). up / down, when present,
+    // are then the shared expert, its output scaled by sigmoid(shared_gate x) (Qwen2-MoE).
+    Affine router, shared_gate;
+    const float *expert_up, *expert_down;
     int window;            // this layer's sliding window, 0 = none: key k is visible to query q
                            // iff 0 <= q - k < window (causal) or |q - k| < window (bidirectional)
     bool local_rope;       // this layer's RoPE table is the model's inv_freq_local
@@ -157,6 +172,12 @@ typedef struct {
     float eps, attn_scale, rope_scaling;
     bool causal, rope;
     bool qk_norm;              // q and k heads RMSNorm-ed (layers[l].q_norm, k_norm) before RoPE
+    bool parallel_residual;    // GPT-NeoX: x' = x + attention(norm1(x)) + mlp(norm2(x))
+    // Mixture of experts: X experts of width XF (gated, act as the MLP's), each row routed to
+    // its K most probable under softmax(router x); norm_topk: the K weights renormalised to
+    // sum to 1. X = 0: dense MLPs.
+    int X, K, XF;
+    bool norm_topk;
     Pool pool;
     Activation head_act;       // after head_dense, when head_dense.w != NULL
     const float *wte, *wpe, *wtt, *inv_freq; // wpe, wtt, inv_freq may be NULL

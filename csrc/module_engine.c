@@ -222,7 +222,7 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     if (!spec_choice(spec, "family", FAMILY_NAMES, 2, &family) || !spec_choice(spec, "norm", NORM_NAMES, 2, &norm) ||
         !spec_choice(spec, "activation", ACTIVATION_NAMES, 5, &act) || !spec_choice(spec, "pool", POOL_NAMES, 4, &pool) ||
         !spec_bool(spec, "gated_mlp", &m.gated) || !spec_bool(spec, "causal", &m.causal) ||
-        !spec_bool(spec, "qk_norm", &m.qk_norm) ||
+        !spec_bool(spec, "qk_norm", &m.qk_norm) || !spec_bool(spec, "parallel_residual", &m.parallel_residual) ||
         !spec_int(spec, "n_layers", 1, &m.L) || !spec_int(spec, "n_heads", 1, &m.H) ||
         !spec_int(spec, "n_kv_heads", 1, &m.KV) || !spec_int(spec, "head_dim", 1, &m.D) ||
         !spec_int(spec, "hidden", 1, &m.C) || !spec_int(spec, "intermediate", 1, &m.F) ||
@@ -233,7 +233,9 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
         !spec_float(spec, "final_softcap", &m.final_softcap) ||
         !spec_int(spec, "rotary_dim", 0, &m.rope_dim) || !spec_int(spec, "rope_long_after", 0, &m.rope_long_after) ||
         !spec_float(spec, "attn_scale", &m.attn_scale) ||
-        !spec_float(spec, "rope_attention_scaling", &m.rope_scaling))
+        !spec_float(spec, "rope_attention_scaling", &m.rope_scaling) ||
+        !spec_int(spec, "n_experts", 0, &m.X) || !spec_int(spec, "experts_per_token", 0, &m.K) ||
+        !spec_int(spec, "expert_intermediate", 0, &m.XF) || !spec_bool(spec, "norm_topk_prob", &m.norm_topk))
         return -1;
     PyObject *positions = spec_item(spec, "positions"), *head_act = spec_item(spec, "head_activation");
     if (positions == NULL || head_act == NULL) return -1;
@@ -253,6 +255,11 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     if (!(m.embed_scale > 0.0f) || m.final_softcap < 0.0f) {
         PyErr_Format(PyExc_ValueError, "spec: embed_scale must be > 0 and final_softcap >= 0, got %g and %g",
                      (double)m.embed_scale, (double)m.final_softcap);
+        return -1;
+    }
+    if (m.X > 0 && (m.K < 1 || m.K > m.X || m.XF < 1 || !m.gated)) {
+        PyErr_Format(PyExc_ValueError, "spec: a mixture of %d experts needs 1 <= experts_per_token <= n_experts "
+                     "(got %d), expert_intermediate >= 1 (got %d) and gated_mlp", m.X, m.K, m.XF);
         return -1;
     }
     if (m.rope_dim == 0) m.rope_dim = m.D; // the whole head
@@ -308,11 +315,24 @@ static int engine_setup(EngineObject *self, PyObject *spec, PyObject *weights) {
     (snprintf(name, sizeof name, "layers.%d." key, l), affine(weights, name, required, out_dim, in_dim, &lw->field))
         if (!LAYER_AFFINE(attn_norm, "attn_norm", l > 0 || first_attn_norm, C, 0) || !LAYER_AFFINE(qkv, "qkv", true, QKV, C) ||
             !LAYER_AFFINE(out, "out", true, C, HD) || !LAYER_AFFINE(mlp_norm, "mlp_norm", true, C, 0) ||
-            !LAYER_AFFINE(up, "up", true, FU, C) || !LAYER_AFFINE(down, "down", true, C, m.F) ||
+            !LAYER_AFFINE(up, "up", m.X == 0, FU, C) ||
+            !LAYER_AFFINE(down, "down", lw->up.w != NULL, C, m.F) ||
+            !LAYER_AFFINE(router, "router", m.X > 0, m.X, C) ||
+            !LAYER_AFFINE(shared_gate, "shared_gate", m.X > 0 && lw->up.w != NULL, 1, C) ||
+            (m.X > 0 && (!weight(weights, (snprintf(name, sizeof name, "layers.%d.experts.up.weight", l), name), true,
+                                 (npy_intp)m.X * 2 * m.XF, C, &lw->expert_up, NULL) ||
+                         !weight(weights, (snprintf(name, sizeof name, "layers.%d.experts.down.weight", l), name),
+                                 true, (npy_intp)m.X * C, m.XF, &lw->expert_down, NULL))) ||
             !LAYER_AFFINE(q_norm, "q_norm", m.qk_norm, m.D, 0) || !LAYER_AFFINE(k_norm, "k_norm", m.qk_norm, m.D, 0) ||
             !LAYER_AFFINE(pos_key, "pos_key", false, HD, C) || !LAYER_AFFINE(pos_query, "pos_query", false, HD, C) ||
             (post && (!LAYER_AFFINE(attn_post_norm, "attn_post_norm", true, C, 0) ||
                       !LAYER_AFFINE(mlp_post_norm, "mlp_post_norm", true, C, 0)))) {
+            PyMem_Free(layers);
+            return -1;
+        }
+        if (m.X > 0 && (lw->up.w != NULL) != (layers[0].up.w != NULL)) {
+            PyErr_Format(PyExc_ValueError, "weights: layers.%d %s a shared expert (up) and layers.0 %s", l,
+                         lw->up.w != NULL ? "has" : "has no", layers[0].up.w != NULL ? "has" : "has not");
             PyMem_Free(layers);
             return -1;
         }

@@ -79,6 +79,43 @@ void product_backward(float *ga, float *gb, const float *g, const float *a, cons
     }
 }
 
+// A scalar activation a times a vector activation b (n): a mixture of experts' routing weight
+// times its expert's output, the sigmoid gate times the shared expert's. The element-wise product
+// with a broadcast, so the same Prop. 3.3 shares (DESIGN.md §2, element-wise product row).
+void scale_forward(float *out, float a, const float *b, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = a * b[i];
+}
+
+// g (n) -> *ga += share_a Σ g b, gb += share_b a g; either may be NULL when its share is 0
+void scale_backward(float *ga, float *gb, const float *g, float a, const float *b, ptrdiff_t n,
+                    ProductRule rule) {
+    float sa, sb;
+    product_shares(rule, &sa, &sb);
+    if (ga != NULL && sa != 0.0f) {
+        double dot = 0.0;
+        for (ptrdiff_t i = 0; i < n; i++) dot += (double)g[i] * b[i];
+        *ga += (float)(sa * dot);
+    }
+    if (gb != NULL && sb != 0.0f) {
+        for (ptrdiff_t i = 0; i < n; i++) gb[i] += sb * a * g[i];
+    }
+}
+
+// x (n) -> y (n) = 1 / (1 + exp(-x))
+void sigmoid_forward(float *y, const float *x, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+// g, x (n) -> gx (n) += g σ(x)(1 − σ(x)). The true gradient in every stream: σ(x) is the
+// softmax of (x, 0), whose rule is its true gradient (AttnLRP Prop. 3.1), not the identity
+// rule of the activations (σ(0) = ½: σ(x)/x has no limit at 0).
+void sigmoid_backward(float *gx, const float *g, const float *x, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const float y = 1.0f / (1.0f + expf(-x[i]));
+        gx[i] += g[i] * y * (1.0f - y);
+    }
+}
+
 // ----------------------------------------------------------------------------
 // Linear maps (linear, Conv1D, classifier, LM head): true gradient, the bias
 // absorbs b ⊙ g (DESIGN.md §2, first row).

@@ -88,6 +88,11 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
        for suffix, task in (("Model", "base"), ("ForCausalLM", "causal-lm"),
                             ("ForSequenceClassification", "sequence-classification"),
                             ("ForQuestionAnswering", "question-answering"))},
+    **{f"{name}{suffix}": (model_type, task)
+       for name, model_type in (("Mixtral", "mixtral"), ("Qwen2Moe", "qwen2_moe"))
+       for suffix, task in (("Model", "base"), ("ForCausalLM", "causal-lm"),
+                            ("ForSequenceClassification", "sequence-classification"),
+                            ("ForQuestionAnswering", "question-answering"))},
     "Phi3Model": ("phi3", "base"),
     "Phi3ForCausalLM": ("phi3", "causal-lm"),
     "Phi3ForSequenceClassification": ("phi3", "sequence-classification"),
@@ -97,6 +102,10 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "ModernBertModel": ("modernbert", "base"),
     "ModernBertForSequenceClassification": ("modernbert", "sequence-classification"),
     "ModernBertForQuestionAnswering": ("modernbert", "question-answering"),
+    "GPTNeoXModel": ("gpt_neox", "base"),
+    "GPTNeoXForCausalLM": ("gpt_neox", "causal-lm"),
+    "GPTNeoXForSequenceClassification": ("gpt_neox", "sequence-classification"),
+    "GPTNeoXForQuestionAnswering": ("gpt_neox", "question-answering"),
     "Gemma3TextModel": ("gemma3_text", "base"),
     "Gemma3ForCausalLM": ("gemma3_text", "causal-lm"),
     "Gemma3TextForSequenceClassification": ("gemma3_text", "sequence-classification"),
@@ -173,6 +182,19 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                   rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False,
                   use_sliding_window=False, sliding_window=4096, max_window_layers=28,
                   layer_types=None, pad_token_id=None),
+    "mixtral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                    num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                    head_dim=None, hidden_act="silu", max_position_embeddings=4096 * 32,
+                    rms_norm_eps=1e-5, pad_token_id=None, tie_word_embeddings=False,
+                    sliding_window=None, num_local_experts=8, num_experts_per_tok=2),
+    "qwen2_moe": dict(vocab_size=151936, hidden_size=2048, intermediate_size=5632,
+                      num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
+                      hidden_act="silu", max_position_embeddings=32768, rms_norm_eps=1e-6,
+                      tie_word_embeddings=False, use_sliding_window=False, sliding_window=4096,
+                      max_window_layers=28, layer_types=None, pad_token_id=None,
+                      decoder_sparse_step=1, moe_intermediate_size=1408,
+                      shared_expert_intermediate_size=5632, num_experts_per_tok=4,
+                      num_experts=60, norm_topk_prob=False, mlp_only_layers=None, qkv_bias=True),
     "phi3": dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=None, hidden_act="silu",
                  max_position_embeddings=4096, original_max_position_embeddings=4096,
@@ -191,6 +213,10 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                        local_attention=128, mlp_bias=False, classifier_pooling="cls",
                        classifier_bias=False, classifier_activation="gelu",
                        tie_word_embeddings=True),
+    "gpt_neox": dict(vocab_size=50432, hidden_size=6144, num_hidden_layers=44,
+                     num_attention_heads=64, intermediate_size=24576, hidden_act="gelu",
+                     max_position_embeddings=2048, layer_norm_eps=1e-5, pad_token_id=None,
+                     tie_word_embeddings=False, use_parallel_residual=True, attention_bias=True),
     "gemma3_text": dict(vocab_size=262_208, hidden_size=2304, intermediate_size=9216,
                         num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
                         head_dim=256, hidden_activation="gelu_pytorch_tanh",
@@ -755,17 +781,17 @@ def _encoder(arch, model_type, task, cfg, tensors):
     return fields, w
 
 
-def _decoder_head(task, cfg, tensors, w, C, V, n_out, embed_key) -> str:
-    """LM / score / QA head of a decoder; returns the pool.
+def _decoder_head(task, cfg, tensors, w, C, V, n_out, embed_key, lm_key="lm_head.weight") -> str:
+    """LM / score / QA head of a decoder; returns the pool. ``lm_key``: the LM head's name.
 
     A tied LM head is ``w["embed.word"]`` itself. From a module, tied means what the module
     computes (lm_head and the embeddings share storage); from a folder, what HF does on
     loading (``tie_word_embeddings``; the saved file then usually has no ``lm_head``).
     """
     if task == "causal-lm":
-        tied = (tensors.same_storage("lm_head.weight", embed_key)
+        tied = (tensors.same_storage(lm_key, embed_key)
                 if isinstance(tensors, _TorchStateDict) else bool(cfg["tie_word_embeddings"]))
-        w["head.out.weight"] = w["embed.word"] if tied else tensors.get("lm_head.weight", (V, C))
+        w["head.out.weight"] = w["embed.word"] if tied else tensors.get(lm_key, (V, C))
         return "last"
     if task == "sequence-classification":
         w["head.out.weight"] = tensors.get("score.weight", (n_out, C))
@@ -821,7 +847,7 @@ def _sliding_window(arch: str, model_type: str, cfg: _Config) -> int:
     """One window for every layer, or 0; per-layer windows are refused."""
     if model_type == "llama":
         return 0
-    if model_type in ("mistral", "phi3"):
+    if model_type in ("mistral", "phi3", "mixtral"):
         return cfg.size("sliding_window", 0, default=0)
     # qwen2, qwen3: the config drops the window unless use_sliding_window, then layer_types decides
     if not cfg.get("use_sliding_window", False) or not cfg.get("sliding_window"):
@@ -946,19 +972,24 @@ def _unit_offset(w: dict, name: str) -> None:
 
 
 def _llama(arch, model_type, task, cfg, tensors):
-    """LLaMA, Mistral, Qwen2, Qwen3, Phi-3, Gemma 3: RMSNorm, RoPE, gated MLP, grouped-query
-    attention. Qwen3 and Gemma 3 RMSNorm each q / k head before RoPE; Phi-3 stores q/k/v and
+    """LLaMA, Mistral, Qwen2, Qwen3, Phi-3, Gemma 3, Mixtral, Qwen2-MoE: RMSNorm, RoPE, gated
+    MLP, grouped-query attention. Mixtral and Qwen2-MoE replace the MLP by a mixture of experts
+    (:func:`_experts`). Qwen3 and Gemma 3 RMSNorm each q / k head before RoPE; Phi-3 stores q/k/v and
     gate/up fused (in the canonical row order already), LongRoPE, partial RoPE; Gemma 3 norms
     each branch's output too (RMSNorm by 1 + weight), scales the embeddings by √C, interleaves
     sliding-window layers (with their own RoPE table) with full ones, scales scores by
     query_pre_attn_scalar^-1/2 and may soft-cap the final logits."""
+    moe = model_type in ("mixtral", "qwen2_moe")
     for key in ("num_experts", "num_local_experts", "n_routed_experts"):
-        if cfg.get(key):
+        if cfg.get(key) and not moe:
             raise NotImplementedError(f"{arch} with {key}={cfg.get(key)} (mixture of experts) "
                                       "is not supported")
     phi3, gemma = model_type == "phi3", model_type == "gemma3_text"
     C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
     H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    experts = _moe_fields(arch, model_type, cfg) if moe else {}
+    if experts.get("shared_expert"):  # the dense MLP beside the experts
+        F = cfg.size("shared_expert_intermediate_size")
     KV = cfg.size("num_key_value_heads", default=H)
     if H % KV:
         raise ValueError(f"config num_key_value_heads ({KV}) must divide num_attention_heads ({H})")
@@ -969,7 +1000,8 @@ def _llama(arch, model_type, task, cfg, tensors):
     act = _activation(cfg, "hidden_activation" if gemma else "hidden_act")
     attention_bias = (model_type in ("llama", "qwen3", "gemma3_text")
                       and bool(cfg.get("attention_bias", False)))
-    qkv_bias = model_type == "qwen2" or attention_bias
+    qkv_bias = (model_type == "qwen2" or attention_bias
+                or model_type == "qwen2_moe" and bool(cfg.get("qkv_bias", True)))
     out_bias = attention_bias
     qk_norm = model_type in ("qwen3", "gemma3_text")
     mlp_bias = model_type == "llama" and bool(cfg.get("mlp_bias", False))
@@ -1024,6 +1056,9 @@ def _llama(arch, model_type, task, cfg, tensors):
         if qk_norm:
             _norm(tensors, w, o + ".q_norm", s + "self_attn.q_norm", D, False)
             _norm(tensors, w, o + ".k_norm", s + "self_attn.k_norm", D, False)
+        if experts:
+            _experts(tensors, w, o, s, experts, C, F)
+            continue
         if phi3:
             _linear(tensors, w, o + ".up", s + "mlp.gate_up_proj", 2 * F, C, bias=False)
         else:
@@ -1051,7 +1086,7 @@ def _llama(arch, model_type, task, cfg, tensors):
                   sliding_window=window, positions="rope",
                   rope_attention_scaling=float(rope_scaling), pool=pool, head_activation="",
                   n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels, qk_norm=qk_norm,
-                  rotary_dim=R if R != D else 0, rope_long_after=long_after)
+                  rotary_dim=R if R != D else 0, rope_long_after=long_after, **experts)
     if gemma:
         softcap = cfg.get("final_logit_softcapping")
         fields.update(attn_scale=number(cfg["query_pre_attn_scalar"],
@@ -1060,6 +1095,59 @@ def _llama(arch, model_type, task, cfg, tensors):
                       final_softcap=0.0 if softcap is None or task != "causal-lm" else
                       number(softcap, "config final_logit_softcapping", positive=True))
     return fields, w
+
+
+def _moe_fields(arch: str, model_type: str, cfg: _Config) -> dict:
+    """The spec fields of Mixtral's or Qwen2-MoE's mixture of experts. Mixtral always
+    renormalises the top-k weights; Qwen2-MoE does with ``norm_topk_prob`` and adds a shared
+    expert. Qwen2-MoE's dense layers between sparse ones are refused (the engine has one MLP
+    width per model)."""
+    if model_type == "mixtral":
+        X, XF = cfg.size("num_local_experts"), cfg.size("intermediate_size")
+        norm, shared = True, False
+    else:
+        step, dense = cfg.get("decoder_sparse_step", 1), cfg.get("mlp_only_layers") or []
+        if step != 1 or dense:
+            option = f"decoder_sparse_step={step}" if step != 1 else f"mlp_only_layers={dense}"
+            raise NotImplementedError(f"{arch} with {option} (dense MLP layers between the sparse "
+                                      "ones) is not supported")
+        X, XF = cfg.size("num_experts"), cfg.size("moe_intermediate_size")
+        norm, shared = bool(cfg.get("norm_topk_prob", False)), True
+    K = cfg.size("num_experts_per_tok")
+    if K > X:
+        raise ValueError(f"config num_experts_per_tok ({K}) must be at most the number of "
+                         f"experts ({X})")
+    return dict(n_experts=X, experts_per_token=K, expert_intermediate=XF, norm_topk_prob=norm,
+                shared_expert=shared)
+
+
+def _experts(tensors: _Tensors, w: dict, o: str, s: str, fields: dict, C: int, F: int) -> None:
+    """Layer ``o``'s router, experts and shared expert from the layer ``s`` of a transformers 5
+    module (3-D ``experts.gate_up_proj`` / ``down_proj``) or of a checkpoint (one linear per
+    expert and projection: Mixtral's ``block_sparse_moe.experts.{e}.w1`` (gate) / ``w3`` (up) /
+    ``w2`` (down), Qwen2-MoE's ``mlp.experts.{e}.gate_proj`` / ``up_proj`` / ``down_proj``); F:
+    the shared expert's width."""
+    X, XF = fields["n_experts"], fields["expert_intermediate"]
+    block = s + ("mlp." if tensors.key(s + "mlp.gate.weight") is not None else "block_sparse_moe.")
+    w[o + ".router.weight"] = tensors.get(block + "gate.weight", (X, C))
+    if tensors.key(block + "experts.gate_up_proj") is not None:
+        up = tensors.get(block + "experts.gate_up_proj", (X, 2 * XF, C))
+        down = tensors.get(block + "experts.down_proj", (X, C, XF))
+    else:
+        gate_name, up_name, down_name = (("w1", "w3", "w2") if block.endswith("block_sparse_moe.")
+                                         else ("gate_proj", "up_proj", "down_proj"))
+        each = [f"{block}experts.{e}." for e in range(X)]
+        up = np.stack([np.concatenate([tensors.get(p + gate_name + ".weight", (XF, C)),
+                                       tensors.get(p + up_name + ".weight", (XF, C))]) for p in each])
+        down = np.stack([tensors.get(p + down_name + ".weight", (C, XF)) for p in each])
+    w[o + ".experts.up.weight"] = up.reshape(X * 2 * XF, C)
+    w[o + ".experts.down.weight"] = down.reshape(X * C, XF)
+    if fields["shared_expert"]:
+        shared = block + "shared_expert."
+        _fused(tensors, w, o + ".up", [(shared + "gate_proj", F), (shared + "up_proj", F)], C,
+               bias=False)
+        _linear(tensors, w, o + ".down", shared + "down_proj", C, F, bias=False)
+        _linear(tensors, w, o + ".shared_gate", block + "shared_expert_gate", 1, C, bias=False)
 
 
 def _deberta_v2(arch, model_type, task, cfg, tensors):
@@ -1212,9 +1300,69 @@ def _modernbert(arch, model_type, task, cfg, tensors):
     return fields, w
 
 
+def _gpt_neox(arch, model_type, task, cfg, tensors):
+    """GPT-NeoX / Pythia: pre-LN layers (LayerNorms with biases), partial RoPE, GELU MLP with
+    biases, an untied LM head (``embed_out``; ``lm_head`` in a transformers 5 module), and with
+    ``use_parallel_residual`` both branches reading the layer's input. The fused
+    ``query_key_value`` stores each head's q, k, v rows together ((H, 3, D) rows); they are
+    reordered into the canonical all-q, all-k, all-v rows."""
+    C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
+    H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    D = _head_size(C, H, ("hidden_size", "num_attention_heads"))
+    V = cfg.size("vocab_size")
+    act, eps = _activation(cfg, "hidden_act"), cfg.epsilon("layer_norm_eps")
+    attn_bias = bool(cfg.get("attention_bias", True))
+    # older config.json keys, read as GPTNeoXConfig does: rotary_pct (default 0.25) and
+    # rotary_emb_base fill what rope_parameters / rope_scaling leave out
+    params = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"config rope_parameters must be an object, got {params!r}")
+    params = {"rope_theta": cfg.get("rotary_emb_base", 10_000.0),
+              "partial_rotary_factor": cfg.get("rotary_pct", 0.25), **params}
+    rope_view = {**cfg.values, "rope_parameters": params, "rope_scaling": None}
+    R = rotary_dim(rope_view, D, partial=True)
+    inv_freq, rope_scaling = _rope_table(rope_view, R)
+    n_out, labels = _classifier_head(task, cfg, C, V)
+    tensors.prefixes = ("gpt_neox.",)
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("embed_in.weight", (V, C))
+    for i in range(L):
+        o, s = f"layers.{i}", f"layers.{i}."
+        _norm(tensors, w, o + ".attn_norm", s + "input_layernorm", C, True)
+        qkv = s + "attention.query_key_value"
+        w[o + ".qkv.weight"] = np.ascontiguousarray(
+            tensors.get(qkv + ".weight", (3 * C, C)).reshape(H, 3, D, C).transpose(1, 0, 2, 3)
+            .reshape(3 * C, C))
+        if attn_bias:
+            w[o + ".qkv.bias"] = np.ascontiguousarray(
+                tensors.get(qkv + ".bias", (3 * C,)).reshape(H, 3, D).transpose(1, 0, 2).reshape(-1))
+        _linear(tensors, w, o + ".out", s + "attention.dense", C, C, bias=attn_bias)
+        _norm(tensors, w, o + ".mlp_norm", s + "post_attention_layernorm", C, True)
+        _linear(tensors, w, o + ".up", s + "mlp.dense_h_to_4h", F, C)
+        _linear(tensors, w, o + ".down", s + "mlp.dense_4h_to_h", C, F)
+    _norm(tensors, w, "final_norm", "final_layer_norm", C, True)
+    w["rope.inv_freq"] = inv_freq
+    # the checkpoints' LM head is embed_out, which transformers 5 renames lm_head on loading
+    lm_key = "embed_out.weight" if tensors.key("lm_head.weight") is None else "lm_head.weight"
+    pool = _decoder_head(task, cfg, tensors, w, C, V, n_out, "embed_in.weight", lm_key)
+
+    fields = dict(family="decoder", norm="layernorm", activation=act, gated_mlp=False,
+                  n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
+                  vocab=V, max_positions=max_rope_positions(rope_view), type_vocab=0,
+                  norm_eps=eps, attn_scale=D ** -0.5, causal=True, sliding_window=0,
+                  positions="rope", rope_attention_scaling=float(rope_scaling), pool=pool,
+                  head_activation="", n_outputs=n_out, pad_token_id=_pad_id(cfg), labels=labels,
+                  rotary_dim=R if R != D else 0,
+                  parallel_residual=bool(cfg.get("use_parallel_residual", True)))
+    return fields, w
+
+
 _FAMILIES: dict[str, Callable] = {
+    "mixtral": _llama, "qwen2_moe": _llama,
     "bert": _encoder, "roberta": _encoder, "xlm-roberta": _encoder, "distilbert": _encoder,
     "mpnet": _encoder, "electra": _encoder, "albert": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
     "phi3": _llama, "gemma3_text": _llama, "modernbert": _modernbert, "deberta-v2": _deberta_v2,
+    "gpt_neox": _gpt_neox,
 }

@@ -41,6 +41,14 @@ head.dense.weight / .bias      (C, C)        *opt*   pooler / pre-classifier, th
 head.norm.weight / .bias       (C,)          *opt*   ModernBERT: norm after it; iff ``head_norm``
 head.out.weight                (NO, C)       *opt*   classifier, QA outputs, LM head (may be
 head.out.bias                  (NO,)         *opt*   the very array ``embed.word`` when tied)
+layers.{i}.router.weight       (X, C)        *opt*   mixture of experts: the router; required
+                                                     iff ``n_experts`` (X)
+layers.{i}.experts.up.weight   (X·2XF, C)    *opt*   expert e's [gate; up] rows at [2XF·e, 2XF·(e+1));
+layers.{i}.experts.down.weight (X·C, XF)     *opt*   its down rows at [C·e, C·(e+1)); XF =
+                                                     ``expert_intermediate``; both iff n_experts
+layers.{i}.shared_gate.weight  (1, C)        *opt*   the shared expert's sigmoid gate; with
+                                                     experts, up / down are the shared expert
+                                                     (F wide), present iff ``shared_expert``
 layers.{i}.q_norm.weight       (D,)          *opt*   RMSNorm of every query / key head before
 layers.{i}.k_norm.weight       (D,)          *opt*   RoPE (Qwen3); required iff ``qk_norm``
 rope.inv_freq                  (R/2,)        *opt*   RoPE inverse frequencies, scaling applied;
@@ -89,7 +97,8 @@ POSITION_KINDS = ("absolute", "roberta", "rope", "relative")
 _SIZES = {"n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "head_dim": 1, "hidden": 1,
           "intermediate": 1, "vocab": 1, "max_positions": 1, "type_vocab": 0, "sliding_window": 0,
           "n_outputs": 1, "pad_token_id": -1, "rotary_dim": 0, "rope_long_after": 0,
-          "embedding_size": 0, "relative_span": 0}
+          "embedding_size": 0, "relative_span": 0, "n_experts": 0, "experts_per_token": 0,
+          "expert_intermediate": 0}
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,15 @@ class ModelSpec:
     disentangled: tuple[str, ...] = ()  # DeBERTa's score terms besides q·k: "c2p" (q·pk),
                                   # "p2c" (k·pq), pk / pq projections of relative embeddings
     relative_span: int = 0        # DeBERTa: S, the relative embeddings having 2S rows
+    parallel_residual: bool = False  # GPT-NeoX: both branches read the layer's input,
+                                  # x' = x + attention(attn_norm(x)) + mlp(mlp_norm(x))
+    n_experts: int = 0            # mixture of experts (Mixtral, Qwen2-MoE): X gated experts in
+                                  # every layer instead of the dense MLP; 0: none
+    experts_per_token: int = 0    # K: each token's K most probable experts under the router
+    expert_intermediate: int = 0  # XF: an expert's intermediate size
+    norm_topk_prob: bool = False  # the K routing weights renormalised to sum to 1
+    shared_expert: bool = False   # Qwen2-MoE: a dense gated MLP beside the experts, scaled by
+                                  # sigmoid(shared_gate x)
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -168,6 +186,12 @@ class ModelSpec:
                 self.relative_span):
             raise ValueError("ModelSpec.disentangled must hold 'c2p' and / or 'p2c', exactly "
                              "when relative_span > 0")
+        if self.n_experts and not (1 <= self.experts_per_token <= self.n_experts
+                                   and self.expert_intermediate >= 1 and self.gated_mlp):
+            raise ValueError("a mixture of experts needs 1 <= experts_per_token <= n_experts, "
+                             "expert_intermediate >= 1 and gated_mlp")
+        if self.shared_expert and not self.n_experts:
+            raise ValueError("ModelSpec.shared_expert needs n_experts > 0")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")
@@ -239,10 +263,20 @@ class ModelSpec:
             if self.post_norms:
                 out[p + "attn_post_norm.weight"] = ((C,), True)
                 out[p + "mlp_post_norm.weight"] = ((C,), True)
+            dense = not self.n_experts or self.shared_expert
             for name, rows, cols in (("qkv", qkv, C), ("out", C, H * D), ("up", F, C),
                                      ("down", C, self.intermediate)):
+                if name in ("up", "down") and not dense:
+                    continue
                 out[p + name + ".weight"] = ((rows, cols), True)
                 out[p + name + ".bias"] = ((rows,), False)
+            if self.n_experts:
+                X, XF = self.n_experts, self.expert_intermediate
+                out[p + "router.weight"] = ((X, C), True)
+                out[p + "experts.up.weight"] = ((X * 2 * XF, C), True)
+                out[p + "experts.down.weight"] = ((X * C, XF), True)
+            if self.shared_expert:
+                out[p + "shared_gate.weight"] = ((1, C), True)
         if self.head_activation:
             out["head.dense.weight"] = ((C, C), True)
             out["head.dense.bias"] = ((C,), False)

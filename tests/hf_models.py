@@ -1,8 +1,8 @@
 """Tiny seeded random-init Hugging Face models, built offline from configs (test fixtures).
 
 ``build(name, seed)`` returns a transformers torch model in eval mode, float32, with
-``attn_implementation="eager"`` and every parameter drawn from a ``torch.Generator`` seeded
-with ``seed``: matrices ~ N(0, 0.25²), biases ~ N(0, 0.2²), norm weights ~ 1 + N(0, 0.25²).
+``attn_implementation="eager"`` (and eager MoE experts), every parameter drawn from a
+``torch.Generator`` seeded with ``seed``: matrices ~ N(0, 0.25²), biases ~ N(0, 0.2²), norm weights ~ 1 + N(0, 0.25²).
 HF's own init (zero biases, unit norms, std 0.02) would leave biases untested and attention
 nearly uniform; these values give peaked attention and O(1) logits. ``zero_bias=True`` then
 zeroes every parameter named ``*.bias`` (linear biases, LayerNorm β, classifier biases): the
@@ -221,6 +221,37 @@ def _gemma3(**extra):
         pad_token_id=0, bos_token_id=2, eos_token_id=1, initializer_range=INIT_STD, **extra)
 
 
+def _gpt_neox(**extra):
+    # head_dim 8: the default rotary_pct 0.25 rotates 2 values of each head; GELU, LayerNorm
+    # biases, an untied embed_out
+    return tf.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                            max_position_embeddings=POSITIONS, layer_norm_eps=1e-5,
+                            pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                            initializer_range=INIT_STD, **extra)
+
+
+def _mixtral(**extra):
+    # 4 experts of width 24, each token's top 2, renormalised (always, in Mixtral)
+    return tf.MixtralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=24,
+                            num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                            num_key_value_heads=2, max_position_embeddings=POSITIONS,
+                            num_local_experts=4, num_experts_per_tok=2, rms_norm_eps=1e-5,
+                            pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                            initializer_range=INIT_STD, **extra)
+
+
+def _qwen2_moe(**extra):
+    # 4 experts of width 16 and a shared expert of width 40 behind its sigmoid gate
+    extra.setdefault("num_experts_per_tok", 2)
+    return tf.Qwen2MoeConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+                             moe_intermediate_size=16, shared_expert_intermediate_size=40,
+                             num_experts=4, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                             num_key_value_heads=2, max_position_embeddings=POSITIONS,
+                             rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                             initializer_range=INIT_STD, **extra)
+
+
 _LABELS = {"id2label": {0: "neg", 1: "neu", 2: "pos"}, "label2id": {"neg": 0, "neu": 1, "pos": 2}}
 
 MODELS: dict[str, ModelDef] = {
@@ -305,6 +336,21 @@ MODELS: dict[str, ModelDef] = {
                                               tie_word_embeddings=True)),
     "phi3-cls": ModelDef("Phi3ForSequenceClassification", "sequence-classification",
                          lambda: _phi3(**_LABELS)),
+    "neox-lm": ModelDef("GPTNeoXForCausalLM", "causal-lm", _gpt_neox),
+    # the sequential residual, half of each head rotated, no attention biases
+    "neox-cls": ModelDef("GPTNeoXForSequenceClassification", "sequence-classification",
+                         lambda: _gpt_neox(use_parallel_residual=False, attention_bias=False,
+                                           rope_parameters={"rope_type": "default",
+                                                            "rope_theta": 10000.0,
+                                                            "partial_rotary_factor": 0.5},
+                                           **_LABELS)),
+    "mixtral-lm": ModelDef("MixtralForCausalLM", "causal-lm", _mixtral),
+    # the top 2 of 4 not renormalised (norm_topk_prob false, Qwen2-MoE's default)
+    "qwen2-moe-lm": ModelDef("Qwen2MoeForCausalLM", "causal-lm", _qwen2_moe),
+    # the top 3, renormalised
+    "qwen2-moe-cls": ModelDef("Qwen2MoeForSequenceClassification", "sequence-classification",
+                              lambda: _qwen2_moe(norm_topk_prob=True, num_experts_per_tok=3,
+                                                 **_LABELS)),
     "gemma3-lm": ModelDef("Gemma3ForCausalLM", "causal-lm", _gemma3),
     "gemma3-cls": ModelDef("Gemma3TextForSequenceClassification", "sequence-classification",
                            lambda: _gemma3(attention_bias=True, **_LABELS)),
@@ -318,6 +364,7 @@ def build(name: str, seed: int = 0, zero_bias: bool = False) -> torch.nn.Module:
     spec = MODELS[name]
     config = spec.config()
     config._attn_implementation = "eager"
+    config._experts_implementation = "eager"  # MoE: the per-expert loop (grouped_mm has no float64)
     with torch.random.fork_rng(devices=[]):  # HF's own init must not move the global RNG
         torch.manual_seed(seed)
         model = getattr(tf, spec.architecture)(config)

@@ -135,6 +135,25 @@ def _config(model_type: str, three_labels: bool = True):
                                               "partial_rotary_factor": 0.5, "factor": 4.0,
                                               "short_factor": [1.0], "long_factor": [3.0]},
                              **labels)
+    if model_type == "mixtral":  # 3 experts, top 2, a window on every layer
+        return tf.MixtralConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
+                                num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=2,
+                                max_position_embeddings=64, sliding_window=8, pad_token_id=0,
+                                num_local_experts=3, num_experts_per_tok=2, **labels)
+    if model_type == "qwen2_moe":  # 3 experts, top 2 renormalised, a shared expert, no q/k/v bias
+        return tf.Qwen2MoeConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
+                                 moe_intermediate_size=8, shared_expert_intermediate_size=12,
+                                 num_experts=3, num_experts_per_tok=2, norm_topk_prob=True,
+                                 qkv_bias=False, num_hidden_layers=L, num_attention_heads=H,
+                                 num_key_value_heads=2, max_position_embeddings=64,
+                                 pad_token_id=0, **labels)
+    if model_type == "gpt_neox":  # sequential residual, half of each head rotated
+        return tf.GPTNeoXConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
+                                num_hidden_layers=L, num_attention_heads=H,
+                                max_position_embeddings=P, layer_norm_eps=1e-6, pad_token_id=0,
+                                use_parallel_residual=False,
+                                rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                 "partial_rotary_factor": 0.5}, **labels)
     if model_type == "gemma3_text":  # sliding + full layers, (1 + w) norms, capped LM logits
         return tf.Gemma3TextConfig(vocab_size=V, hidden_size=C, intermediate_size=F,
                                    num_hidden_layers=L, num_attention_heads=H,
@@ -336,6 +355,25 @@ def reference_weights(model) -> dict[str, np.ndarray]:
             _lin(w, p + "up", l.mlp.c_fc, transpose=True)
             _lin(w, p + "down", l.mlp.c_proj, transpose=True)
         _lin(w, "final_norm", base.ln_f)
+    elif model_type == "gpt_neox":
+        base = getattr(model, "gpt_neox", model)
+        w["embed.word"] = _np(base.embed_in.weight)
+        D = C // H
+        for i, l in enumerate(base.layers):
+            p, a = f"layers.{i}.", l.attention
+            _lin(w, p + "attn_norm", l.input_layernorm)
+            # head h's rows [3hD, 3hD + D) are its query, then D key rows, then D value rows
+            fused = _np(a.query_key_value.weight), _np(a.query_key_value.bias)
+            for part, array in zip((".weight", ".bias"), fused):
+                w[p + "qkv" + part] = np.concatenate(
+                    [array[3 * h * D + j * D: 3 * h * D + (j + 1) * D] for j in range(3)
+                     for h in range(H)])
+            _lin(w, p + "out", a.dense)
+            _lin(w, p + "mlp_norm", l.post_attention_layernorm)
+            _lin(w, p + "up", l.mlp.dense_h_to_4h)
+            _lin(w, p + "down", l.mlp.dense_4h_to_h)
+        _lin(w, "final_norm", base.final_layer_norm)
+        w["rope.inv_freq"] = _np(base.rotary_emb.inv_freq)
     else:
         base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
         w["embed.word"] = _np(base.embed_tokens.weight)
@@ -361,6 +399,18 @@ def reference_weights(model) -> dict[str, np.ndarray]:
                 _lin(w, p + "k_norm", a.k_norm)
             if model_type != "gemma3_text":
                 _lin(w, p + "mlp_norm", l.post_attention_layernorm)
+            if model_type in ("mixtral", "qwen2_moe"):
+                x = m.experts
+                w[p + "router.weight"] = _np(m.gate.weight)
+                w[p + "experts.up.weight"] = np.concatenate([_np(x.gate_up_proj[e])
+                                                             for e in range(x.num_experts)])
+                w[p + "experts.down.weight"] = np.concatenate([_np(x.down_proj[e])
+                                                               for e in range(x.num_experts)])
+                if model_type == "qwen2_moe":
+                    _cat(w, p + "up", [m.shared_expert.gate_proj, m.shared_expert.up_proj])
+                    _lin(w, p + "down", m.shared_expert.down_proj)
+                    _lin(w, p + "shared_gate", m.shared_expert_gate)
+                continue
             if model_type == "phi3":
                 _lin(w, p + "up", m.gate_up_proj)
             else:
@@ -465,6 +515,19 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                        type_vocab=0, norm_eps=1e-6, causal=False, positions="rope",
                        sliding_window=5, pad_token_id=0, sliding_layers=(False, True),
                        first_attn_norm=False),
+    "mixtral": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                    n_kv_heads=2, head_dim=C // H, intermediate=F, max_positions=64, type_vocab=0,
+                    norm_eps=1e-5, causal=True, positions="rope", sliding_window=8,
+                    pad_token_id=0, n_experts=3, experts_per_token=2, expert_intermediate=F,
+                    norm_topk_prob=True),
+    "qwen2_moe": dict(family="decoder", norm="rmsnorm", activation="silu", gated_mlp=True,
+                      n_kv_heads=2, head_dim=C // H, intermediate=12, max_positions=64,
+                      type_vocab=0, norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0,
+                      n_experts=3, experts_per_token=2, expert_intermediate=8,
+                      norm_topk_prob=True, shared_expert=True),
+    "gpt_neox": dict(family="decoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                     n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=P, type_vocab=0,
+                     norm_eps=1e-6, causal=True, positions="rope", pad_token_id=0, rotary_dim=2),
     "gemma3_text": dict(family="decoder", norm="rmsnorm", activation="gelu_tanh", gated_mlp=True,
                         n_kv_heads=2, head_dim=8, intermediate=F, max_positions=64, type_vocab=0,
                         norm_eps=1e-6, causal=True, positions="rope", sliding_window=8,
@@ -479,7 +542,9 @@ def expected_spec(arch: str) -> dict:
                 hidden=C, vocab=V, sliding_window=0, rope_attention_scaling=1.0, relative_bias=False,
                 qk_norm=False, rotary_dim=0, rope_long_after=0, sliding_layers=(),
                 post_norms=False, embed_scale=1.0, final_softcap=0.0, embedding_size=0,
-                first_attn_norm=True, head_norm=False, disentangled=(), relative_span=0)
+                first_attn_norm=True, head_norm=False, disentangled=(), relative_span=0,
+                parallel_residual=False, n_experts=0, experts_per_token=0,
+                expert_intermediate=0, norm_topk_prob=False, shared_expert=False)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
     if model_type == "gemma3_text":  # query_pre_attn_scalar; the capping is the LM head's
@@ -644,7 +709,25 @@ def test_gemma3_older_config_keys(tmp_path):
         np.testing.assert_array_equal(old.weights[name], new.weights[name])
 
 
-def test_modernbert_older_config_keys(tmp_path):
+def test_gpt_neox_older_config_keys(tmp_path):
+    """A Pythia config.json (rotary_pct, rotary_emb_base, no rope_parameters) and its
+    checkpoint's embed_out read as transformers 5 reads them; rotary_pct defaults to 0.25."""
+    model = tiny("GPTNeoXForCausalLM")
+    model.save_pretrained(tmp_path)
+    new = export(tmp_path)
+    assert new.spec.rotary_dim == 2 and not new.spec.parallel_residual
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["rope_parameters"]
+    cfg.update(rotary_pct=0.5, rotary_emb_base=1e4)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    old = export(tmp_path)
+    assert old.spec == new.spec
+    assert_same_weights(old.weights, new.weights, "older NeoX keys")
+    del cfg["rotary_pct"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="partial_rotary_factor=0.25 rotates 1 of head_dim 4"):
+        export(tmp_path)  # the default 0.25 rotates an odd count here
+
     """A ModernBERT config.json of the older form (global_attn_every_n_layers,
     global_rope_theta, local_rope_theta) reads as the nested form does."""
     model = tiny("ModernBertModel")
@@ -708,7 +791,8 @@ def test_config_defaults_match_transformers():
                "deberta-v2": tf.DebertaV2Config,
                "distilbert": tf.DistilBertConfig, "mpnet": tf.MPNetConfig, "gpt2": tf.GPT2Config,
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
-               "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config,
+               "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config, "gpt_neox": tf.GPTNeoXConfig,
+               "mixtral": tf.MixtralConfig, "qwen2_moe": tf.Qwen2MoeConfig,
                "gemma3_text": tf.Gemma3TextConfig}
     for model_type, defaults in CONFIG_DEFAULTS.items():
         fields = {f.name: f.default for f in dataclasses.fields(classes[model_type])}
@@ -853,7 +937,12 @@ REFUSALS = [  # (architecture, config change, text the message must contain)
     ("LlamaForCausalLM", {"rope_scaling": {"type": "linear", "factor": 2.0},
                           "partial_rotary_factor": 0.5}, "partial_rotary_factor"),
     ("LlamaForCausalLM", {"num_local_experts": 8}, "num_local_experts"),
-    ("MixtralForCausalLM", {"model_type": "mixtral"}, "MixtralForCausalLM"),
+    ("MixtralForCausalLM", {"model_type": "mixtral", "num_experts_per_tok": 9},
+     "num_experts_per_tok (9) must be at most the number of experts (8)"),
+    ("Qwen2MoeForCausalLM", {"model_type": "qwen2_moe", "mlp_only_layers": [1]},
+     "mlp_only_layers=[1]"),
+    ("Qwen2MoeForCausalLM", {"model_type": "qwen2_moe", "decoder_sparse_step": 2},
+     "decoder_sparse_step=2"),
     ("LlamaForTokenClassification", {}, "LlamaForTokenClassification"),
     ("Qwen2ForCausalLM", {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8,
                           "max_window_layers": 1}, "max_window_layers"),

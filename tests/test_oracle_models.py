@@ -34,8 +34,8 @@ LENGTHS = {0: 12, 1: 17}
 BATCH = 3
 EXACT = 1e-10       # two float64 computations of the same function
 CONSERVATION = 1e-8
-LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
-ROPE = LLAMA_FAMILY + ("modernbert",)
+LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text", "mixtral", "qwen2_moe")
+ROPE = LLAMA_FAMILY + ("modernbert", "gpt_neox")
 # pre-norm models: HF's last hidden state is after the final norm
 PRE_NORM = ("gpt2",) + ROPE
 # HF's LLaMA-family code (and ModernBERT's RoPE) casts to float32 inside a float64 model
@@ -119,7 +119,7 @@ def hf_reference(name, seed, float64_context=True):
                   output_attentions=True, output_hidden_states=True)
     if "token_type_ids" in x:
         kwargs["token_type_ids"] = x["token_type_ids"]
-    if model.config.model_type in ("gpt2",) + LLAMA_FAMILY:
+    if model.config.model_type in ("gpt2", "gpt_neox") + LLAMA_FAMILY:
         kwargs["use_cache"] = False
     context = oracle.float64_only() if float64_context else contextlib.nullcontext()
     with context:

@@ -26,6 +26,11 @@ DeBERTa's relative embeddings      ``get_rel_embedding``  a per-sequence leaf (`
 gated MLP ``act(gate) ⊙ up``       instance ``forward``   uniform ½/½; cp: gate detached
 (Phi-3's fused ``gate_up_proj``,
 ModernBERT's ``Wi`` too)
+mixture of experts (Mixtral,       instance ``forward``   routing weight ⊙ expert output and
+Qwen2-MoE's sparse block)                                 sigmoid gate ⊙ shared expert: the
+                                                          gate's rule; router softmax, top-k
+                                                          renormalisation, sigmoid: true
+                                                          gradient; top-k indices constant
 =================================  =====================  =================================
 
 ``head_mask`` (Mask-LRP, DESIGN.md §3.2): an (L, H) array; :class:`HeadMask` multiplies the g
@@ -98,7 +103,8 @@ _ACTIVATION_KINDS = {
     nn.Tanh: "tanh",
     nn.ReLU: "relu",
 }
-_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")  # use_cache
+_DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text", "gpt_neox",
+             "mixtral", "qwen2_moe")  # use_cache
 
 
 # ----------------------------------------------------------------------------- float64
@@ -307,6 +313,37 @@ def _gated_mlp_forward(module, rule, x):
     return module.down_proj(rules.product(gate, module.up_proj(x), rule=_PRODUCT[rule]))
 
 
+def _moe_forward(module, rule, hidden_states):
+    """Mixtral's / Qwen2-MoE's sparse block: router softmax, top-k, experts, shared expert.
+
+    The routing weights are computed as HF computes them (softmax of the router logits, the
+    top k, renormalised to sum to 1 unless ``norm_topk_prob`` is false) and keep their true
+    gradient (AttnLRP Prop. 3.1); the selection (the top-k indices) is a constant. A weight
+    times its expert's output, and sigmoid(shared_expert_gate) times the shared expert's, are
+    products of two activations: uniform ½/½ (attnlrp), the weight a constant (cp), plain
+    (gradient). Each expert is a gated MLP under the same product rule, act_fn patched.
+    """
+    product = _PRODUCT[rule]
+    x = hidden_states.reshape(-1, hidden_states.shape[-1])
+    router, experts = module.gate, module.experts
+    probs = rules.softmax(nn.functional.linear(x, router.weight))
+    weights, index = torch.topk(probs, router.top_k, dim=-1)
+    if getattr(router, "norm_topk_prob", True):  # Mixtral's router always renormalises
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    out = torch.zeros_like(x)
+    for e in range(experts.num_experts):
+        rows, k = torch.where(index == e)
+        if len(rows):
+            gate, up = nn.functional.linear(x[rows], experts.gate_up_proj[e]).chunk(2, dim=-1)
+            y = nn.functional.linear(rules.product(experts.act_fn(gate), up, rule=product),
+                                    experts.down_proj[e])
+            out = out.index_add(0, rows, rules.product(weights[rows, k, None], y, rule=product))
+    if hasattr(module, "shared_expert"):
+        gate = torch.sigmoid(module.shared_expert_gate(x))
+        out = out + rules.product(gate, module.shared_expert(x), rule=product)
+    return out.reshape(hidden_states.shape)
+
+
 def _phi3_mlp_forward(module, rule, x):
     """Phi3MLP: gate and up from one fused projection, then as :func:`_gated_mlp_forward`."""
     gate, up = module.gate_up_proj(x).chunk(2, dim=-1)
@@ -330,6 +367,8 @@ def _roberta_head_forward(module, rule, features, **kwargs):
 _EXPECTED_SOURCE = {
     "gated_mlp": "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))",
     "phi3_mlp": "up_states = up_states * self.activation_fn(gate)",
+    "moe_router": "router_probs, self.top_k, dim=-1)",
+    "moe_experts": "current_hidden_states * top_k_weights[token_idx, top_k_pos, None]",
     "modernbert_mlp": "self.Wo(self.drop(self.act(input) * gate))",
     "gemma_norm": "output * (1.0 + self.weight.float())",
     "gemma_softcap": "logits = torch.tanh(logits)",
@@ -415,6 +454,10 @@ def _patch(model, rule, batch: int, head_mask=None, renormalize=True) -> _Taps:
         elif kind.__name__ == "ModernBertMLP":
             _check_source(module, "modernbert_mlp")
             _bind(module, _modernbert_mlp_forward, module, rule)
+        elif kind.__name__ in ("MixtralSparseMoeBlock", "Qwen2MoeSparseMoeBlock"):
+            _check_source(module.gate, "moe_router")
+            _check_source(module.experts, "moe_experts")
+            _bind(module, _moe_forward, module, rule)
         elif kind.__name__ == "Phi3MLP":
             _check_source(module, "phi3_mlp")
             _bind(module, _phi3_mlp_forward, module, rule)
