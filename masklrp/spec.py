@@ -142,6 +142,7 @@ class ModelSpec:
     disentangled: tuple[str, ...] = ()  # DeBERTa's score terms besides q·k: "c2p" (q·pk),
                                   # "p2c" (k·pq), pk / pq projections of relative embeddings
     relative_span: int = 0        # DeBERTa: S, the relative embeddings having 2S rows
+    eos_token_ids: tuple[int, ...] = ()  # the config's end-of-sequence ids: generation stops there
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -168,6 +169,10 @@ class ModelSpec:
                 self.relative_span):
             raise ValueError("ModelSpec.disentangled must hold 'c2p' and / or 'p2c', exactly "
                              "when relative_span > 0")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.vocab
+                   for i in self.eos_token_ids) or not isinstance(self.eos_token_ids, tuple):
+            raise ValueError(f"ModelSpec.eos_token_ids must be a tuple of token ids in [0, {self.vocab}), "
+                             f"got {self.eos_token_ids!r}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")
