@@ -218,12 +218,13 @@ class AttnLRP:
         """Explain each sequence of ``inputs`` (see :func:`as_inputs`; ``truncation`` there):
         one Explanation per sequence for ``target`` (see :func:`seed_for`).
 
-        ``targets`` explains several outputs of each sequence from one forward (one backward
-        sweep each; bit for bit what explaining each alone gives): a list per sequence, all
-        of one length K, of what ``target`` takes or, for a causal LM, ``(position, token)``
-        pairs: the logit of ``token`` (None: the argmax there) predicted after the token at
-        ``position`` (0-based). Returns a list per sequence of K Explanations; a pair's
-        ``target`` is the resolved ``(position, token)``.
+        ``targets`` explains several outputs of each sequence from one forward and one
+        backward sweep each: a list per sequence, all of one length K, of what ``target``
+        takes or, for a causal LM, ``(position, token)`` pairs: the logit of ``token`` (None:
+        the argmax there) predicted after the token at ``position`` (0-based). Returns a list
+        per sequence of K Explanations; a pair's ``target`` is the resolved
+        ``(position, token)``. Each equals that target explained alone: bit for bit where the
+        lone call runs the same shapes, to float32 rounding otherwise (tests/test_seeds.py).
         """
         model = self.model
         inputs = as_inputs(model, inputs, truncation=truncation)
