@@ -111,7 +111,7 @@ def test_targets_at_positions_equal_prefixes_explained_alone():
             position, token = e.target
             [alone] = explainer.attribute(ids[:, :position + 1], target=token, contrastive=contrastive)
             assert relative(e.scores[:position + 1], alone.scores) < TOLERANCE, (method, position)
-            assert e.logit == pytest.approx(alone.logit, rel=1e-6)
+            assert e.logit == pytest.approx(alone.logit, rel=TOLERANCE)
             assert not e.scores[position + 1:].any()
         [alone] = explainer.attribute(ids, target=7, contrastive=contrastive)
         assert relative(many[3].scores, alone.scores) < TOLERANCE
