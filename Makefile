@@ -12,7 +12,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 C_TESTS := tests/test_rules.py tests/test_module.py tests/test_property.py tests/test_threads.py \
            tests/test_block.py tests/test_engine.py tests/test_engine_inputs.py \
            tests/test_headstats.py tests/test_mask_lrp.py tests/test_methods.py \
-           tests/test_encoders.py tests/test_real_models.py tests/test_fuzz.py -k "not smollm2"
+           tests/test_encoders.py tests/test_real_models.py tests/test_fuzz.py tests/test_seeds.py \
+           tests/test_generation.py -k "not smollm2"
 SANITIZE_FLAGS := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1 \
                   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
@@ -78,6 +79,7 @@ demo: build
 figures: build default-model
 	$(PY) -m masklrp explain --method attnlrp,mask-lrp,gae,rawatt --out examples/figures/heatmap.png
 	$(PY) -m masklrp heads --out build/heads-ud-ewt-dev.npz --plot examples/figures/head_mask.png --no-progress
+	cd examples && ../$(PY) explain_generation.py --out figures/generation.png
 
 # The default model: all-MiniLM-L6-v2 fine-tuned on SST-2 (~2 min on 2 cores), cached in
 # $$MASKLRP_CACHE/minilm-sst2 or ~/.cache/masklrp/minilm-sst2; built only when missing.

@@ -96,10 +96,10 @@ static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T) {
     w->capacity = workspace_carve(m, w, S, T, NULL);
     w->max_S = S;
     w->mem = aligned_alloc(64, (size_t)w->capacity * sizeof(float));
-    w->last = calloc((size_t)S, sizeof *w->last);
-    if (w->mem == NULL || w->last == NULL) {
+    w->row = calloc((size_t)S, sizeof *w->row);
+    if (w->mem == NULL || w->row == NULL) {
         free(w->mem);
-        free(w->last);
+        free(w->row);
         free(w);
         return NULL;
     }
@@ -110,7 +110,7 @@ static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T) {
 static void workspace_free(Workspace *w) {
     if (w == NULL) return;
     free(w->mem);
-    free(w->last);
+    free(w->row);
     free(w);
 }
 
@@ -423,7 +423,7 @@ static ptrdiff_t relative_row(const Model *m, ptrdiff_t i, ptrdiff_t j) {
 // The row of sequence seq that a first/last pool reads, in the (N,C) layout of
 // every layer but a pruned last one.
 static ptrdiff_t pooled_row(const Model *m, const Workspace *w, ptrdiff_t seq) {
-    return seq * w->T + (m->pool == POOL_FIRST ? 0 : w->last[seq]);
+    return seq * w->T + w->row[seq];
 }
 
 // The row the head reads from xf: a pruned last layer keeps one row per sequence.
@@ -1124,32 +1124,41 @@ static void count_heads(const Model *m, const EngineCall *call, Workspace *w, pt
     pthread_mutex_unlock(lock);
 }
 
-// Forward and backward sweeps for sequences [b0, b0 + w->S) of the call.
+// The rows the head reads for seed k: the call's, or the pool's own (the first
+// token, or each sequence's last real one) when it gives none.
+static void head_rows_of_seed(const Model *m, const EngineCall *call, Workspace *w, ptrdiff_t b0, ptrdiff_t k) {
+    for (ptrdiff_t seq = 0; seq < w->S; seq++) {
+        if (call->rows != NULL) {
+            w->row[seq] = call->rows[k * call->B + b0 + seq];
+            continue;
+        }
+        w->row[seq] = 0;
+        for (ptrdiff_t t = 0; t < w->T && m->pool != POOL_FIRST; t++)
+            if (w->mask[seq * w->T + t]) w->row[seq] = t;
+    }
+}
+
+// Forward and backward sweeps for sequences [b0, b0 + w->S) of the call: one
+// forward of the layers, then per seed k the head at k's rows and one backward
+// sweep per stream from k's seed over the same cache.
 static void run_chunk(Job *job, Workspace *w, ptrdiff_t b0) {
     const Model *m = job->m;
     const EngineCall *call = job->call;
-    const ptrdiff_t S = w->S, T = call->T, C = m->C, L = m->L, H = m->H;
+    const ptrdiff_t S = w->S, T = call->T, C = m->C, L = m->L, H = m->H, B = call->B;
     const ptrdiff_t n_logits = (m->pool == POOL_NONE ? T : 1) * m->NO;
     const ptrdiff_t att_per_seq = L * H * T * T, hid_per_seq = (L + 1) * T * C;
     w->ids = call->ids + b0 * T;
     w->positions = call->positions + b0 * T;
     w->types = call->types != NULL ? call->types + b0 * T : NULL;
     w->mask = call->mask + b0 * T;
-    for (ptrdiff_t seq = 0; seq < S; seq++) {
-        w->last[seq] = 0;
-        for (ptrdiff_t t = 0; t < T; t++) {
-            const bool real = w->mask[seq * T + t] != 0;
-            if (real) w->last[seq] = t;
-            w->key_bias[seq * T + t] = real ? 0.0f : -INFINITY; // padding keys are never attended
-        }
-    }
+    for (ptrdiff_t t = 0; t < S * T; t++) w->key_bias[t] = w->mask[t] ? 0.0f : -INFINITY; // padding is never attended
+    head_rows_of_seed(m, call, w, b0, 0);
 
     // Without taps nothing reads the last layer's other rows (see Workspace.pruned).
     w->pruned = (m->pool == POOL_FIRST || m->pool == POOL_LAST) && call->attentions == NULL && call->hidden == NULL &&
-                call->head_stats == NULL;
+                call->head_stats == NULL && call->rows == NULL;
     if (m->family == FAMILY_ENCODER) encoder_forward(m, w);
     else decoder_forward(m, w);
-    head_forward(m, w, call->logits + b0 * n_logits);
     for (ptrdiff_t seq = 0; seq < S; seq++) {
         for (int l = 0; l < L && call->attentions != NULL; l++) {
             memcpy(call->attentions + (b0 + seq) * att_per_seq + l * H * T * T, seq_att(m, w, l, seq),
@@ -1160,32 +1169,40 @@ static void run_chunk(Job *job, Workspace *w, ptrdiff_t b0) {
                    (size_t)(T * C) * sizeof(float));
         }
     }
-
     if (call->head_stats != NULL) count_heads(m, call, w, b0, &job->stats_lock);
-    if (call->n_streams == 0) return;
 
-    const float *seed = call->seed != NULL ? call->seed + b0 * n_logits : argmax_seed(m, w, call->logits + b0 * n_logits);
-    for (int i = 0; i < call->n_streams; i++) {
-        const Stream *st = &call->streams[i];
-        const ChunkStream s = {
-            .rules = st->rules,
-            .head_mask = st->head_mask,
-            .renormalize = st->renormalize,
-            .semantics = st->semantics,
-            .head_relevance = at(st->head_relevance, b0, L * H),
-            .embed_grad = at(st->embed_grad, b0, T * m->E),
-            .tokens = at(st->tokens, b0, T),
-            .positions = at(st->positions, b0, T),
-            .types = at(st->types, b0, T),
-            .relative = at(st->relative, b0, m->R2),
-            .attention_grad = at(st->attention_grad, b0, att_per_seq),
-            .attention_relevance = at(st->attention_relevance, b0, att_per_seq),
-            .hidden_grad = at(st->hidden_grad, b0, hid_per_seq),
-            .hidden_relevance = at(st->hidden_relevance, b0, hid_per_seq),
-        };
-        head_backward(m, w, w->g1, seed, &s);
-        if (m->family == FAMILY_ENCODER) encoder_backward(m, w, w->g1, &s);
-        else decoder_backward(m, w, w->g1, &s);
+    // Seed k's logits: a pooled head's at k's rows; per-position logits are every seed's.
+    const bool pooled = m->pool != POOL_NONE;
+    for (ptrdiff_t k = 0; k < call->K; k++) {
+        float *logits = call->logits + ((pooled ? k * B : 0) + b0) * n_logits;
+        if (k > 0 && call->rows != NULL) head_rows_of_seed(m, call, w, b0, k);
+        if (k == 0 || call->rows != NULL) head_forward(m, w, logits);
+        else if (pooled) memcpy(logits, call->logits + b0 * n_logits, (size_t)(S * n_logits) * sizeof(float));
+        if (call->n_streams == 0) continue;
+        const ptrdiff_t kb = k * B + b0; // this seed's first sequence in the (K,B,...) arrays
+        const float *seed = call->seed != NULL ? call->seed + kb * n_logits : argmax_seed(m, w, logits);
+        for (int i = 0; i < call->n_streams; i++) {
+            const Stream *st = &call->streams[i];
+            const ChunkStream s = {
+                .rules = st->rules,
+                .head_mask = st->head_mask,
+                .renormalize = st->renormalize,
+                .semantics = st->semantics,
+                .head_relevance = at(st->head_relevance, kb, L * H),
+                .embed_grad = at(st->embed_grad, kb, T * m->E),
+                .tokens = at(st->tokens, kb, T),
+                .positions = at(st->positions, kb, T),
+                .types = at(st->types, kb, T),
+                .relative = at(st->relative, kb, m->R2),
+                .attention_grad = at(st->attention_grad, kb, att_per_seq),
+                .attention_relevance = at(st->attention_relevance, kb, att_per_seq),
+                .hidden_grad = at(st->hidden_grad, kb, hid_per_seq),
+                .hidden_relevance = at(st->hidden_relevance, kb, hid_per_seq),
+            };
+            head_backward(m, w, w->g1, seed, &s);
+            if (m->family == FAMILY_ENCODER) encoder_backward(m, w, w->g1, &s);
+            else decoder_backward(m, w, w->g1, &s);
+        }
     }
 }
 

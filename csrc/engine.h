@@ -17,12 +17,13 @@ typedef struct {
     ptrdiff_t capacity, max_S; // its size in floats; sequences `last` has room for
     // the chunk being processed: (S,T) slices of the call's arrays
     const int64_t *ids, *positions, *types, *mask;
-    ptrdiff_t *last;          // (S) index of each sequence's last real token
+    ptrdiff_t *row;           // (S) the row a first/last-pooled head reads in each sequence
+                              // for the seed being swept: the pool's own, or the call's rows
     // A first/last-pooled head reads one row per sequence of the last layer, so
-    // when no tap wants the others the last layer computes only those rows: its
-    // queries, residual, norms and MLP (exact: nothing else reaches the logits;
-    // the layer's keys and values still cover every row). Its row-wise caches
-    // then hold S rows, one per sequence.
+    // when no tap wants the others and every seed reads the pool's own row, the
+    // last layer computes only those rows: its queries, residual, norms and MLP
+    // (exact: nothing else reaches the logits; the layer's keys and values still
+    // cover every row). Its row-wise caches then hold S rows, one per sequence.
     bool pruned;
     // forward cache: what the backward reads
     float *emb;               // (N,E) embedding sum (input of the embedding norm, if any)

@@ -219,7 +219,8 @@ typedef struct {
 // the relevance after it (the literal reading of Eq. 10).
 typedef enum { MASK_REFERENCE, MASK_STRICT } MaskSemantics;
 
-// What one stream writes (B = batch, T = length); NULL = not requested.
+// What one stream writes (B = batch, T = length), each with a leading K axis (one
+// sweep per seed of the call, EngineCall.K); NULL = not requested.
 typedef struct {
     StreamRules rules;
     // Mask-LRP (DESIGN.md §3.2): the g arriving at head m's output of layer l is
@@ -268,8 +269,14 @@ ptrdiff_t arcs_of(const HeadStats *hs, ptrdiff_t seq, const int64_t **first);
 typedef struct {
     ptrdiff_t B, T;
     const int64_t *ids, *positions, *types, *mask; // (B,T); types NULL when TT = 0
-    const float *seed;        // g at the logits, shaped like them; NULL: one-hot on the argmax (pooled only)
-    float *logits;            // (B,NO), or (B,T,NO) for POOL_NONE
+    // K >= 1 seeds, each swept back by every stream over the one forward cache: seed k is
+    // g at the logits (K,B,NO), or (K,B,T,NO) for POOL_NONE; NULL: one-hot on each row's
+    // argmax (pooled only). rows (K,B): the row (a real token) a first/last-pooled head
+    // reads for seed k; NULL: the pool's own (the first or last real token) for every k.
+    int K;
+    const float *seed;
+    const int64_t *rows;
+    float *logits;            // (K,B,NO) the head at each seed's row, or (B,T,NO) for POOL_NONE
     float *attentions;        // (B,L,H,T,T) or NULL
     float *hidden;            // (B,L+1,T,C) or NULL
     int n_streams;

@@ -501,7 +501,7 @@ static int call_begin(EngineObject *self, PyObject *ids_obj, PyObject *mask_obj,
     }
     if (!valid_threads(threads)) return -1;
     *call = (EngineCall){.B = B, .T = T, .ids = I64(t->arrays[0]), .mask = mask, .positions = I64(t->arrays[2]),
-                         .types = t->arrays[3] != NULL ? I64(t->arrays[3]) : NULL, .threads = threads,
+                         .types = t->arrays[3] != NULL ? I64(t->arrays[3]) : NULL, .K = 1, .threads = threads,
                          .pool = self->pool};
     return 0;
 }
@@ -537,6 +537,67 @@ static int stream_check(const Model *m, PyObject *item, PyObject **key, Stream *
     return 0;
 }
 
+// The call's seeds: `seed` None or float32 of the logits' shape (one seed) or with a leading
+// K axis (K seeds), and `rows` None or int64 (K,B), each a real token of its sequence, the
+// row a first/last-pooled head reads for seed k. Sets call->K, seed and rows (their new
+// references in *seed, *rows) and *per_seed: the call's outputs have a K axis (rows or a
+// seed with one given); -1 with an error naming the argument.
+static int seeds_check(const Model *m, const Tokens *tok, PyObject *seed_obj, PyObject *rows_obj, bool swept,
+                       PyArrayObject **seed, PyArrayObject **rows, EngineCall *call, bool *per_seed) {
+    const npy_intp B = tok->B, T = tok->T;
+    const int nd = m->pool == POOL_NONE ? 3 : 2; // one seed's ndim: (B[,T],NO)
+    if (rows_obj != Py_None) {
+        if (m->pool != POOL_FIRST && m->pool != POOL_LAST) {
+            PyErr_SetString(PyExc_ValueError, "rows: only a first- or last-pooled head reads one row per sequence; "
+                            "this model's head reads every row or their mean");
+            return -1;
+        }
+        npy_intp K = 0, rows_B = 0;
+        char range[64];
+        snprintf(range, sizeof range, "rows must be in [0, %zd) (the length)", (Py_ssize_t)T);
+        if ((*rows = index_array(rows_obj, "rows", &K, &rows_B, 0, T, range)) == NULL) return -1;
+        if (rows_B != B) {
+            shape_error(*rows, "rows", "have shape (seeds, batch)");
+            return -1;
+        }
+        const int64_t *r = I64(*rows), *mask = I64(tok->arrays[1]);
+        for (npy_intp i = 0; i < K * B; i++) {
+            if (!mask[(i % B) * T + r[i]]) {
+                PyErr_Format(PyExc_ValueError, "rows[%zd, %zd] = %lld is padding (attention_mask 0): the head "
+                             "must read a real token", (Py_ssize_t)(i / B), (Py_ssize_t)(i % B), (long long)r[i]);
+                return -1;
+            }
+        }
+        call->K = (int)K;
+        call->rows = r;
+    }
+    if (swept && seed_obj == Py_None && m->pool == POOL_NONE) {
+        PyErr_SetString(PyExc_ValueError, "seed is required for per-position outputs (question answering)");
+        return -1;
+    }
+    *per_seed = *rows != NULL;
+    if (seed_obj == Py_None) return 0;
+    if ((*seed = float_array(seed_obj, "seed", nd, nd + 1, FINITE)) == NULL) return -1;
+    const bool many = PyArray_NDIM(*seed) == nd + 1;
+    *per_seed |= many;
+    const npy_intp want[4] = {many ? PyArray_DIM(*seed, 0) : 1, B, nd == 3 ? T : m->NO, m->NO};
+    bool ok = !(many && *rows != NULL && want[0] != call->K) && want[0] <= INT32_MAX;
+    for (int d = 0; d < nd && ok; d++) ok = PyArray_DIM(*seed, d + many) == want[d + 1];
+    if (!ok) {
+        shape_error(*seed, "seed", *rows != NULL ? "have shape (seeds, batch, outputs), one seed per row of rows"
+                                                 : "have the logits' shape (batch[, length], outputs), or (seeds, "
+                                                   "batch[, length], outputs) for several seeds");
+        return -1;
+    }
+    if (!many && *rows != NULL && call->K != 1) {
+        shape_error(*seed, "seed", "have shape (seeds, batch, outputs), one seed per row of rows");
+        return -1;
+    }
+    call->K = (int)want[0];
+    call->seed = (const float *)PyArray_DATA(*seed);
+    return 0;
+}
+
 // The forward's outputs in the result dict; no stream may use these keys.
 static const char *const OUTPUT_NAMES[] = {"logits", "attentions", "hidden"};
 
@@ -555,16 +616,17 @@ static int run_without_gil(const Model *m, const EngineCall *call) {
 
 static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"input_ids", "attention_mask", "position_ids", "token_type_ids", "seed",
-                             "streams", "attentions", "hidden", "threads", NULL};
+                             "streams", "attentions", "hidden", "threads", "rows", NULL};
     PyObject *ids_obj, *mask_obj, *pos_obj, *types_obj = Py_None, *seed_obj = Py_None, *streams_obj = NULL;
+    PyObject *rows_obj = Py_None;
     int want_att = 0, want_hidden = 0, threads = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOOppi:run", kwlist, &ids_obj, &mask_obj, &pos_obj, &types_obj,
-                                     &seed_obj, &streams_obj, &want_att, &want_hidden, &threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOOppiO:run", kwlist, &ids_obj, &mask_obj, &pos_obj, &types_obj,
+                                     &seed_obj, &streams_obj, &want_att, &want_hidden, &threads, &rows_obj))
         return NULL;
     const Model *m = &self->model;
     Tokens tok;
     EngineCall call;
-    PyArrayObject *seed = NULL, *masks[ENGINE_MAX_STREAMS] = {NULL};
+    PyArrayObject *seed = NULL, *rows = NULL, *masks[ENGINE_MAX_STREAMS] = {NULL};
     PyObject *result = NULL, *streams = NULL, *keys[ENGINE_MAX_STREAMS] = {NULL};
     if (call_begin(self, ids_obj, mask_obj, pos_obj, types_obj, threads, &tok, &call) < 0) goto fail;
     const npy_intp B = tok.B, T = tok.T;
@@ -598,37 +660,25 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
         }
         call.n_streams = (int)n;
     }
-    npy_intp logit_dims[3] = {B, T, m->NO};
-    int logit_nd = 3;
-    if (m->pool != POOL_NONE) {
-        logit_dims[1] = m->NO;
-        logit_nd = 2;
-    }
-    if (call.n_streams > 0) {
-        if (seed_obj == Py_None && m->pool == POOL_NONE) {
-            PyErr_SetString(PyExc_ValueError, "seed is required for per-position outputs (question answering)");
-            goto fail;
-        }
-    }
-    if (call.n_streams > 0 && seed_obj != Py_None) {
-        if ((seed = float_array(seed_obj, "seed", logit_nd, logit_nd, FINITE)) == NULL) goto fail;
-        for (int d = 0; d < logit_nd; d++) {
-            if (PyArray_DIM(seed, d) != logit_dims[d]) {
-                shape_error(seed, "seed", "have the logits' shape (batch[, length], outputs)");
-                goto fail;
-            }
-        }
-        call.seed = (const float *)PyArray_DATA(seed);
-    }
+    bool per_seed;
+    if (seeds_check(m, &tok, seed_obj, rows_obj, call.n_streams > 0, &seed, &rows, &call, &per_seed) < 0) goto fail;
+    const npy_intp K = call.K;
+    // A K-seed call's outputs gain a leading K axis: a pooled head's logits at each seed's
+    // rows (K,B,NO) and each stream's outputs; per-position logits (B,T,NO) are every seed's.
+    const bool per_seed_logits = per_seed && m->pool != POOL_NONE;
+    const npy_intp logit_dims[4] = {K, B, m->pool == POOL_NONE ? T : m->NO, m->NO};
+    const int logit_nd = (m->pool == POOL_NONE ? 3 : 2) + per_seed_logits;
 
     result = PyDict_New();
     if (result == NULL) goto fail;
     const npy_intp L = m->L, H = m->H, C = m->C;
-    const npy_intp bt[2] = {B, T}, bte[3] = {B, T, m->E}, att[5] = {B, L, H, T, T}, hid[4] = {B, L + 1, T, C};
-    const npy_intp blh[3] = {B, L, H}, brel[2] = {B, m->R2};
-    if ((call.logits = add_output(result, "logits", logit_nd, logit_dims)) == NULL) goto fail;
-    if (want_att && (call.attentions = add_output(result, "attentions", 5, att)) == NULL) goto fail;
-    if (want_hidden && (call.hidden = add_output(result, "hidden", 4, hid)) == NULL) goto fail;
+    // a stream's shapes, each behind a K axis (dropped, k = 0, for a one-seed call)
+    const npy_intp bt[3] = {K, B, T}, bte[4] = {K, B, T, m->E}, att[6] = {K, B, L, H, T, T};
+    const npy_intp hid[5] = {K, B, L + 1, T, C}, blh[4] = {K, B, L, H}, brel[3] = {K, B, m->R2};
+    const int k = per_seed ? 0 : 1;
+    if ((call.logits = add_output(result, "logits", logit_nd, logit_dims + !per_seed_logits)) == NULL) goto fail;
+    if (want_att && (call.attentions = add_output(result, "attentions", 5, att + 1)) == NULL) goto fail;
+    if (want_hidden && (call.hidden = add_output(result, "hidden", 4, hid + 1)) == NULL) goto fail;
     for (int i = 0; i < call.n_streams; i++) {
         Stream *s = &call.streams[i];
         PyObject *out = PyDict_New();
@@ -637,16 +687,16 @@ static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
             goto fail;
         }
         Py_DECREF(out); // result holds it
-        if ((s->embed_grad = add_output(out, "embed_grad", 3, bte)) == NULL ||
-            (s->tokens = add_output(out, "tokens", 2, bt)) == NULL ||
-            (s->head_relevance = add_output(out, "head_relevance", 3, blh)) == NULL ||
-            (m->wpe != NULL && (s->positions = add_output(out, "positions", 2, bt)) == NULL) ||
-            (m->wtt != NULL && (s->types = add_output(out, "types", 2, bt)) == NULL) ||
-            (m->rel_emb != NULL && (s->relative = add_output(out, "relative", 2, brel)) == NULL) ||
-            (want_att && ((s->attention_grad = add_output(out, "attention_grad", 5, att)) == NULL ||
-                          (s->attention_relevance = add_output(out, "attention_relevance", 5, att)) == NULL)) ||
-            (want_hidden && ((s->hidden_grad = add_output(out, "hidden_grad", 4, hid)) == NULL ||
-                             (s->hidden_relevance = add_output(out, "hidden_relevance", 4, hid)) == NULL)))
+        if ((s->embed_grad = add_output(out, "embed_grad", 4 - k, bte + k)) == NULL ||
+            (s->tokens = add_output(out, "tokens", 3 - k, bt + k)) == NULL ||
+            (s->head_relevance = add_output(out, "head_relevance", 4 - k, blh + k)) == NULL ||
+            (m->wpe != NULL && (s->positions = add_output(out, "positions", 3 - k, bt + k)) == NULL) ||
+            (m->wtt != NULL && (s->types = add_output(out, "types", 3 - k, bt + k)) == NULL) ||
+            (m->rel_emb != NULL && (s->relative = add_output(out, "relative", 3 - k, brel + k)) == NULL) ||
+            (want_att && ((s->attention_grad = add_output(out, "attention_grad", 6 - k, att + k)) == NULL ||
+                          (s->attention_relevance = add_output(out, "attention_relevance", 6 - k, att + k)) == NULL)) ||
+            (want_hidden && ((s->hidden_grad = add_output(out, "hidden_grad", 5 - k, hid + k)) == NULL ||
+                             (s->hidden_relevance = add_output(out, "hidden_relevance", 5 - k, hid + k)) == NULL)))
             goto fail;
     }
     if (run_without_gil(m, &call) < 0) goto fail;
@@ -656,6 +706,7 @@ fail:
 done:
     tokens_release(&tok);
     Py_XDECREF(seed);
+    Py_XDECREF(rows);
     for (int i = 0; i < ENGINE_MAX_STREAMS; i++) Py_XDECREF(masks[i]);
     Py_XDECREF(streams);
     return result;
@@ -694,13 +745,17 @@ done:
 
 PyDoc_STRVAR(engine_run_doc,
              "run(input_ids, attention_mask, position_ids, token_type_ids=None, seed=None, streams=(),\n"
-             "    attentions=False, hidden=False, threads=1) -> dict\n\n"
+             "    attentions=False, hidden=False, threads=1, rows=None) -> dict\n\n"
              "One forward over the batch (int64 (B,T) arrays; the mask is 0/1) and one backward\n"
              "sweep per stream in `streams` (up to 4): a rule set 'attnlrp', 'cp' or 'gradient', or a\n"
              "tuple (key, rules, head_mask float32 (L,H) or None, renormalize[, semantics]) for Mask-LRP\n"
              "(semantics 'reference', the default, or 'strict': which relevance a layer's taps read),\n"
              "starting from `seed` (float32, the logits' shape; None: one-hot on each row's argmax,\n"
-             "pooled heads only). Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
+             "pooled heads only). Several seeds share the forward: `seed` with a leading K axis and/or\n"
+             "`rows` (int64 (K,B), first/last-pooled heads: the real token the head reads for seed k;\n"
+             "default the pool's own) run K sweeps per stream, and the logits of a pooled head\n"
+             "(K,B,NO) and every stream output gain that leading K axis.\n"
+             "Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
              "['hidden' (B,L+1,T,C)], <key>: {'embed_grad' (B,T,E: the word table's width), 'tokens', 'head_relevance' (B,L,H), ['positions'],\n"
              "['types'], ['relative' (B,R2): DeBERTa's relative embedding rows], "
              "['attention_grad', 'attention_relevance'], ['hidden_grad', 'hidden_relevance']}}.\n"

@@ -15,6 +15,7 @@ from .corpus import Sentence, from_arrays, from_spacy, read_conllu
 from .default_model import default_head_mask, default_model_dir, load_default
 from .evaluate import Evaluation, evaluate
 from .explain import AttnLRP, Explanation, attnlrp
+from .generation import GenerationExplanation, attribute_generation
 from .headmask import HeadMask, random_head_mask
 from .headstats import head_statistics
 from .methods import METHODS, MaskLRP, explain_all
@@ -23,7 +24,7 @@ from .spec import ModelSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["AttnLRP", "Evaluation", "Explanation", "HeadMask", "Inputs", "METHODS", "MaskLRP", "Model", "ModelSpec",
-           "Sentence", "Stream", "attnlrp", "blas_info", "corpus", "data", "default_model_dir",
+__all__ = ["AttnLRP", "Evaluation", "Explanation", "GenerationExplanation", "HeadMask", "Inputs", "METHODS", "MaskLRP", "Model", "ModelSpec",
+           "Sentence", "Stream", "attnlrp", "attribute_generation", "blas_info", "corpus", "data", "default_model_dir",
            "default_head_mask", "evaluate", "explain_all", "from_arrays", "from_spacy", "get_num_threads", "head_statistics", "heatmap", "kernels",
            "load", "load_default", "metrics", "random_head_mask", "read_conllu", "set_num_threads", "__version__"]

@@ -6,6 +6,12 @@ SVG (:mod:`masklrp.heatmap`)::
     python -m masklrp explain "a gripping, funny film" --method attnlrp,mask-lrp --out heatmap.png
     python -m masklrp explain --question "who wrote it ?" --context "chekhov wrote it ." --model QA_DIR
 
+``generate``: generate an answer greedily (or take ``--target``) after a prompt and write the
+relevance of every earlier token for each answer token (:func:`masklrp.attribute_generation`),
+as an HTML page (the matrix and each answer token's prompt heatmap) or an image of the matrix::
+
+    python -m masklrp generate "The capital of France is" --model DIR --max-new-tokens 20 --out gen.html
+
 ``heads``: head statistics of a model over a CoNLL-U treebank and the Mask-LRP head mask
 (:func:`masklrp.head_statistics`), saved as ``.npz`` (and drawn with ``--plot``)::
 
@@ -22,8 +28,9 @@ printing the paper-style table and writing ``results.csv``, ``results.json`` and
 ``--workers N`` local processes (:mod:`masklrp.distributed`; the same results), keeping each
 finished shard until the results are written, so that ``--resume`` reruns only the others.
 
-Without ``--model`` every command uses the default fine-tuned MiniLM
-(:mod:`masklrp.default_model`; ``explain`` builds it when missing, the others need it built).
+Without ``--model`` every command but ``generate`` (which needs a causal LM) uses the default
+fine-tuned MiniLM (:mod:`masklrp.default_model`; ``explain`` builds it when missing, the others
+need it built).
 Each command is one ``_<name>`` function registered in :func:`parser`; each checks its output
 paths before any work. A user error (a bad argument, file or model) ends in one ``error:``
 line on stderr and exit status 2; ``--debug`` shows the traceback instead.
@@ -84,6 +91,24 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, default=Path("heatmap.html"),
                     help="output file: .html, .png, .pdf or .svg (default heatmap.html)")
     ex.set_defaults(run=_explain)
+
+    gen = commands.add_parser("generate", parents=[debug], help="attribution of a generated answer (HTML, PNG, "
+                              "PDF, SVG)", description="Generate greedily after a prompt (or take --target as "
+                              "the answer) and explain every answer token by every token before it: one "
+                              "forward, one backward sweep per answer token.")
+    gen.add_argument("prompt", help="the prompt text")
+    gen.add_argument("--model", required=True, help="a causal LM's folder (config.json + model.safetensors + "
+                                                    "tokenizer.json)")
+    gen.add_argument("--max-new-tokens", type=int, default=20, help="most tokens generated (default 20); "
+                                                                    "generation also stops at the end-of-sequence id")
+    gen.add_argument("--method", default="attnlrp", choices=("attnlrp", "cp-lrp"), help="default attnlrp")
+    gen.add_argument("--target", help="explain this answer instead of generating one (tokenized on its own "
+                                      "and appended to the prompt: start it with a space, e.g. ' Paris')")
+    gen.add_argument("--contrastive", action="store_true", help="explain each token's logit minus the mean of "
+                                                                "the others")
+    gen.add_argument("--out", type=Path, default=Path("generation.html"),
+                     help="output file: .html, .png, .pdf or .svg (default generation.html)")
+    gen.set_defaults(run=_generate)
 
     hs = commands.add_parser("heads", parents=[debug], help="head statistics and the Mask-LRP head mask",
                              description="Count positional and syntactic heads of a model over a "
@@ -243,6 +268,35 @@ def _target_label(model, e) -> str:
     labels = model.spec.labels
     label = labels[e.target] if isinstance(e.target, int) and e.target < len(labels) else None
     return f"target {e.target!r}" + (f" ({label})" if label else "")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import heatmap
+    from .generation import attribute_generation
+    from .model import load
+
+    writable_file(args.out, "--out")
+    if args.out.suffix.lower() not in heatmap.HTML_SUFFIXES + heatmap.IMAGE_SUFFIXES:
+        raise ValueError(f"--out: unknown suffix {args.out.suffix!r}; expected one of "
+                         f"{heatmap.HTML_SUFFIXES + heatmap.IMAGE_SUFFIXES}")
+    positive_int(args.max_new_tokens, "--max-new-tokens")
+    model = load(args.model)
+    if model.tokenizer is None:
+        raise ValueError(f"--model: {args.model} has no tokenizer.json to read the prompt with")
+    g = attribute_generation(model, args.prompt, args.max_new_tokens, method=args.method,
+                             contrastive=args.contrastive, target=args.target)
+    print(f"{args.prompt!r} -> {g.answer_text!r} ({len(g.answer_ids)} tokens"
+          + (", given" if g.teacher_forced else "") + ")")
+    for i, token in enumerate(heatmap.texts(g.answer_tokens)):
+        e = g.step(i)
+        top = np.argsort(-e.scores)[:3]
+        texts = heatmap.texts(e.tokens, e.special)
+        print(f"  {token!r:>14}: " + ", ".join(f"{texts[t]!r} {e.scores[t]:+.3g}" for t in top))
+    path = g.save(args.out)
+    print(f"wrote {path}")
+    return 0
 
 
 def _heads(args: argparse.Namespace) -> int:

@@ -213,12 +213,26 @@ class AttnLRP:
         self.model = model
         self.method = method
 
-    def attribute(self, inputs, target=None, *, contrastive: bool = False, truncation: bool = False,
-                  threads: int | None = None) -> list[Explanation]:
-        """Explain each sequence of ``inputs`` (see :func:`as_inputs`; ``truncation`` there)."""
+    def attribute(self, inputs, target=None, *, targets=None, contrastive: bool = False,
+                  truncation: bool = False, threads: int | None = None) -> list:
+        """Explain each sequence of ``inputs`` (see :func:`as_inputs`; ``truncation`` there):
+        one Explanation per sequence for ``target`` (see :func:`seed_for`).
+
+        ``targets`` explains several outputs of each sequence from one forward and one
+        backward sweep each: a list per sequence, all of one length K, of what ``target``
+        takes or, for a causal LM, ``(position, token)`` pairs: the logit of ``token`` (None:
+        the argmax there) predicted after the token at ``position`` (0-based). Returns a list
+        per sequence of K Explanations; a pair's ``target`` is the resolved
+        ``(position, token)``. Each equals that target explained alone: bit for bit where the
+        lone call runs the same shapes, to float32 rounding otherwise (tests/test_seeds.py).
+        """
         model = self.model
         inputs = as_inputs(model, inputs, truncation=truncation)
         stream = METHODS[self.method]
+        if targets is not None:
+            if target is not None:
+                raise ValueError("give target (one output per sequence) or targets (several), not both")
+            return self._attribute_many(inputs, targets, stream, contrastive, threads)
         if target is None and model.spec.pool != "none" and not contrastive:
             # The engine seeds each row's argmax itself: one forward instead of two.
             out = model.run(inputs, None, (stream,), threads=threads)
@@ -231,12 +245,86 @@ class AttnLRP:
         return explanations(model, inputs, out, out[stream], seed, targets, self.method)
 
 
-def attnlrp(model: Model, inputs, target=None, *, method: str = "attnlrp", contrastive: bool = False,
-            truncation: bool = False, threads: int | None = None) -> Explanation | list[Explanation]:
-    """One-call AttnLRP: an Explanation for a single text (or text pair), a list for a batch."""
-    result = AttnLRP(model, method).attribute(inputs, target, contrastive=contrastive,
+    def _attribute_many(self, inputs: Inputs, targets, stream: str, contrastive: bool,
+                        threads: int | None) -> list[list[Explanation]]:
+        """K targets per sequence: one forward, K backward sweeps (``Model.run``'s K seeds)."""
+        model = self.model
+        B = inputs.input_ids.shape[0]
+        if not isinstance(targets, (list, tuple)) or len(targets) != B or not all(
+                isinstance(t, (list, tuple)) and not _is_qa_target(t) for t in targets):
+            raise TypeError(f"targets must hold one list of targets per sequence ({B} lists); "
+                            "for a single text, a list of targets")
+        K = len(targets[0])
+        if K == 0 or any(len(t) != K for t in targets):
+            raise ValueError(f"targets: every sequence needs the same number (>= 1) of targets, got "
+                             f"{[len(t) for t in targets]}")
+        # each target as (row of the pooled head or None for the pool's own, what seed_for takes)
+        split = [[_at_position(model, inputs, b, t) for t in row] for b, row in enumerate(targets)]
+        rows = None
+        if any(r is not None for row in split for r, _ in row):
+            default = _pool_rows(model, inputs)
+            rows = np.array([[default[b] if split[b][k][0] is None else split[b][k][0] for b in range(B)]
+                             for k in range(K)], dtype=np.int64)
+        # an argmax default needs the logits first: at each seed's rows (K,B,NO) when given
+        logits = None
+        if any(needs_logits(model, [t for _, t in row]) for row in split):
+            logits = model.run(inputs, None, (), rows=rows, threads=threads)["logits"]
+        shape = model.logits_shape(inputs)
+        seeds, resolved = np.zeros((K,) + shape, dtype=np.float32), []
+        for k in range(K):
+            at_k = logits[k] if logits is not None and rows is not None else logits
+            seeds[k], chosen = seed_for(model, at_k, shape, [split[b][k][1] for b in range(B)],
+                                        contrastive=contrastive, mask=inputs.attention_mask)
+            resolved.append([c if split[b][k][0] is None else (split[b][k][0], c) for b, c in enumerate(chosen)])
+        out = model.run(inputs, seeds, (stream,), rows=rows, threads=threads)
+        pooled = model.spec.pool != "none"  # a pooled head's logits are per seed, (K,B,NO)
+        per_seed = [explanations(model, inputs, {"logits": out["logits"][k] if pooled else out["logits"]},
+                                 {key: v[k] for key, v in out[stream].items()}, seeds[k], resolved[k], self.method)
+                    for k in range(K)]
+        return [[per_seed[k][b] for k in range(K)] for b in range(B)]
+
+
+def _at_position(model: Model, inputs: Inputs, b: int, target) -> tuple[int | None, Any]:
+    """A target of sequence ``b`` as (the row its logit is read at, or None for the pool's own;
+    the class / token): a causal LM's ``(position, token)`` pair names the row."""
+    if not (isinstance(target, tuple) and len(target) == 2 and not _is_qa_target(target)):
+        return None, target
+    if model.spec.task != "causal-lm":
+        raise ValueError(f"targets: (position, token) pairs are for causal LMs, got {target!r} "
+                         f"for a {model.spec.task} model")
+    position, token = target
+    length = int(inputs.attention_mask[b].sum())
+    if isinstance(position, (bool, np.bool_)) or not isinstance(position, (int, np.integer)):
+        raise TypeError(f"targets: a position must be an int, got {type(position).__name__} {position!r}")
+    if not 0 <= position < inputs.input_ids.shape[1] or not inputs.attention_mask[b, position]:
+        raise ValueError(f"targets: position {position} of sequence {b} is not one of its {length} "
+                         "real tokens")
+    return int(position), token
+
+
+def _pool_rows(model: Model, inputs: Inputs) -> np.ndarray:
+    """(B,) the row a first/last-pooled head reads in each sequence."""
+    mask = inputs.attention_mask
+    if model.spec.pool == "first":
+        return np.zeros(len(mask), dtype=np.int64)
+    return (mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)).astype(np.int64)
+
+
+def attnlrp(model: Model, inputs, target=None, *, targets=None, method: str = "attnlrp",
+            contrastive: bool = False, truncation: bool = False,
+            threads: int | None = None) -> Explanation | list:
+    """One-call AttnLRP: an Explanation for a single text (or text pair), a list for a batch.
+
+    ``targets`` (see :meth:`AttnLRP.attribute`) explains several outputs from one forward:
+    for a single text a list of targets, giving a list of Explanations, e.g. the tokens a
+    causal LM predicts after positions 3 and 4: ``targets=[(3, token_a), (4, token_b)]``.
+    """
+    single = is_single_text(inputs)
+    if targets is not None and single:
+        targets = [targets]
+    result = AttnLRP(model, method).attribute(inputs, target, targets=targets, contrastive=contrastive,
                                               truncation=truncation, threads=threads)
-    return result[0] if is_single_text(inputs) else result
+    return result[0] if single else result
 
 
 def is_single_text(inputs) -> bool:

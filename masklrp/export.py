@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -264,6 +264,7 @@ def export(model_or_path: Any, *, tokenizer: Any = None,
         raise TypeError(
             f"export() takes a transformers torch module or a path to a folder with config.json "
             f"and model.safetensors, got {type(model_or_path).__name__}")
+    spec = replace(spec, eos_token_ids=_eos_ids(config, spec.vocab))
     tok = None
     if tokenizer is not None:
         tok = Tokenizer(tokenizer, pad_token_id=spec.pad_token_id)
@@ -562,6 +563,16 @@ def _pad_id(cfg: _Config) -> int:
     """The pad id, -1 when the config names none (some LLaMA conversions write -1 for that)."""
     pad = cfg.get("pad_token_id")
     return -1 if pad is None else integer(pad, "config pad_token_id", -1, maximum=INT32_MAX)
+
+
+def _eos_ids(cfg: dict[str, Any], vocab: int) -> tuple[int, ...]:
+    """The config's ``eos_token_id`` (an id, a list of them or none) as a tuple; ids outside the
+    vocabulary (-1 for "none" in some conversions) are dropped: no token could match them."""
+    eos = cfg.get("eos_token_id")
+    ids = eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValueError(f"config eos_token_id must be an int or a list of ints, got {eos!r}")
+    return tuple(dict.fromkeys(i for i in ids if 0 <= i < vocab))
 
 
 def _head_size(hidden: int, heads: int, names: tuple[str, str]) -> int:

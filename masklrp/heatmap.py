@@ -42,7 +42,7 @@ import numpy as np
 from ._files import replacing
 from .explain import Explanation
 
-__all__ = ["BLUE", "RED", "document", "plot", "save", "to_html", "words"]
+__all__ = ["BLUE", "RED", "document", "plot", "save", "texts", "to_html", "words"]
 
 # ColorBrewer RdBu's ends: a diverging pair that colour-blind readers and greyscale print tell apart.
 RED = (178, 24, 43)
@@ -107,6 +107,13 @@ def words(e: Explanation) -> tuple[list[str], np.ndarray, np.ndarray]:
     items = _items(_checked(e, "e"), merge_words=True)
     return ([i.text for i in items], np.array([i.score for i in items], dtype=np.float64),
             np.array([i.special for i in items], dtype=bool))
+
+
+def texts(tokens: Sequence[str], special=None) -> list[str]:
+    """Each token as a heatmap shows it alone: decoded, its word-start marker dropped,
+    a newline as "⏎" (``special``: bool flags of tokens shown as they are)."""
+    flags = np.zeros(len(tokens), bool) if special is None else np.asarray(special, bool)
+    return [_joined([p]) for p in _pieces([str(t) for t in tokens], flags)]
 
 
 def _items(e: Explanation, merge_words: bool) -> list[_Item]:

@@ -182,39 +182,91 @@ class Model:
         return self.run(inputs, attentions=attentions, hidden=hidden, threads=threads)
 
     def run(self, inputs: Inputs, seed: np.ndarray | None = None, streams: Sequence[str | Stream] = (), *,
-            attentions: bool = False, hidden: bool = False, threads: int | None = None) -> dict[str, Any]:
+            rows=None, attentions: bool = False, hidden: bool = False,
+            threads: int | None = None) -> dict[str, Any]:
         """One forward, then one backward sweep per stream in ``streams`` from ``seed``.
 
         A stream is a rule-set name (``"attnlrp"``, ``"cp"`` for CP-LRP, ``"gradient"``),
         found in the result under that name, or a :class:`Stream` with a head mask, found
         under its key; at most four per call (a single name or Stream is one stream).
-        A MemoryError says how many bytes the outputs needed and what they were. The result is the engine's dict (see
-        ``masklrp._core.Engine.run``).
+
+        Several seeds share one forward: ``seed`` of shape ``(K, *logits_shape)`` runs K
+        sweeps per stream over the same cache, and for a first/last-pooled head (a causal
+        LM's next token) ``rows`` ``(K, B)`` ints name the real token whose output seed k
+        explains (default: the pool's own, e.g. the last real token). The logits of such a
+        K-seed call are the head's at each seed's rows, ``(K, B, NO)``, and every stream
+        output gains the same leading K axis; each seed's numbers are bit for bit those of
+        a call with that seed (and rows) alone.
+
+        A MemoryError says how many bytes the outputs needed and what they were. The result
+        is the engine's dict (see ``masklrp._core.Engine.run``).
         """
         if isinstance(streams, (str, Stream)):  # one stream, not a sequence of characters
             streams = (streams,)
         specs = tuple(self._stream_spec(s) for s in streams)
+        rows = None if rows is None else self._rows(inputs, rows)
         if seed is not None:
-            seed = np.ascontiguousarray(seed, dtype=np.float32)
-        size, what = self._output_size(inputs, len(specs), attentions, hidden)
+            seed = self._seed(inputs, seed, rows)
+        many = seed is not None and seed.ndim > len(self.logits_shape(inputs))
+        seeds = len(rows) if rows is not None else len(seed) if many else 0
+        size, what = self._output_size(inputs, len(specs), attentions, hidden, seeds)
         with allocating(what, size):
             return self._engine.run(inputs.input_ids, inputs.attention_mask, inputs.position_ids,
                                     inputs.token_type_ids, seed, specs, attentions, hidden,
-                                    self._threads(threads))
+                                    self._threads(threads), rows)
+
+    def _rows(self, inputs: Inputs, rows) -> np.ndarray:
+        """``rows`` as int64 (K, B), every one a real token of its sequence."""
+        if self.spec.pool not in ("first", "last"):
+            raise ValueError(f"rows: only a first- or last-pooled head (a causal LM's next token, "
+                             f"[CLS]) reads one row per sequence; this model's pool is {self.spec.pool!r}")
+        rows = _index_array(rows, "rows")
+        B, T = inputs.input_ids.shape
+        if rows.ndim != 2 or rows.shape[1] != B or rows.shape[0] == 0:
+            raise ValueError(f"rows must have shape (seeds, batch) = (K, {B}) with K >= 1, got {rows.shape}")
+        outside = np.argwhere((rows < 0) | (rows >= T))
+        if len(outside):
+            k, b = outside[0]
+            raise ValueError(f"rows[{k}, {b}] = {rows[k, b]} is out of range: sequences have {T} positions")
+        padding = np.argwhere(inputs.attention_mask[np.arange(B), rows] == 0)
+        if len(padding):
+            k, b = padding[0]
+            raise ValueError(f"rows[{k}, {b}] = {rows[k, b]} is padding (attention_mask 0): "
+                             "the head must read a real token")
+        return rows
+
+    def _seed(self, inputs: Inputs, seed, rows: np.ndarray | None) -> np.ndarray:
+        """``seed`` as float32 of the logits' shape, or with a leading K axis (K seeds; K of
+        ``rows`` when given)."""
+        seed = np.asarray(seed)
+        if not (np.issubdtype(seed.dtype, np.floating) or np.issubdtype(seed.dtype, np.integer)):
+            raise TypeError(f"seed must be a float array, got dtype {seed.dtype}")
+        shape = self.logits_shape(inputs)
+        one = seed.shape == shape and rows is None
+        many = seed.ndim == len(shape) + 1 and seed.shape[1:] == shape and len(seed) > 0 and (
+            rows is None or len(seed) == len(rows))
+        if not (one or many):
+            want = (f"({len(rows)}, *{shape}): one seed per row of rows" if rows is not None else
+                    f"{shape} (the logits'), or (K, *{shape}) for K seeds")
+            raise ValueError(f"seed must have shape {want}, got {seed.shape}")
+        return np.ascontiguousarray(seed, dtype=np.float32)
 
     def _output_size(self, inputs: Inputs, n_streams: int, attentions: bool,
-                     hidden: bool) -> tuple[int, str]:
-        """Bytes of the float32 arrays one :meth:`run` returns, and what they are."""
+                     hidden: bool, seeds: int = 0) -> tuple[int, str]:
+        """Bytes of the float32 arrays one :meth:`run` returns (``seeds``: K of a K-seed
+        call, 0 for one seed), and what they are."""
         s = self.spec
         B, T = inputs.input_ids.shape
         att = nbytes((B, s.n_layers, s.n_heads, T, T), 4) * attentions
         hid = nbytes((B, s.n_layers + 1, T, s.hidden), 4) * hidden
-        per_stream = nbytes((B, T, s.embedding_size or s.hidden), 4) + 2 * att + 2 * hid
-        size = nbytes(self.logits_shape(inputs), 4) + att + hid + n_streams * per_stream
+        per_stream = max(seeds, 1) * (nbytes((B, T, s.embedding_size or s.hidden), 4) + 2 * att + 2 * hid)
+        logits = nbytes(self.logits_shape(inputs), 4) * (max(seeds, 1) if s.pool != "none" else 1)
+        size = logits + att + hid + n_streams * per_stream
         taps = [name for name, on in (("attention maps (B, L, H, T, T)", attentions),
                                       ("hidden states (B, L+1, T, C)", hidden)) if on]
         return size, (f"the engine's outputs for a batch of {B} x {T} tokens, {n_streams} "
-                      f"stream(s)" + (" with " + " and ".join(taps) if taps else ""))
+                      f"stream(s)" + (f", {seeds} seeds" if seeds else "")
+                      + (" with " + " and ".join(taps) if taps else ""))
 
     def head_stats(self, inputs: Inputs, queries: np.ndarray, keys: np.ndarray, arcs: np.ndarray,
                    n_relations: int, *, threads: int | None = None) -> dict[str, np.ndarray]:

@@ -160,6 +160,7 @@ class ModelSpec:
     norm_topk_prob: bool = False  # the K routing weights renormalised to sum to 1
     shared_expert: bool = False   # Qwen2-MoE: a dense gated MLP beside the experts, scaled by
                                   # sigmoid(shared_gate x)
+    eos_token_ids: tuple[int, ...] = ()  # the config's end-of-sequence ids: generation stops there
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -192,6 +193,10 @@ class ModelSpec:
                              "expert_intermediate >= 1 and gated_mlp")
         if self.shared_expert and not self.n_experts:
             raise ValueError("ModelSpec.shared_expert needs n_experts > 0")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.vocab
+                   for i in self.eos_token_ids) or not isinstance(self.eos_token_ids, tuple):
+            raise ValueError(f"ModelSpec.eos_token_ids must be a tuple of token ids in [0, {self.vocab}), "
+                             f"got {self.eos_token_ids!r}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")

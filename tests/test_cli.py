@@ -1,8 +1,10 @@
-"""``python -m masklrp explain`` and ``heads`` end to end, in a subprocess as a user runs them.
+"""``python -m masklrp explain``, ``generate`` and ``heads`` end to end, in a subprocess as a
+user runs them.
 
 ``evaluate`` is tested with the evaluation (tests/test_evaluate.py). Models: real MiniLM
-weights with a seeded random head (pipeline tests), and the default fine-tuned model for the
-README's demo command (built on first use, about 2 minutes).
+weights with a seeded random head (pipeline tests), a tiny random LLaMA with a word-level
+tokenizer (``generate``), and the default fine-tuned model for the README's demo command
+(built on first use, about 2 minutes).
 """
 from __future__ import annotations
 
@@ -68,6 +70,53 @@ def test_explain_unknown_method_is_an_error(tmp_path, classifier_dir):
     done = run_masklrp("explain", "dull", "--model", str(classifier_dir), "--method", "nonsense",
                        "--out", str(tmp_path / "x.html"), cwd=tmp_path)
     assert done.returncode != 0 and "nonsense" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory) -> Path:
+    """A tiny random LlamaForCausalLM folder with a tokenizer.json: words w0 … w96 are its ids,
+    <pad>, <s>, </s> (the eos) ids 0-2."""
+    pytest.importorskip("torch", reason="the tiny LLaMA is built with torch")
+    from hf_models import VOCAB, build
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder = tmp_path_factory.mktemp("llama")
+    build("llama-lm", seed=5).save_pretrained(folder)
+    special = ["<pad>", "<s>", "</s>"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(special + [f"w{i}" for i in range(3, VOCAB)])},
+                                     unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(special)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_generate_writes_the_page(tmp_path, llama_dir):
+    out = tmp_path / "gen.html"
+    done = run_masklrp("generate", "w5 w17 w33 w8", "--model", str(llama_dir), "--max-new-tokens", "5",
+                       "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text(encoding="utf-8")
+    model = masklrp.load(llama_dir)
+    g = masklrp.attribute_generation(model, "w5 w17 w33 w8", max_new_tokens=5)
+    assert f"-> {g.answer_text!r} ({len(g.answer_ids)} tokens)" in done.stdout
+    assert page.count("<option") == len(g.answer_ids) and "w33" in page
+    png = tmp_path / "gen.png"
+    done = run_masklrp("generate", "w5 w17", "--model", str(llama_dir), "--target", "w40 w41", "--contrastive",
+                       "--method", "cp-lrp", "--out", str(png), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "-> 'w40 w41' (2 tokens, given)" in done.stdout and png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_generate_user_errors(tmp_path, llama_dir, classifier_dir):
+    for args, message in [(("--max-new-tokens", "0"), "--max-new-tokens must be at least 1"),
+                          (("--out", "x.txt"), "--out: unknown suffix '.txt'"),
+                          (("--model", str(classifier_dir)), "needs a causal LM")]:
+        done = run_masklrp("generate", "w5", "--model", str(llama_dir), *args, cwd=tmp_path)
+        one_line_error(done, message)
+    bare = model_copy(llama_dir, tmp_path / "bare")  # no tokenizer.json to read the prompt
+    one_line_error(run_masklrp("generate", "w5", "--model", str(bare), cwd=tmp_path), "has no tokenizer.json")
+    assert not (tmp_path / "generation.html").exists()
 
 
 def test_heads_counts_a_treebank_and_saves_the_mask(tmp_path, minilm_dir):

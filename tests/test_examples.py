@@ -107,6 +107,16 @@ def test_explain_next_token(tmp_path):
     assert page.lower().startswith("<!doctype html") and "France" in page and "Paris" in page
 
 
+def test_explain_generation(tmp_path):
+    absent = missing(SMOLLM2_NEEDS)
+    if absent:
+        pytest.skip(f"explain_generation.py explains SmolLM2, which needs {', '.join(absent)}")
+    out = run("explain_generation.py", "--max-new-tokens", "3", "--out", "gen.html", cwd=tmp_path).stdout
+    assert "15 prompt tokens, 3 generated ' the field of'" in out and "written to gen.html" in out
+    page = (tmp_path / "gen.html").read_text(encoding="utf-8")
+    assert page.lower().startswith("<!doctype html") and "Warsaw" in page and page.count("<option") == 3
+
+
 def test_mask_lrp_variants(default_model, tmp_path):
     from masklrp.corpus import SPACY_MODEL
     if missing(("spacy", SPACY_MODEL)):

@@ -582,6 +582,8 @@ def test_module_export_spec_and_weights(arch):
     assert exp.source.startswith(f"torch:{arch}")
     got = exp.spec.to_dict()
     want = expected_spec(arch)
+    eos = model.config.eos_token_id  # the tiny configs' own: an id, beyond the vocabulary, or none
+    want["eos_token_ids"] = () if eos is None or not 0 <= eos < V else (eos,)
     for key, value in want.items():
         ok = got[key] == pytest.approx(value) if isinstance(value, float) else got[key] == value
         assert ok, f"{arch}: spec.{key} = {got[key]!r}, expected {value!r}"
@@ -1090,6 +1092,7 @@ BAD_CONFIGS = [  # (architecture, config change, error, start of the message)
     ("LlamaForCausalLM", {"rope_scaling": ["linear", 2.0]}, TypeError,
      "config rope_parameters / rope_scaling must be an object"),
     ("LlamaForCausalLM", {"pad_token_id": "x"}, TypeError, "config pad_token_id must be an int"),
+    ("LlamaForCausalLM", {"eos_token_id": "</s>"}, ValueError, "config eos_token_id must be an int or a list"),
     ("BertForSequenceClassification", {"model_type": "bert", "id2label": ["neg", "pos"]}, TypeError,
      "config id2label must be an object mapping class indices to label names"),
     ("BertForSequenceClassification", {"model_type": "bert", "id2label": {"zero": "neg"}}, ValueError,
@@ -1105,6 +1108,12 @@ def test_bad_config_values_are_named(arch, change, error, message, tmp_path):
     with pytest.raises(error) as err:
         export(folder)
     assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.parametrize("eos, ids", [(2, (2,)), ([2, 7, 2], (2, 7)), (None, ()), (-1, ()), ([3, 10 ** 6], (3,))])
+def test_eos_ids_from_the_config(eos, ids, tmp_path):
+    """Generation stops at these; ids no token can match are dropped."""
+    assert export(tiny_llama_folder(tmp_path, eos_token_id=eos)).spec.eos_token_ids == ids
 
 
 @pytest.mark.parametrize("content,message", [

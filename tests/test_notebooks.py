@@ -164,3 +164,5 @@ def test_notebook_04_llm(run_notebook):
     assert "-> ' Rome'" in run.stdout
     assert any("Mary" in h and "contrastive" in h for h in run.html)
     assert run.png, "e.plot() shows inline"
+    assert "6 generated ' the field of science." in run.stdout
+    assert any("masklrp-generation" in h and "Warsaw" in h for h in run.html)

@@ -147,3 +147,22 @@ def test_real_explanation_page(chromium, minilm_dir, tmp_path):
     out = os.environ.get("MASKLRP_RENDER_OUT")
     if out:  # for a person to look at
         shutil.copy(tmp_path / "page.png", out)
+
+
+def test_generation_page(chromium, tmp_path):
+    """The matrix (full RED and BLUE cells, blanks where a token cannot see) and exactly one
+    prompt heatmap, the first answer token's, until the selector picks another."""
+    from masklrp import generation_heatmap
+    from masklrp.generation import GenerationExplanation
+
+    g = GenerationExplanation(prompt_ids=np.array([1, 2, 3]), answer_ids=np.array([4, 5]),
+                              tokens=["alpha", "beta", "gamma", "delta", "eps"],
+                              relevance=np.array([[1.0, -1.0, 0.0, 0.0, 0.0], [1.0, 0.0, -1.0, 1.0, 0.0]], np.float32),
+                              logits=np.array([2.0, 3.0], np.float32), method="attnlrp")
+    image = render(chromium, generation_heatmap.document(g), tmp_path, size=(900, 500))
+    cell = generation_heatmap.CELL
+    red, blue = near(image, RED), near(image, BLUE)
+    # matrix: 3 red and 2 blue cells; the first token's heatmap: 1 red, 1 blue box (and legend ends)
+    assert red.sum() >= 3 * cell * cell and blue.sum() >= 2 * cell * cell
+    assert near(image, (0xf4, 0xf4, 0xf4), 1).sum() >= 3 * (cell - 2) * (cell - 2)  # the 3 blanks
+    assert len(legend_rows(image)) == 1, "one prompt heatmap shows"
