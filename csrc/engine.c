@@ -35,7 +35,8 @@ ptrdiff_t attention_block_set(ptrdiff_t rows) {
 
 // Points w's buffers for S sequences of length T, attention blocks of `block` query
 // rows, into mem (64-byte aligned slices); returns the floats they take. With mem ==
-// NULL only counts. Only the head statistics' k* grow with L·T, by 4 bytes a query.
+// NULL only counts. Nothing is (T,T): attention's scratch is (block,T) per head, and
+// the head statistics keep one k* (int32) per layer, head and query.
 static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, ptrdiff_t block,
                                  float *mem) {
     const ptrdiff_t L = m->L, H = m->H, KV = m->KV, D = m->D, C = m->C, F = m->F, N = S * T;
