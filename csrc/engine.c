@@ -543,8 +543,14 @@ void residual_rows_backward(const Model *m, const Workspace *w, int l, float *gx
 // without its online softmax): a block's rows are complete, so its softmax needs no
 // running statistics, and the backward recomputes exactly the forward's probabilities
 // from q and k by the same code (block_probs) instead of caching (L,S,H,T,T) of them.
-// Scratch is per head, (block, T) per buffer, so heads run in parallel (one per task)
-// and give the same bits whatever the team size.
+// Blocking the keys too would shrink the scratch from (block,T) to (block,block) per
+// head, but needs each row's max and normaliser kept from the forward and, in the
+// backward, a first pass over the keys for the softmax's Σ A ⊙ g_A before any g at the
+// scores; at (block,T) (2 MiB a buffer at T = 8192) the scratch is already small next to
+// the linear caches, and the rule kernels (softmax_forward / _backward) stay whole rows.
+// A block only scores the keys some of its queries see (visible_keys): a causal block
+// skips the upper triangle. Scratch is per head, so heads run in parallel (one per
+// task) and give the same bits whatever the team size.
 
 // Query rows [q0, q0 + nq) of one sequence's heads; a team runs them one head per task.
 typedef struct {
