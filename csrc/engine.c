@@ -26,10 +26,22 @@ typedef struct {
     ptrdiff_t n;
 } Carve;
 
-// Points w's buffers for S sequences of length T into mem (64-byte aligned
-// slices); returns the floats they take. With mem == NULL only counts.
-static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, float *mem) {
+// Query rows per attention block (attention_block_set); a call reads it once (Job.block).
+static _Atomic ptrdiff_t attention_block = ATTENTION_BLOCK;
+
+ptrdiff_t attention_block_set(ptrdiff_t rows) {
+    return atomic_exchange(&attention_block, rows > 0 ? rows : ATTENTION_BLOCK);
+}
+
+// Points w's buffers for S sequences of length T, attention blocks of `block` query
+// rows, into mem (64-byte aligned slices); returns the floats they take. With mem ==
+// NULL only counts. Nothing is (T,T): attention's scratch is (block,T) per head, and
+// the head statistics keep one k* (int32) per layer, head and query.
+static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, ptrdiff_t block,
+                                 float *mem) {
     const ptrdiff_t L = m->L, H = m->H, KV = m->KV, D = m->D, C = m->C, F = m->F, N = S * T;
+    block = block < T ? block : T;
+    const ptrdiff_t BT = H * block * T; // one (block,T) buffer per head
     const ptrdiff_t QKV = qkv_width(m), HD = H * D, FU = fc_width(m);
     const ptrdiff_t logit_rows = m->pool == POOL_NONE ? N : S, E = m->E;
     const ptrdiff_t wide = max_p(C, FU), head = logit_rows * max_p(C, m->NO), hC = logit_rows * C;
@@ -40,10 +52,10 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
     const Carve parts[] = {
         {&w->emb, N * E}, {&w->emb_normed, proj ? N * E : 0}, {&w->x, (L + 1) * N * C}, {&w->q, L * N * HD}, {&w->k, L * N * KV * D},
         {&w->v, L * N * KV * D}, {&w->qk_raw, m->qk_norm ? L * N * (H + KV) * D : 0},
-        {&w->qk_rstd, m->qk_norm ? L * N * (H + KV) : 0}, {&w->att, L * S * H * T * T},
+        {&w->qk_rstd, m->qk_norm ? L * N * (H + KV) : 0},
         {&w->ctx, L * N * HD}, {&w->mid, L * N * C},
-        {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->fc, L * N * FU},
-        {&w->gact, m->gated ? L * N * F : 0}, {&w->stats, (L + 1) * 8 * N}, {&w->xf, N * C},
+        {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->mlp_in, L * N * C},
+        {&w->stats, (L + 1) * 8 * N}, {&w->xf, N * C},
         {&w->pooled, hC}, {&w->dense, hC}, {&w->activated, hC}, {&w->head_normed, m->head_norm.w != NULL ? hC : 0},
         {&w->cos, m->rope ? N * D : 0},
         {&w->sin, m->rope ? N * D : 0},
@@ -53,15 +65,15 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         {&w->gseed, m->final_softcap > 0.0f ? logit_rows * m->NO : 0},
         {&w->key_bias, N}, {&w->rel_normed, rel ? R2 * C : 0}, {&w->rel_mean, rel ? R2 : 0},
         {&w->rel_rstd, rel ? R2 : 0}, {&w->pos_k, rel ? L * H * R2 * D : 0}, {&w->pos_q, rel ? L * H * R2 * D : 0},
-        {&w->c2p, rel ? H * T * R2 : 0}, {&w->p2c, rel ? H * T * R2 : 0}, {&w->gc2p, rel ? T * R2 : 0},
-        {&w->gp2c, rel ? T * R2 : 0}, {&w->gpos_k, rel ? H * R2 * D : 0}, {&w->gpos_q, rel ? H * R2 * D : 0},
+        {&w->c2p, rel ? H * block * R2 : 0}, {&w->p2c, rel ? H * T * R2 : 0},
+        {&w->gc2p, rel ? H * block * R2 : 0}, {&w->gp2c, rel ? H * T * R2 : 0}, {&w->gpos_k, rel ? H * R2 * D : 0}, {&w->gpos_q, rel ? H * R2 * D : 0},
         {&w->pos_rows, rel ? R2 * HD : 0}, {&w->grel, rel ? S * R2 * C : 0}, {&w->grel_raw, rel ? R2 * C : 0},
         {&w->a, N * wide}, {&w->b, N * wide},
         {&w->qkv, N * QKV}, {&w->hm, T * HD}, {&w->hm2, T * HD}, {&w->kv_raw, T * KV * D},
-        {&w->hidden, N * F}, {&w->gx, N * C}, {&w->g1, N * C},
+        {&w->fc, N * FU}, {&w->hidden, N * F}, {&w->probs, BT}, {&w->gx, N * C}, {&w->g1, N * C},
         {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
         {&w->gq_rot, T * HD}, {&w->gk_rot, T * KV * D}, {&w->gctx, N * HD}, {&w->gctx_hm, T * HD},
-        {&w->gatt, T * T}, {&w->gscores, T * T}, {&w->gfc, N * FU}, {&w->ghid, N * F},
+        {&w->gk_heads, H * T * D}, {&w->gv_heads, H * T * D}, {&w->gatt, BT}, {&w->gscores, BT}, {&w->gfc, N * FU}, {&w->ghid, N * F},
         {&w->ghid2, N * F}, {&w->ghead, head}, {&w->ghead2, head}, {&w->gemb, N * E}, {&w->gemb2, proj ? N * E : 0}, {&w->seed, S * m->NO}, {&w->xq, S * C},
         {&w->router_p, moe ? L * N * X : 0}, {&w->route_w, routes}, {&w->xfc, L * NK * 2 * XF},
         {&w->xgact, L * NK * XF}, {&w->xout, L * NK * C}, {&w->shared_logit, shared ? L * N : 0},
@@ -69,7 +81,7 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         {&w->gxout, NK * C}, {&w->gxin, NK * C}, {&w->gxhid, NK * XF}, {&w->gxhid2, NK * XF},
         {&w->gxfc, NK * 2 * XF}, {&w->groute, moe ? N * X : 0},
         {&w->grouter, moe ? N * max_p(X, 2) : 0}, {&w->route_s, moe ? X : 0},
-        {&w->typed, 2 * H + T + (moe ? 2 * routes + L * (X + 1) : 0)},
+        {&w->typed, 2 * H + S * L * H * T + (moe ? 2 * routes + L * (X + 1) : 0)},
     };
     ptrdiff_t total = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
@@ -80,20 +92,26 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         // untyped memory takes the type it is used as: H doubles, then int32s (T, then the routes)
         w->head_sums = (double *)(void *)w->typed;
         w->kstar = (int32_t *)(void *)(w->typed + 2 * H);
-        w->route = w->kstar + T;
+        w->route = w->kstar + S * L * H * T;
         w->slots = w->route + routes;
         w->slot_start = w->slots + routes;
         w->S = S;
         w->T = T;
         w->N = N;
+        w->block = block;
     }
     return total;
 }
 
-static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T) {
+size_t model_workspace_bytes(const Model *m, ptrdiff_t S, ptrdiff_t T) {
+    Workspace probe;
+    return (size_t)workspace_carve(m, &probe, S, T, atomic_load(&attention_block), NULL) * sizeof(float);
+}
+
+static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T, ptrdiff_t block) {
     Workspace *w = calloc(1, sizeof *w);
     if (w == NULL) return NULL;
-    w->capacity = workspace_carve(m, w, S, T, NULL);
+    w->capacity = workspace_carve(m, w, S, T, block, NULL);
     w->max_S = S;
     w->mem = aligned_alloc(64, (size_t)w->capacity * sizeof(float));
     w->row = calloc((size_t)S, sizeof *w->row);
@@ -103,7 +121,7 @@ static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T) {
         free(w);
         return NULL;
     }
-    workspace_carve(m, w, S, T, w->mem);
+    workspace_carve(m, w, S, T, block, w->mem);
     return w;
 }
 
@@ -144,10 +162,10 @@ static void pool_remove(WorkspacePool *pool, int i) {
     pool->n--;
 }
 
-static Workspace *workspace_take(WorkspacePool *pool, const Model *m, ptrdiff_t S, ptrdiff_t T) {
+static Workspace *workspace_take(WorkspacePool *pool, const Model *m, ptrdiff_t S, ptrdiff_t T, ptrdiff_t block) {
     if (pool != NULL) {
         Workspace probe;
-        const ptrdiff_t need = workspace_carve(m, &probe, S, T, NULL);
+        const ptrdiff_t need = workspace_carve(m, &probe, S, T, block, NULL);
         Workspace *found = NULL;
         pthread_mutex_lock(&pool->lock);
         for (int i = 0; i < pool->n && found == NULL; i++) {
@@ -158,11 +176,11 @@ static Workspace *workspace_take(WorkspacePool *pool, const Model *m, ptrdiff_t 
         }
         pthread_mutex_unlock(&pool->lock);
         if (found != NULL) {
-            workspace_carve(m, found, S, T, found->mem);
+            workspace_carve(m, found, S, T, block, found->mem);
             return found;
         }
     }
-    return workspace_new(m, S, T);
+    return workspace_new(m, S, T, block);
 }
 
 static void workspace_give(WorkspacePool *pool, Workspace *w) {
@@ -328,29 +346,43 @@ void embed_backward(const Model *m, Workspace *w, const float *g, const ChunkStr
 // Attention: QKV projection, RoPE, per-head softmax(scale·Q Kᵀ + mask) V,
 // output projection. Grouped-query heads share key/value head h / (H / KV).
 
-// scores (nq,T) of queries [q0, q0 + nq) of sequence `seq`: -inf where query i may
-// not see key j (padding, causal, sliding window)
-static void mask_scores(const Model *m, const Workspace *w, int l, ptrdiff_t seq, ptrdiff_t q0, ptrdiff_t nq,
-                        float *scores) {
+// Keys [*k0, *k1) that some query of [i0, i1) may see in layer l: every other key is
+// masked for all of them (causal, sliding window), so a block of queries computes no
+// score for it. A causal block thus skips the upper triangle.
+static void visible_keys(const Model *m, const Workspace *w, int l, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t *k0,
+                         ptrdiff_t *k1) {
     const ptrdiff_t T = w->T, window = m->layers[l].window;
+    *k0 = window > 0 && i0 - window + 1 > 0 ? i0 - window + 1 : 0;
+    *k1 = m->causal ? i1 : window > 0 && i1 - 1 + window < T ? i1 - 1 + window : T;
+}
+
+// scores (nq,nk) of queries [q0, q0 + nq), keys [k0, k0 + nk) of sequence `seq`: -inf
+// where query i may not see key j (padding, causal, sliding window)
+static void mask_scores(const Model *m, const Workspace *w, int l, ptrdiff_t seq, ptrdiff_t q0, ptrdiff_t nq,
+                        ptrdiff_t k0, ptrdiff_t nk, float *scores) {
+    const ptrdiff_t T = w->T, window = m->layers[l].window, k1 = k0 + nk;
     const float *key_bias = w->key_bias + seq * T;
     for (ptrdiff_t i = q0; i < q0 + nq; i++) {
-        float *row = scores + (i - q0) * T;
+        float *row = scores + (i - q0) * nk;
         // visible keys: [lo, hi); a bidirectional window reaches as far after q as before it
-        const ptrdiff_t hi = m->causal ? i + 1 : window > 0 && i + window < T ? i + window : T;
-        const ptrdiff_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
-        for (ptrdiff_t j = 0; j < lo; j++) row[j] = -INFINITY;
-        for (ptrdiff_t j = lo; j < hi; j++) row[j] += key_bias[j];
-        for (ptrdiff_t j = hi; j < T; j++) row[j] = -INFINITY;
+        ptrdiff_t hi = m->causal ? i + 1 : window > 0 && i + window < T ? i + window : T;
+        ptrdiff_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
+        lo = lo < k0 ? k0 : lo;
+        hi = hi > k1 ? k1 : hi < lo ? lo : hi;
+        for (ptrdiff_t j = k0; j < lo; j++) row[j - k0] = -INFINITY;
+        for (ptrdiff_t j = lo; j < hi; j++) row[j - k0] += key_bias[j];
+        for (ptrdiff_t j = hi; j < k1; j++) row[j - k0] = -INFINITY;
     }
 }
 
-// scores (nq,T) of head h, queries [q0, q0 + nq) += the bias of each key's offset j - i
-static void relative_bias_add(const Model *m, ptrdiff_t h, ptrdiff_t q0, ptrdiff_t nq, ptrdiff_t T, float *scores) {
+// scores (nq,nk) of head h, queries [q0, q0 + nq), keys [k0, k0 + nk) += the bias of each
+// key's offset j - i
+static void relative_bias_add(const Model *m, ptrdiff_t h, ptrdiff_t q0, ptrdiff_t nq, ptrdiff_t k0, ptrdiff_t nk,
+                              float *scores) {
     const float *bias = m->rel_bias + h * (2 * (ptrdiff_t)m->rel_span - 1) + m->rel_span - 1; // offset 0
     for (ptrdiff_t i = q0; i < q0 + nq; i++) {
-        float *row = scores + (i - q0) * T;
-        for (ptrdiff_t j = 0; j < T; j++) row[j] += bias[j - i];
+        float *row = scores + (i - q0) * nk;
+        for (ptrdiff_t j = k0; j < k0 + nk; j++) row[j - k0] += bias[j - i];
     }
 }
 
@@ -441,9 +473,6 @@ static float *seq_k(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
 static float *seq_v(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
     return w->v + ((ptrdiff_t)l * w->S + seq) * m->KV * w->T * m->D;
 }
-static float *seq_att(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
-    return w->att + ((ptrdiff_t)l * w->S + seq) * m->H * w->T * w->T;
-}
 static float *seq_qk_raw(const Model *m, const Workspace *w, int l, ptrdiff_t seq) {
     return w->qk_raw + ((ptrdiff_t)l * w->S + seq) * (m->H + m->KV) * w->T * m->D;
 }
@@ -521,53 +550,116 @@ void residual_rows_backward(const Model *m, const Workspace *w, int l, float *gx
     }
 }
 
+// Attention is computed one block of query rows at a time (FlashAttention's tiling
+// without its online softmax): a block's rows are complete, so its softmax needs no
+// running statistics, and the backward recomputes exactly the forward's probabilities
+// from q and k by the same code (block_probs) instead of caching (L,S,H,T,T) of them.
+// Blocking the keys too would shrink the scratch from (block,T) to (block,block) per
+// head, but needs each row's max and normaliser kept from the forward and, in the
+// backward, a first pass over the keys for the softmax's Σ A ⊙ g_A before any g at the
+// scores; at (block,T) (2 MiB a buffer at T = 8192) the scratch is already small next to
+// the linear caches, and the rule kernels (softmax_forward / _backward) stay whole rows.
+// A block only scores the keys some of its queries see (visible_keys): a causal block
+// skips the upper triangle. Scratch is per head, so heads run in parallel (one per
+// task) and give the same bits whatever the team size.
+
 // Query rows [q0, q0 + nq) of one sequence's heads; a team runs them one head per task.
 typedef struct {
     const Model *m;
     const Workspace *w;
+    const ChunkStream *s;   // backward: the stream
     int l;
     ptrdiff_t seq, q0, nq;
     const float *q, *k, *v; // (H,T,D), (KV,T,D) x2
-    float *att;             // (H,T,T) the sequence's attention cache
-    float *out;             // (H,nq,D) A·V
-} HeadsForward;
+    double scale;           // backward: Mask-LRP's Eq. 9 scale (mask_heads)
+} Heads;
 
-// scores (nq,T) of head h += DeBERTa's disentangled terms, each a product of two activations
-// (scaled like q·kᵀ): q_i·pk_r (c2p) and k_j·pq_r (p2c), r = relative_row(i, j); the
-// products first into the head's own c2p / p2c rows (heads run in parallel), then gathered.
-static void disentangled_add(const HeadsForward *j, ptrdiff_t h, float *scores) {
+// DeBERTa: head h's k·pqᵀ (T,R2) into its own p2c rows, once per head (every block
+// gathers from it); scaled like q·kᵀ.
+static void p2c_forward(const Heads *j, ptrdiff_t h) {
     const Model *m = j->m;
-    const ptrdiff_t T = j->w->T, D = m->D, R2 = m->R2, g = h / (m->H / m->KV), q0 = j->q0, nq = j->nq;
+    const ptrdiff_t T = j->w->T, D = m->D, R2 = m->R2, g = h / (m->H / m->KV);
+    if (m->rel_emb == NULL || m->layers[j->l].pos_query.w == NULL) return;
+    matmul_forward(j->w->p2c + h * T * R2, j->k + g * T * D, layer_pos(m, j->w, j->l, true) + h * R2 * D, 1, T, D,
+                   R2, true, m->attn_scale);
+}
+
+// scores (nq,nk) of head h, queries [q0, q0 + nq), keys [k0, k0 + nk) += DeBERTa's
+// disentangled terms, each a product of two activations (scaled like q·kᵀ): q_i·pk_r
+// (c2p, computed here into the head's own c2p rows) and k_j·pq_r (p2c, p2c_forward),
+// r = relative_row(i, j).
+static void disentangled_add(const Heads *j, ptrdiff_t h, ptrdiff_t q0, ptrdiff_t nq, ptrdiff_t k0, ptrdiff_t nk,
+                             float *scores) {
+    const Model *m = j->m;
+    const ptrdiff_t T = j->w->T, D = m->D, R2 = m->R2;
     const LayerWeights *lw = &m->layers[j->l];
-    float *c2p = j->w->c2p + h * T * R2, *p2c = j->w->p2c + h * T * R2;
+    float *c2p = j->w->c2p + h * j->w->block * R2;
+    const float *p2c = j->w->p2c + h * T * R2;
     if (lw->pos_key.w != NULL) {
         matmul_forward(c2p, j->q + (h * T + q0) * D, layer_pos(m, j->w, j->l, false) + h * R2 * D, 1, nq, D, R2, true,
                        m->attn_scale);
         for (ptrdiff_t i = 0; i < nq; i++)
-            for (ptrdiff_t k = 0; k < T; k++) scores[i * T + k] += c2p[i * R2 + relative_row(m, q0 + i, k)];
+            for (ptrdiff_t k = 0; k < nk; k++) scores[i * nk + k] += c2p[i * R2 + relative_row(m, q0 + i, k0 + k)];
     }
     if (lw->pos_query.w != NULL) {
-        matmul_forward(p2c, j->k + g * T * D, layer_pos(m, j->w, j->l, true) + h * R2 * D, 1, T, D, R2, true,
-                       m->attn_scale);
         for (ptrdiff_t i = 0; i < nq; i++)
-            for (ptrdiff_t k = 0; k < T; k++) scores[i * T + k] += p2c[k * R2 + relative_row(m, q0 + i, k)];
+            for (ptrdiff_t k = 0; k < nk; k++)
+                scores[i * nk + k] += p2c[(k0 + k) * R2 + relative_row(m, q0 + i, k0 + k)];
     }
 }
 
-// Head h: its scores, masked and normalised in place in the attention cache, then A·V.
-static void attention_head_forward(void *ctx, ptrdiff_t h) {
-    const HeadsForward *j = ctx;
+// a (nq,nk): head h's attention probabilities of queries [q0, q0 + nq) over keys
+// [k0, k0 + nk), the forward's and the backward's alike.
+static void block_probs(const Heads *j, ptrdiff_t h, ptrdiff_t q0, ptrdiff_t nq, ptrdiff_t k0, ptrdiff_t nk,
+                        float *a) {
     const Model *m = j->m;
-    const ptrdiff_t T = j->w->T, D = m->D, g = h / (m->H / m->KV), nq = j->nq;
-    float *a = j->att + (h * T + j->q0) * T;
-    matmul_forward(a, j->q + (h * T + j->q0) * D, j->k + g * T * D, 1, nq, D, T, true, m->attn_scale);
+    const ptrdiff_t T = j->w->T, D = m->D, g = h / (m->H / m->KV);
+    matmul_forward(a, j->q + (h * T + q0) * D, j->k + (g * T + k0) * D, 1, nq, D, nk, true, m->attn_scale);
     // The mask and MPNet's relative position bias are constants added to the scores, never
     // relevance receivers (DESIGN.md §2): the softmax's backward needs only its output.
-    if (m->rel_bias != NULL) relative_bias_add(m, h, j->q0, nq, T, a);
-    if (m->rel_emb != NULL) disentangled_add(j, h, a);
-    mask_scores(m, j->w, j->l, j->seq, j->q0, nq, a);
-    softmax_forward(a, a, nq, T);
-    matmul_forward(j->out + h * nq * D, a, j->v + g * T * D, 1, nq, T, D, false, 1.0f);
+    if (m->rel_bias != NULL) relative_bias_add(m, h, q0, nq, k0, nk, a);
+    if (m->rel_emb != NULL) disentangled_add(j, h, q0, nq, k0, nk, a);
+    mask_scores(m, j->w, j->l, j->seq, q0, nq, k0, nk, a);
+    softmax_forward(a, a, nq, nk);
+}
+
+// A block's rows (nq,nk) of keys [k0, k0 + nk) -> full rows (nq,T) of a tap, zero elsewhere.
+static void tap_rows(float *tap, const float *rows, ptrdiff_t nq, ptrdiff_t T, ptrdiff_t k0, ptrdiff_t nk) {
+    zero(tap, nq * T);
+    for (ptrdiff_t i = 0; i < nq; i++) memcpy(tap + i * T + k0, rows + i * nk, (size_t)nk * sizeof(float));
+}
+
+// The sequence's (L,H,T,T) slice of the call's attention tap `base` (the chunk's), rows of
+// head h from query i.
+static float *tap_at(const Heads *j, float *base, ptrdiff_t h, ptrdiff_t i) {
+    const ptrdiff_t T = j->w->T, H = j->m->H;
+    return base + ((j->seq * j->m->L + j->l) * H + h) * T * T + i * T;
+}
+
+// Head h, block by block: probabilities, A·V into w->hm2 (H,nq,D), and the forward's taps:
+// the attention rows (w->att_out) and each query's most attended key (w->kstar).
+static void attention_head_forward(void *ctx, ptrdiff_t h) {
+    const Heads *j = ctx;
+    const Model *m = j->m;
+    const Workspace *w = j->w;
+    const ptrdiff_t T = w->T, D = m->D, g = h / (m->H / m->KV), q1 = j->q0 + j->nq;
+    float *a = w->probs + h * w->block * T;
+    p2c_forward(j, h);
+    for (ptrdiff_t i0 = j->q0; i0 < q1; i0 += w->block) {
+        const ptrdiff_t nq = q1 - i0 < w->block ? q1 - i0 : w->block;
+        ptrdiff_t k0, k1;
+        visible_keys(m, w, j->l, i0, i0 + nq, &k0, &k1);
+        const ptrdiff_t nk = k1 - k0;
+        block_probs(j, h, i0, nq, k0, nk, a);
+        matmul_forward(w->hm2 + (h * j->nq + i0 - j->q0) * D, a, j->v + (g * T + k0) * D, 1, nq, nk, D, false, 1.0f);
+        if (w->att_out != NULL) tap_rows(tap_at(j, w->att_out, h, i0), a, nq, T, k0, nk);
+        if (w->stat_keys != NULL) {
+            int32_t *kstar = w->kstar + ((j->seq * m->L + j->l) * m->H + h) * T;
+            const uint8_t *queries = w->stat_queries + j->seq * T, *keys = w->stat_keys + j->seq * T;
+            for (ptrdiff_t i = 0; i < nq; i++)
+                kstar[i0 + i] = queries[i0 + i] ? key_argmax(a + i * nk, keys, T, k0, nk) : -1;
+        }
+    }
 }
 
 // x (N,C) -> out (rows,C)
@@ -581,7 +673,6 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
     for (ptrdiff_t seq = 0; seq < w->S; seq++) {
         const float *qkv = w->qkv + seq * T * QKV;
         float *q = seq_q(m, w, l, seq), *k = seq_k(m, w, l, seq), *v = seq_v(m, w, l, seq);
-        float *att = seq_att(m, w, l, seq);
         to_heads(v, qkv, T, KV, D, QKV, (H + KV) * D);
         qk_heads_forward(m, w, l, seq, qkv, m->rope ? w->hm : q, m->rope ? w->kv_raw : k);
         if (m->rope) {
@@ -590,7 +681,7 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
             rope_forward(q, w->hm, cos, sin, H, T, D, m->rope_dim);
             rope_forward(k, w->kv_raw, cos, sin, KV, T, D, m->rope_dim);
         }
-        HeadsForward heads = {.m = m, .w = w, .l = l, .seq = seq, .q = q, .k = k, .v = v, .att = att, .out = w->hm2};
+        Heads heads = {.m = m, .w = w, .l = l, .seq = seq, .q = q, .k = k, .v = v};
         query_rows(m, w, l, seq, &heads.q0, &heads.nq);
         const ptrdiff_t nq = heads.nq;
         team_for(team_current(), H, attention_head_forward, &heads);
@@ -599,32 +690,45 @@ void attention_forward(const Model *m, Workspace *w, int l, float *out, const fl
     linear_forward(out, ctx, lw->out.w, lw->out.b, rows, H * D, C, false);
 }
 
-// DeBERTa: head h's g at its scores (w->gscores, (nq,T)) -> g at q, k (w->gq, w->gk) and at
-// the layer's pk, pq (w->gpos_k, gpos_q) +=. The gathers are linear (their g scatters back to
-// the q·pkᵀ and k·pqᵀ products); each product is crossed like q·kᵀ, by the stream's rule for
-// two activations (AttnLRP Prop. 3.3: ½ of the true gradient to each operand; CP-LRP never
-// gets here, its scores receive nothing), with the head's Mask-LRP factor `down`.
-static void disentangled_backward(const Model *m, Workspace *w, int l, ptrdiff_t h, ptrdiff_t q0, ptrdiff_t nq,
-                                  const float *q, const float *k, float down, const ChunkStream *s) {
-    const ptrdiff_t T = w->T, D = m->D, R2 = m->R2, g = h / (m->H / m->KV);
-    const LayerWeights *lw = &m->layers[l];
-    const float *gs = w->gscores;
+// DeBERTa: g at head h's scores of queries [q0, q0 + nq), keys [k0, k0 + nk) (gs, (nq,nk))
+// -> g at its q rows (w->gq) and at the layer's pk (w->gpos_k) +=, and g at its k·pqᵀ
+// products (w->gp2c, (T,R2)) +=, which p2c_backward crosses once the head's blocks are
+// done. The gathers are linear (their g scatters back to the q·pkᵀ and k·pqᵀ products);
+// each product is crossed like q·kᵀ, by the stream's rule for two activations (AttnLRP
+// Prop. 3.3: ½ of the true gradient to each operand; CP-LRP never gets here, its scores
+// receive nothing), with the head's Mask-LRP factor `down`.
+static void disentangled_backward(const Heads *j, ptrdiff_t h, ptrdiff_t q0, ptrdiff_t nq, ptrdiff_t k0,
+                                  ptrdiff_t nk, const float *gs, float down) {
+    const Model *m = j->m;
+    const Workspace *w = j->w;
+    const ptrdiff_t T = w->T, D = m->D, R2 = m->R2;
+    const LayerWeights *lw = &m->layers[j->l];
     if (lw->pos_key.w != NULL) {
-        zero(w->gc2p, nq * R2);
+        float *gc2p = w->gc2p + h * w->block * R2;
+        zero(gc2p, nq * R2);
         for (ptrdiff_t i = 0; i < nq; i++)
-            for (ptrdiff_t j = 0; j < T; j++) w->gc2p[i * R2 + relative_row(m, q0 + i, j)] += gs[i * T + j];
-        matmul_backward(w->gq + (h * T + q0) * D, w->gpos_k + h * R2 * D, w->gc2p, q + (h * T + q0) * D,
-                        layer_pos(m, w, l, false) + h * R2 * D, 1, nq, D, R2, true, m->attn_scale * down,
-                        s->rules.attention);
+            for (ptrdiff_t k = 0; k < nk; k++) gc2p[i * R2 + relative_row(m, q0 + i, k0 + k)] += gs[i * nk + k];
+        matmul_backward(w->gq + (h * T + q0) * D, w->gpos_k + h * R2 * D, gc2p, j->q + (h * T + q0) * D,
+                        layer_pos(m, w, j->l, false) + h * R2 * D, 1, nq, D, R2, true, m->attn_scale * down,
+                        j->s->rules.attention);
     }
     if (lw->pos_query.w != NULL) {
-        zero(w->gp2c, T * R2);
+        float *gp2c = w->gp2c + h * T * R2;
         for (ptrdiff_t i = 0; i < nq; i++)
-            for (ptrdiff_t j = 0; j < T; j++) w->gp2c[j * R2 + relative_row(m, q0 + i, j)] += gs[i * T + j];
-        matmul_backward(w->gk + g * T * D, w->gpos_q + h * R2 * D, w->gp2c, k + g * T * D,
-                        layer_pos(m, w, l, true) + h * R2 * D, 1, T, D, R2, true, m->attn_scale * down,
-                        s->rules.attention);
+            for (ptrdiff_t k = 0; k < nk; k++)
+                gp2c[(k0 + k) * R2 + relative_row(m, q0 + i, k0 + k)] += gs[i * nk + k];
     }
+}
+
+// DeBERTa: head h's g at its k·pqᵀ products (w->gp2c) -> g at k (its w->gk_heads slice)
+// and at the layer's pq (w->gpos_q) +=, as in disentangled_backward.
+static void p2c_backward(const Heads *j, ptrdiff_t h, float down) {
+    const Model *m = j->m;
+    const Workspace *w = j->w;
+    const ptrdiff_t T = w->T, D = m->D, R2 = m->R2, g = h / (m->H / m->KV);
+    matmul_backward(w->gk_heads + h * T * D, w->gpos_q + h * R2 * D, w->gp2c + h * T * R2, j->k + g * T * D,
+                    layer_pos(m, w, j->l, true) + h * R2 * D, 1, T, D, R2, true, m->attn_scale * down,
+                    j->s->rules.attention);
 }
 
 // DeBERTa: sequence seq's g at layer l's pk, pq -> g at the relative rows (w->grel) +=,
@@ -682,54 +786,101 @@ static double mask_heads(const Model *m, Workspace *w, int l, ptrdiff_t seq, ptr
     return scale;
 }
 
+// Head h's backward, block by block: the block's probabilities recomputed (block_probs),
+// A·V and q·kᵀ crossed by the stream's rule, the taps' rows written straight into the
+// outputs. g at q goes to the head's own rows of w->gq; g at k and v to the head's own
+// slices of w->gk_heads, w->gv_heads, which attention_backward sums over each group of
+// heads sharing a key/value head in a fixed order (so no two tasks write one float).
+static void attention_head_backward(void *ctx, ptrdiff_t h) {
+    const Heads *j = ctx;
+    const Model *m = j->m;
+    const Workspace *w = j->w;
+    const ChunkStream *s = j->s;
+    const ptrdiff_t T = w->T, D = m->D, g = h / (m->H / m->KV), q1 = j->q0 + j->nq, B = w->block;
+    const bool strict = s->semantics == MASK_STRICT;
+    const bool tapped = s->attention_grad != NULL || s->attention_relevance != NULL;
+    float *gk = w->gk_heads + h * T * D, *gv = w->gv_heads + h * T * D;
+    zero(gk, T * D);
+    zero(gv, T * D);
+    const float factor = head_factor(m, s, j->l, h, j->scale);
+    if (factor == 0.0f && (strict || !tapped)) return; // passes nothing, and no tap reads it
+    // What the head passes down: its A·V backward is linear in g_h, so the reference
+    // semantics' factor can wait until after the taps (strict's is in g_h).
+    const float down = strict ? 1.0f : factor;
+    float share_a, share_b;
+    product_shares(s->rules.attention, &share_a, &share_b);
+    const bool scores = share_a != 0.0f && down != 0.0f; // anything flows into q·kᵀ
+    const bool p2c = scores && m->rel_emb != NULL && m->layers[j->l].pos_query.w != NULL;
+    float *a = w->probs + h * B * T, *gatt = w->gatt + h * B * T, *gscores = w->gscores + h * B * T;
+    p2c_forward(j, h);
+    if (p2c) zero(w->gp2c + h * T * m->R2, T * m->R2);
+    for (ptrdiff_t i0 = j->q0; i0 < q1; i0 += B) {
+        const ptrdiff_t nq = q1 - i0 < B ? q1 - i0 : B;
+        ptrdiff_t k0, k1;
+        visible_keys(m, w, j->l, i0, i0 + nq, &k0, &k1);
+        const ptrdiff_t nk = k1 - k0;
+        block_probs(j, h, i0, nq, k0, nk, a);
+        const float *gh = w->gctx_hm + (h * j->nq + i0 - j->q0) * D, *vh = j->v + g * T * D;
+        // A·V (AttnLRP Prop. 3.3, or the stream's rule); A gets nothing under CP-LRP. The
+        // g-at-A tap covers masked keys too (g·Vᵀ is not 0 there), so it takes whole rows.
+        if (s->attention_grad != NULL) {
+            float *tap = tap_at(j, s->attention_grad, h, i0);
+            zero(tap, nq * T);
+            matmul_backward(share_a != 0.0f ? tap : NULL, NULL, gh, a, vh, 1, nq, T, D, false, 1.0f,
+                            s->rules.attention);
+            for (ptrdiff_t i = 0; i < nq; i++) memcpy(gatt + i * nk, tap + i * T + k0, (size_t)nk * sizeof(float));
+        } else {
+            zero(gatt, nq * nk);
+            matmul_backward(share_a != 0.0f ? gatt : NULL, NULL, gh, a, vh + k0 * D, 1, nq, nk, D, false, 1.0f,
+                            s->rules.attention);
+        }
+        if (down != 0.0f)
+            matmul_backward(NULL, gv + k0 * D, gh, a, vh + k0 * D, 1, nq, nk, D, false, down, s->rules.attention);
+        if (s->attention_relevance != NULL) {
+            float *tap = tap_at(j, s->attention_relevance, h, i0);
+            zero(tap, nq * T);
+            for (ptrdiff_t i = 0; i < nq; i++) relevance(tap + i * T + k0, a + i * nk, gatt + i * nk, nk);
+        }
+        if (!scores) continue;
+        zero(gscores, nq * nk);
+        softmax_backward(gscores, gatt, a, nq, nk);
+        matmul_backward(w->gq + (h * T + i0) * D, gk + k0 * D, gscores, j->q + (h * T + i0) * D, j->k + (g * T + k0) * D,
+                        1, nq, D, nk, true, m->attn_scale * down, s->rules.attention);
+        if (m->rel_emb != NULL) disentangled_backward(j, h, i0, nq, k0, nk, gscores, down);
+    }
+    if (p2c) p2c_backward(j, h, down);
+}
+
 // g (rows,C) at the branch output -> gx (N,C) +=
 void attention_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
     const ptrdiff_t T = w->T, N = w->N, H = m->H, KV = m->KV, D = m->D, C = m->C, QKV = qkv_width(m);
-    const ptrdiff_t group = H / KV, TT = T * T, taps = (ptrdiff_t)m->L * H * TT, rows = layer_rows(m, w, l);
+    const ptrdiff_t group = H / KV, rows = layer_rows(m, w, l);
     const LayerWeights *lw = &m->layers[l];
-    const bool strict = s->semantics == MASK_STRICT;
-    const bool tapped = s->attention_grad != NULL || s->attention_relevance != NULL;
-    float share_a, share_b;
-    product_shares(s->rules.attention, &share_a, &share_b);
     zero(w->gctx, rows * H * D);
     linear_backward(w->gctx, g, lw->out.w, rows, H * D, C, false);
     for (ptrdiff_t seq = 0; seq < w->S; seq++) {
-        const float *q = seq_q(m, w, l, seq), *k = seq_k(m, w, l, seq), *v = seq_v(m, w, l, seq);
-        const float *att = seq_att(m, w, l, seq);
-        ptrdiff_t q0, nq;
-        query_rows(m, w, l, seq, &q0, &nq);
+        Heads heads = {.m = m, .w = w, .s = s, .l = l, .seq = seq, .q = seq_q(m, w, l, seq), .k = seq_k(m, w, l, seq),
+                       .v = seq_v(m, w, l, seq), .scale = 1.0};
+        query_rows(m, w, l, seq, &heads.q0, &heads.nq);
+        const ptrdiff_t nq = heads.nq;
         to_heads(w->gctx_hm, w->gctx + seq * nq * H * D, nq, H, D, H * D, 0);
         if (m->rel_emb != NULL) {
             zero(w->gpos_k, H * m->R2 * D);
             zero(w->gpos_q, H * m->R2 * D);
         }
-        const double scale = s->head_mask != NULL || s->head_relevance != NULL ? mask_heads(m, w, l, seq, nq, s) : 1.0;
+        if (s->head_mask != NULL || s->head_relevance != NULL) heads.scale = mask_heads(m, w, l, seq, nq, s);
         zero(w->gq, H * T * D);
+        team_for(team_current(), H, attention_head_backward, &heads);
+        // each key/value head's g: the sum of its group's shares, in head order
         zero(w->gk, KV * T * D);
         zero(w->gv, KV * T * D);
         for (ptrdiff_t h = 0; h < H; h++) {
-            const float factor = head_factor(m, s, l, h, scale);
-            if (factor == 0.0f && (strict || !tapped)) continue; // passes nothing, and no tap reads it
-            // What the head passes down: its A·V backward is linear in g_h, so the
-            // reference semantics' factor can wait until after the taps (strict's is in g_h).
-            const float down = strict ? 1.0f : factor;
-            const ptrdiff_t kvh = h / group, n = nq * T;
-            const float *a = att + (h * T + q0) * T, *gh = w->gctx_hm + h * nq * D, *vh = v + kvh * T * D;
-            zero(w->gatt, n);
-            // A·V (AttnLRP Prop. 3.3, or the stream's rule); A gets nothing under CP-LRP.
-            matmul_backward(share_a != 0.0f ? w->gatt : NULL, NULL, gh, a, vh, 1, nq, T, D, false, 1.0f,
-                            s->rules.attention);
-            if (down != 0.0f)
-                matmul_backward(NULL, w->gv + kvh * T * D, gh, a, vh, 1, nq, T, D, false, down, s->rules.attention);
-            const ptrdiff_t tap = seq * taps + ((ptrdiff_t)l * H + h) * TT; // taps imply all rows
-            if (s->attention_grad != NULL) memcpy(s->attention_grad + tap, w->gatt, (size_t)TT * sizeof(float));
-            if (s->attention_relevance != NULL) relevance(s->attention_relevance + tap, a, w->gatt, TT);
-            if (share_a == 0.0f || down == 0.0f) continue;
-            zero(w->gscores, n);
-            softmax_backward(w->gscores, w->gatt, a, nq, T);
-            matmul_backward(w->gq + (h * T + q0) * D, w->gk + kvh * T * D, w->gscores, q + (h * T + q0) * D,
-                            k + kvh * T * D, 1, nq, D, T, true, m->attn_scale * down, s->rules.attention);
-            if (m->rel_emb != NULL) disentangled_backward(m, w, l, h, q0, nq, q, k, down, s);
+            float *gk = w->gk + h / group * T * D, *gv = w->gv + h / group * T * D;
+            const float *gkh = w->gk_heads + h * T * D, *gvh = w->gv_heads + h * T * D;
+            for (ptrdiff_t i = 0; i < T * D; i++) {
+                gk[i] += gkh[i];
+                gv[i] += gvh[i];
+            }
         }
         if (m->rel_emb != NULL) relative_project_backward(m, w, l, seq);
         const float *gq = w->gq, *gk = w->gk;
@@ -778,14 +929,29 @@ static void gated_backward(float *gfc, float *gtmp, const float *g, const float 
     }
 }
 
+// The dense MLP caches only its input (C floats a row): its pre-activations (FU = F or 2F
+// a row) would take most of a long sequence's workspace, and the backward recomputes
+// them with one GEMM (mlp_activations), the same bits as the forward's.
+
+// x (rows,C) -> w->fc (rows,FU) and, when gated, act(gate) into w->hidden (rows,F)
+static void mlp_activations(const Model *m, Workspace *w, int l, const float *x, ptrdiff_t rows) {
+    const ptrdiff_t F = m->F, FU = fc_width(m);
+    const LayerWeights *lw = &m->layers[l];
+    linear_forward(w->fc, x, lw->up.w, lw->up.b, rows, m->C, FU, false);
+    for (ptrdiff_t t = 0; t < rows && m->gated; t++) activation_forward(w->hidden + t * F, w->fc + t * FU, F, m->act);
+}
+
 // The dense MLP (with experts: the shared expert). x (rows,C) -> out (rows,C)
 static void dense_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
     const ptrdiff_t N = layer_rows(m, w, l), C = m->C, F = m->F, FU = fc_width(m);
     const LayerWeights *lw = &m->layers[l];
-    float *fc = w->fc + l * w->N * FU;
-    linear_forward(fc, x, lw->up.w, lw->up.b, N, C, FU, false);
-    if (m->gated) gated_forward(w->gact + l * w->N * F, w->hidden, fc, N, F, m->act);
-    else activation_forward(w->hidden, fc, N * F, m->act);
+    memcpy(w->mlp_in + l * w->N * C, x, (size_t)(N * C) * sizeof(float));
+    mlp_activations(m, w, l, x, N);
+    if (m->gated) {
+        for (ptrdiff_t t = 0; t < N; t++) product_forward(w->hidden + t * F, w->hidden + t * F, w->fc + t * FU + F, F);
+    } else {
+        activation_forward(w->hidden, w->fc, N * F, m->act);
+    }
     linear_forward(out, w->hidden, lw->down.w, lw->down.b, N, F, C, false);
 }
 
@@ -793,11 +959,12 @@ static void dense_forward(const Model *m, Workspace *w, int l, float *out, const
 static void dense_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
     const ptrdiff_t N = layer_rows(m, w, l), C = m->C, F = m->F, FU = fc_width(m);
     const LayerWeights *lw = &m->layers[l];
-    const float *fc = w->fc + l * w->N * FU;
+    const float *fc = w->fc, *gact = w->hidden;
+    mlp_activations(m, w, l, w->mlp_in + l * w->N * C, N);
     zero(w->ghid, N * F);
     linear_backward(w->ghid, g, lw->down.w, N, F, C, false);
     zero(w->gfc, N * FU);
-    if (m->gated) gated_backward(w->gfc, w->ghid2, w->ghid, fc, w->gact + l * w->N * F, N, F, m->act, s);
+    if (m->gated) gated_backward(w->gfc, w->ghid2, w->ghid, fc, gact, N, F, m->act, s);
     else activation_backward(w->gfc, w->ghid, fc, N * F, m->act, s->rules.unary);
     linear_backward(gx, w->gfc, lw->up.w, N, C, FU, false);
 }
@@ -1087,6 +1254,7 @@ typedef struct {
     const Model *m;
     const EngineCall *call;
     ptrdiff_t chunk;         // sequences per chunk
+    ptrdiff_t block;         // query rows per attention block
     int members;             // threads of each worker's team, the worker included
     atomic_ptrdiff_t next;   // first sequence of the next chunk to take
     atomic_size_t out_of_memory; // bytes of a workspace that could not be allocated, 0 if none
@@ -1109,17 +1277,17 @@ static const float *argmax_seed(const Model *m, Workspace *w, const float *logit
     return w->seed;
 }
 
-// Head statistics of the chunk's sequences from its attention cache. A call's
-// workers share its counters, so they take turns (job->stats_lock) adding to them.
+// Head statistics of the chunk's sequences from the k* its forward found (w->kstar).
+// A call's workers share its counters, so they take turns (job->stats_lock) adding to them.
 static void count_heads(const Model *m, const EngineCall *call, Workspace *w, ptrdiff_t b0,
                         pthread_mutex_t *lock) {
     const HeadStats *hs = call->head_stats;
+    const ptrdiff_t per_seq = (ptrdiff_t)m->L * m->H * w->T;
     pthread_mutex_lock(lock);
     for (ptrdiff_t seq = 0; seq < w->S; seq++) {
         const int64_t *arcs;
         const ptrdiff_t n_arcs = arcs_of(hs, b0 + seq, &arcs);
-        head_counts(hs, seq_att(m, w, 0, seq), w->S * m->H * w->T * w->T, m->L, m->H, w->T, b0 + seq, arcs,
-                    n_arcs, w->kstar);
+        head_counts_kstar(hs, w->kstar + seq * per_seq, m->L, m->H, w->T, arcs, n_arcs);
     }
     pthread_mutex_unlock(lock);
 }
@@ -1151,6 +1319,9 @@ static void run_chunk(Job *job, Workspace *w, ptrdiff_t b0) {
     w->positions = call->positions + b0 * T;
     w->types = call->types != NULL ? call->types + b0 * T : NULL;
     w->mask = call->mask + b0 * T;
+    w->att_out = at(call->attentions, b0, att_per_seq);
+    w->stat_queries = call->head_stats != NULL ? call->head_stats->queries + b0 * T : NULL;
+    w->stat_keys = call->head_stats != NULL ? call->head_stats->keys + b0 * T : NULL;
     for (ptrdiff_t t = 0; t < S * T; t++) w->key_bias[t] = w->mask[t] ? 0.0f : -INFINITY; // padding is never attended
     head_rows_of_seed(m, call, w, b0, 0);
 
@@ -1160,10 +1331,6 @@ static void run_chunk(Job *job, Workspace *w, ptrdiff_t b0) {
     if (m->family == FAMILY_ENCODER) encoder_forward(m, w);
     else decoder_forward(m, w);
     for (ptrdiff_t seq = 0; seq < S; seq++) {
-        for (int l = 0; l < L && call->attentions != NULL; l++) {
-            memcpy(call->attentions + (b0 + seq) * att_per_seq + l * H * T * T, seq_att(m, w, l, seq),
-                   (size_t)(H * T * T) * sizeof(float));
-        }
         for (int l = 0; l <= L && call->hidden != NULL; l++) {
             memcpy(call->hidden + (b0 + seq) * hid_per_seq + l * T * C, w->x + (l * S + seq) * T * C,
                    (size_t)(T * C) * sizeof(float));
@@ -1215,10 +1382,11 @@ static void *worker(void *arg) {
     for (ptrdiff_t b0; (b0 = atomic_fetch_add(&job->next, job->chunk)) < B;) {
         const ptrdiff_t S = B - b0 < job->chunk ? B - b0 : job->chunk;
         Workspace **w = S == job->chunk ? &full : &tail;
-        if (*w == NULL && (*w = workspace_take(job->call->pool, job->m, S, job->call->T)) == NULL) {
+        if (*w == NULL && (*w = workspace_take(job->call->pool, job->m, S, job->call->T, job->block)) == NULL) {
             // chunk b0 is lost: the call fails, naming what it could not allocate
             Workspace probe;
-            const size_t bytes = (size_t)workspace_carve(job->m, &probe, S, job->call->T, NULL) * sizeof(float);
+            const size_t bytes =
+                (size_t)workspace_carve(job->m, &probe, S, job->call->T, job->block, NULL) * sizeof(float);
             atomic_store(&job->out_of_memory, bytes);
             break;
         }
@@ -1243,7 +1411,8 @@ int model_run(const Model *m, const EngineCall *call, size_t *failed_bytes) {
     if (chunk > fair) chunk = fair;
     if (chunk < 1) chunk = 1;
     workers = (B + chunk - 1) / chunk < workers ? (B + chunk - 1) / chunk : workers;
-    Job job = {.m = m, .call = call, .chunk = chunk, .members = (int)(threads / workers)};
+    Job job = {.m = m, .call = call, .chunk = chunk, .block = atomic_load(&attention_block),
+               .members = (int)(threads / workers)};
     atomic_init(&job.next, 0);
     atomic_init(&job.out_of_memory, 0);
     pthread_mutex_init(&job.stats_lock, NULL);

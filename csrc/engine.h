@@ -10,9 +10,11 @@
 // both sweeps, as named pointers into one allocation (llm.c style). Row-wise
 // ops (linears, norms, MLP) run on all N = S·T rows at once so the GEMMs are
 // tall; attention runs per sequence and head. QKV = (H + 2 KV) D, HD = H D,
-// FU = F (or 2F when gated).
+// FU = F (or 2F when gated). Attention runs in blocks of `block` query rows (engine.c):
+// nothing here is (T,T).
 typedef struct {
     ptrdiff_t S, T, N;
+    ptrdiff_t block;          // query rows per attention block
     float *mem;               // the one allocation everything below points into
     ptrdiff_t capacity, max_S; // its size in floats; sequences `last` has room for
     // the chunk being processed: (S,T) slices of the call's arrays
@@ -31,12 +33,10 @@ typedef struct {
     float *x;                 // (L+1,N,C) hidden states: input of layer l, x[L] = last output
     float *q, *k, *v;         // (L,S,H,T,D), (L,S,KV,T,D) x2: head-major, after RoPE
     float *qk_raw, *qk_rstd;  // qk_norm: (L,S,H+KV,T,D) q and k heads before their norm; (L,S,H+KV,T)
-    float *att;               // (L,S,H,T,T) attention probabilities
     float *ctx;               // (L,N,HD) heads' outputs A·V: the relevance a head receives (Mask-LRP)
     float *mid;               // (L,N,C) residual stream after the attention branch
     float *res2;              // (L,N,C) encoder: input of the MLP's LayerNorm
-    float *fc;                // (L,N,FU) MLP pre-activation ([gate | up] rows when gated)
-    float *gact;              // (L,N,F) gated: act(gate)
+    float *mlp_in;            // (L,N,C) the MLP's input: its backward recomputes the rest (mlp_backward)
     float *stats;             // (L+1,4,2,N) norm mean, rstd; slot 0: embedding/final norm, 1+l: layer l
                               // (its pre-attention, pre-MLP, post-attention, post-MLP norms)
     float *branch_out;        // (L,2,N,C) post_norms: each layer's attention and MLP outputs, before their norms
@@ -63,13 +63,15 @@ typedef struct {
     // layer's pk and pq, head-major; per head, q·pkᵀ and k·pqᵀ before the gather
     float *rel_normed, *rel_mean, *rel_rstd; // (R2,C), (R2), (R2)
     float *pos_k, *pos_q;     // (L,H,R2,D) each
-    float *c2p, *p2c;         // (H,T,R2) each
+    float *c2p, *p2c;         // (H,block,R2), (H,T,R2): per head, q·pkᵀ of a block's queries, k·pqᵀ
     // scratch
     float *a, *b;             // (N,max(C,FU)) block inputs/outputs
     float *qkv;               // (N,QKV)
     float *hm, *hm2;          // (H,T,D) head-major q / context of one sequence
     float *kv_raw;            // (KV,T,D) k before RoPE
-    float *hidden;            // (N,F) MLP inner activation
+    float *fc;                // (N,FU) MLP pre-activation ([gate | up] rows when gated)
+    float *hidden;            // (N,F) MLP inner activation (the backward's: act(gate) when gated)
+    float *probs;             // (H,block,T) each head's attention probabilities of one block
     float *xin, *xhid;        // (NK,C), (NK,XF) experts: gathered inputs, inner activations
     // backward scratch
     float *gx, *g1, *g2;      // (N,C)
@@ -78,7 +80,8 @@ typedef struct {
     float *gq_rot, *gk_rot;   // (H,T,D), (KV,T,D): before un-rotating
     float *gctx;              // (N,HD)
     float *gctx_hm;           // (H,T,D)
-    float *gatt, *gscores;    // (T,T)
+    float *gk_heads, *gv_heads; // (H,T,D) each query head's share of g at its key/value head
+    float *gatt, *gscores;    // (H,block,T) per head: g at a block's probabilities, and at its scores
     float *gfc;               // (N,FU)
     float *ghid, *ghid2;      // (N,F)
     float *gxout, *gxin;      // (NK,C) experts: g at their outputs, at their (gathered) inputs
@@ -88,7 +91,7 @@ typedef struct {
     float *route_s;           // (X) norm_topk: one row's weights over all experts (0: not selected)
     float *ghead, *ghead2;    // (rows,max(C,NO)) head gradients
     float *gemb, *gemb2;      // (N,E) g at the embeddings' norm output / sum (E != C or emb_proj)
-    float *gc2p, *gp2c;       // (T,R2) DeBERTa: g scattered back to q·pkᵀ, k·pqᵀ of one head
+    float *gc2p, *gp2c;       // (H,block,R2), (H,T,R2) DeBERTa: g scattered back to q·pkᵀ, k·pqᵀ
     float *gpos_k, *gpos_q;   // (H,R2,D) g at pk, pq of one sequence and layer
     float *pos_rows;          // (R2,HD) token-major rows: pk / pq before to_heads, or their g
     float *grel;              // (S,R2,C) g at the normed relative embeddings, per sequence
@@ -98,7 +101,10 @@ typedef struct {
     float *seed;              // (S,NO) the argmax seed, when the call gives none
     float *typed;             // carved storage for the typed arrays below
     double *head_sums;        // (H) relevance arriving at each head of one sequence
-    int32_t *kstar;           // (T) head statistics: the most attended key per query
+    int32_t *kstar;           // (S,L,H,T) head statistics: each query's most attended key (-1: not counted)
+    // the call's outputs the forward writes block by block, at the chunk's first sequence; NULL: none
+    float *att_out;           // (S,L,H,T,T) attention probabilities
+    const uint8_t *stat_queries, *stat_keys; // (S,T) head statistics' queries and candidate keys
     float *xq;                // (S,C) the residual rows a pruned last layer keeps
 } Workspace;
 

@@ -259,6 +259,13 @@ typedef struct {
     int64_t *syntactic;            // (L,H,R) +=
 } HeadStats;
 
+// The argmax above of one row of probabilities given only for keys [k0, k0 + nk) (row,
+// (nk)); every other key has probability 0 (masked). -1 when no key is a candidate.
+int32_t key_argmax(const float *row, const uint8_t *keys, ptrdiff_t T, ptrdiff_t k0, ptrdiff_t nk);
+// kstar (L,H,T): each query's k* (-1: not counted) of sequence `seq` -> counts into hs
+// (not thread-safe); arcs, n_arcs: that sequence's arcs.
+void head_counts_kstar(const HeadStats *hs, const int32_t *kstar, int L, int H, ptrdiff_t T, const int64_t *arcs,
+                       ptrdiff_t n_arcs);
 // att (L,H,T,T) of sequence `seq` (layer l at att + l·layer_stride); arcs, n_arcs:
 // that sequence's arcs; kstar: (T) scratch. Counts into hs (not thread-safe).
 void head_counts(const HeadStats *hs, const float *att, ptrdiff_t layer_stride, int L, int H, ptrdiff_t T,
@@ -285,6 +292,17 @@ typedef struct {
     int threads;              // threads of this call (chunks of the batch, then teams)
     WorkspacePool *pool;      // where workspaces are reused from, or NULL
 } EngineCall;
+
+// Attention runs in blocks of query rows, its scratch (H, rows, T) floats per buffer;
+// ATTENTION_BLOCK rows unless attention_block_set(rows) says otherwise (rows <= 0:
+// the default again). Returns the previous value. Process-wide, read at the start of
+// each call: for tests that want many blocks from short sequences.
+#define ATTENTION_BLOCK 64
+ptrdiff_t attention_block_set(ptrdiff_t rows);
+
+// Bytes of one workspace for S sequences of T tokens (the forward cache and both
+// sweeps' scratch), at the current attention block.
+size_t model_workspace_bytes(const Model *m, ptrdiff_t S, ptrdiff_t T);
 
 // Forward (and the requested backward streams) for every sequence of the batch.
 // Inputs are trusted (module_engine.c validates them). Calls share no state, so

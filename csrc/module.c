@@ -859,6 +859,19 @@ static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) {
     return PyLong_FromLong(atomic_load(&default_threads));
 }
 
+PyDoc_STRVAR(set_attention_block_doc,
+             "_set_attention_block(rows) -> int\n\n"
+             "For tests: the query rows of each block the engine computes attention in, from\n"
+             "the next call on, process-wide (rows <= 0: the default). Returns the previous value.\n"
+             "Results do not depend on it beyond float32 rounding; small blocks let short\n"
+             "sequences exercise many blocks.");
+
+static PyObject *py_set_attention_block(PyObject *self, PyObject *arg) {
+    const Py_ssize_t rows = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (rows == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromSsize_t(attention_block_set(rows));
+}
+
 PyDoc_STRVAR(blas_info_doc,
              "blas_info() -> dict: 'library' ('scipy-openblas32'), 'version', 'core' (the kernel\n"
              "family OpenBLAS chose for this CPU), 'config' (openblas_get_config), 'blas_threads'\n"
@@ -909,6 +922,7 @@ static PyMethodDef core_methods[] = {
     {"set_num_threads", py_set_num_threads, METH_O, set_num_threads_doc},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, get_num_threads_doc},
     {"blas_info", py_blas_info, METH_NOARGS, blas_info_doc},
+    {"_set_attention_block", py_set_attention_block, METH_O, set_attention_block_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -743,6 +743,21 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(engine_workspace_bytes_doc,
+             "_workspace_bytes(batch, length) -> int\n\n"
+             "Bytes of the workspace one thread's chunk of `batch` sequences of `length` tokens\n"
+             "takes: the forward cache and both sweeps' scratch, outputs not included.");
+
+static PyObject *engine_workspace_bytes(EngineObject *self, PyObject *args) {
+    Py_ssize_t S, T;
+    if (!PyArg_ParseTuple(args, "nn:_workspace_bytes", &S, &T)) return NULL;
+    if (S < 1 || T < 1) {
+        PyErr_Format(PyExc_ValueError, "batch and length must be >= 1, got %zd, %zd", S, T);
+        return NULL;
+    }
+    return PyLong_FromSize_t(model_workspace_bytes(&self->model, S, T));
+}
+
 PyDoc_STRVAR(engine_run_doc,
              "run(input_ids, attention_mask, position_ids, token_type_ids=None, seed=None, streams=(),\n"
              "    attentions=False, hidden=False, threads=1, rows=None) -> dict\n\n"
@@ -772,6 +787,7 @@ static PyMethodDef engine_methods[] = {
     {"run", (PyCFunction)(void (*)(void))engine_run, METH_VARARGS | METH_KEYWORDS, engine_run_doc},
     {"head_stats", (PyCFunction)(void (*)(void))engine_head_stats, METH_VARARGS | METH_KEYWORDS,
      engine_head_stats_doc},
+    {"_workspace_bytes", (PyCFunction)engine_workspace_bytes, METH_VARARGS, engine_workspace_bytes_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -178,7 +178,12 @@ class Model:
     # ------------------------------------------------------------------ engine
     def forward(self, inputs: Inputs, *, attentions: bool = False, hidden: bool = False,
                 threads: int | None = None) -> dict[str, np.ndarray]:
-        """Logits (``(B, NO)``, or ``(B, T, NO)`` for QA) and the optional forward taps."""
+        """Logits (``(B, NO)``, or ``(B, T, NO)`` for QA) and the optional forward taps.
+
+        ``attentions=True`` returns every layer's attention probabilities, ``(B, L, H, T, T)``
+        float32: quadratic in T (SmolLM2-135M at T = 8192: 67.5 GiB), while the engine itself
+        keeps no (T, T) array (its workspace is linear in T). ``hidden=True``: ``(B, L+1, T, C)``.
+        """
         return self.run(inputs, attentions=attentions, hidden=hidden, threads=threads)
 
     def run(self, inputs: Inputs, seed: np.ndarray | None = None, streams: Sequence[str | Stream] = (), *,
@@ -200,6 +205,14 @@ class Model:
 
         A MemoryError says how many bytes the outputs needed and what they were. The result
         is the engine's dict (see ``masklrp._core.Engine.run``).
+
+        Memory: the outputs, plus one workspace per thread working on a chunk of the batch (the
+        forward cache and the sweeps' scratch, ``Engine._workspace_bytes(sequences, T)``: linear
+        in T, as attention runs in blocks of query rows and keeps no (T, T) array). The attention
+        taps are the exception: ``attentions=True`` costs ``(B, L, H, T, T)`` floats for the maps
+        and twice that again per stream (``attention_grad``, ``attention_relevance``), e.g.
+        3 × 67.5 GiB for one stream of SmolLM2-135M at T = 8192. Head statistics
+        (:meth:`head_stats`) need no maps.
         """
         if isinstance(streams, (str, Stream)):  # one stream, not a sequence of characters
             streams = (streams,)
