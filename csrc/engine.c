@@ -26,23 +26,33 @@ typedef struct {
     ptrdiff_t n;
 } Carve;
 
-// Query rows per attention block (attention_block_set); a call reads it once (Job.block).
-static _Atomic ptrdiff_t attention_block = ATTENTION_BLOCK;
+// What a call trades memory for time with (attention_block_set, mlp_cache_set); a call
+// reads them once (Job.limits), so a workspace is carved and used under the same ones.
+typedef struct {
+    ptrdiff_t block;     // query rows per attention block
+    ptrdiff_t mlp_cache; // most bytes of cached MLP pre-activations
+} Limits;
+
+static _Atomic ptrdiff_t attention_block = ATTENTION_BLOCK, mlp_cache = MLP_CACHE_BYTES;
 
 ptrdiff_t attention_block_set(ptrdiff_t rows) {
     return atomic_exchange(&attention_block, rows > 0 ? rows : ATTENTION_BLOCK);
 }
 
-// Points w's buffers for S sequences of length T, attention blocks of `block` query
-// rows, into mem (64-byte aligned slices); returns the floats they take. With mem ==
-// NULL only counts. Nothing is (T,T): attention's scratch is (block,T) per head, and
+ptrdiff_t mlp_cache_set(ptrdiff_t bytes) { return atomic_exchange(&mlp_cache, bytes >= 0 ? bytes : MLP_CACHE_BYTES); }
+
+static Limits limits_now(void) { return (Limits){atomic_load(&attention_block), atomic_load(&mlp_cache)}; }
+
+// Points w's buffers for S sequences of length T, under `limits`, into mem (64-byte
+// aligned slices); returns the floats they take. With mem == NULL only counts. Nothing is (T,T): attention's scratch is (block,T) per head, and
 // the head statistics keep one k* (int32) per layer, head and query.
-static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, ptrdiff_t block,
+static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrdiff_t T, const Limits *limits,
                                  float *mem) {
     const ptrdiff_t L = m->L, H = m->H, KV = m->KV, D = m->D, C = m->C, F = m->F, N = S * T;
-    block = block < T ? block : T;
+    const ptrdiff_t block = limits->block < T ? limits->block : T;
     const ptrdiff_t BT = H * block * T; // one (block,T) buffer per head
     const ptrdiff_t QKV = qkv_width(m), HD = H * D, FU = fc_width(m);
+    const bool fc_cached = L * N * FU * (ptrdiff_t)sizeof(float) <= limits->mlp_cache;
     const ptrdiff_t logit_rows = m->pool == POOL_NONE ? N : S, E = m->E;
     const ptrdiff_t wide = max_p(C, FU), head = logit_rows * max_p(C, m->NO), hC = logit_rows * C;
     const bool proj = m->emb_proj.w != NULL, rel = m->rel_emb != NULL;
@@ -54,7 +64,8 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         {&w->v, L * N * KV * D}, {&w->qk_raw, m->qk_norm ? L * N * (H + KV) * D : 0},
         {&w->qk_rstd, m->qk_norm ? L * N * (H + KV) : 0},
         {&w->ctx, L * N * HD}, {&w->mid, L * N * C},
-        {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->mlp_in, L * N * C},
+        {&w->res2, m->family == FAMILY_ENCODER ? L * N * C : 0}, {&w->fc, fc_cached ? L * N * FU : N * FU},
+        {&w->mlp_in, fc_cached ? 0 : L * N * C},
         {&w->stats, (L + 1) * 8 * N}, {&w->xf, N * C},
         {&w->pooled, hC}, {&w->dense, hC}, {&w->activated, hC}, {&w->head_normed, m->head_norm.w != NULL ? hC : 0},
         {&w->cos, m->rope ? N * D : 0},
@@ -70,7 +81,7 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         {&w->pos_rows, rel ? R2 * HD : 0}, {&w->grel, rel ? S * R2 * C : 0}, {&w->grel_raw, rel ? R2 * C : 0},
         {&w->a, N * wide}, {&w->b, N * wide},
         {&w->qkv, N * QKV}, {&w->hm, T * HD}, {&w->hm2, T * HD}, {&w->kv_raw, T * KV * D},
-        {&w->fc, N * FU}, {&w->hidden, N * F}, {&w->probs, BT}, {&w->gx, N * C}, {&w->g1, N * C},
+        {&w->hidden, N * F}, {&w->probs, BT}, {&w->gx, N * C}, {&w->g1, N * C},
         {&w->g2, N * C}, {&w->gqkv, N * QKV}, {&w->gq, T * HD}, {&w->gk, T * KV * D}, {&w->gv, T * KV * D},
         {&w->gq_rot, T * HD}, {&w->gk_rot, T * KV * D}, {&w->gctx, N * HD}, {&w->gctx_hm, T * HD},
         {&w->gk_heads, H * T * D}, {&w->gv_heads, H * T * D}, {&w->gatt, BT}, {&w->gscores, BT}, {&w->gfc, N * FU}, {&w->ghid, N * F},
@@ -99,19 +110,21 @@ static ptrdiff_t workspace_carve(const Model *m, Workspace *w, ptrdiff_t S, ptrd
         w->T = T;
         w->N = N;
         w->block = block;
+        w->fc_cached = fc_cached;
     }
     return total;
 }
 
 size_t model_workspace_bytes(const Model *m, ptrdiff_t S, ptrdiff_t T) {
     Workspace probe;
-    return (size_t)workspace_carve(m, &probe, S, T, atomic_load(&attention_block), NULL) * sizeof(float);
+    const Limits limits = limits_now();
+    return (size_t)workspace_carve(m, &probe, S, T, &limits, NULL) * sizeof(float);
 }
 
-static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T, ptrdiff_t block) {
+static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T, const Limits *limits) {
     Workspace *w = calloc(1, sizeof *w);
     if (w == NULL) return NULL;
-    w->capacity = workspace_carve(m, w, S, T, block, NULL);
+    w->capacity = workspace_carve(m, w, S, T, limits, NULL);
     w->max_S = S;
     w->mem = aligned_alloc(64, (size_t)w->capacity * sizeof(float));
     w->row = calloc((size_t)S, sizeof *w->row);
@@ -121,7 +134,7 @@ static Workspace *workspace_new(const Model *m, ptrdiff_t S, ptrdiff_t T, ptrdif
         free(w);
         return NULL;
     }
-    workspace_carve(m, w, S, T, block, w->mem);
+    workspace_carve(m, w, S, T, limits, w->mem);
     return w;
 }
 
@@ -162,10 +175,11 @@ static void pool_remove(WorkspacePool *pool, int i) {
     pool->n--;
 }
 
-static Workspace *workspace_take(WorkspacePool *pool, const Model *m, ptrdiff_t S, ptrdiff_t T, ptrdiff_t block) {
+static Workspace *workspace_take(WorkspacePool *pool, const Model *m, ptrdiff_t S, ptrdiff_t T,
+                                 const Limits *limits) {
     if (pool != NULL) {
         Workspace probe;
-        const ptrdiff_t need = workspace_carve(m, &probe, S, T, block, NULL);
+        const ptrdiff_t need = workspace_carve(m, &probe, S, T, limits, NULL);
         Workspace *found = NULL;
         pthread_mutex_lock(&pool->lock);
         for (int i = 0; i < pool->n && found == NULL; i++) {
@@ -176,11 +190,11 @@ static Workspace *workspace_take(WorkspacePool *pool, const Model *m, ptrdiff_t 
         }
         pthread_mutex_unlock(&pool->lock);
         if (found != NULL) {
-            workspace_carve(m, found, S, T, block, found->mem);
+            workspace_carve(m, found, S, T, limits, found->mem);
             return found;
         }
     }
-    return workspace_new(m, S, T, block);
+    return workspace_new(m, S, T, limits);
 }
 
 static void workspace_give(WorkspacePool *pool, Workspace *w) {
@@ -929,28 +943,33 @@ static void gated_backward(float *gfc, float *gtmp, const float *g, const float 
     }
 }
 
-// The dense MLP caches only its input (C floats a row): its pre-activations (FU = F or 2F
-// a row) would take most of a long sequence's workspace, and the backward recomputes
-// them with one GEMM (mlp_activations), the same bits as the forward's.
+// The dense MLP's pre-activations fc are cached unless they would pass MLP_CACHE_BYTES
+// (masklrp.h); then only its input is, and the backward recomputes fc with the forward's GEMM
+// (the same bits). act(gate) is always recomputed from fc: element-wise, cheap.
 
-// x (rows,C) -> w->fc (rows,FU) and, when gated, act(gate) into w->hidden (rows,F)
-static void mlp_activations(const Model *m, Workspace *w, int l, const float *x, ptrdiff_t rows) {
+// Layer l's pre-activations: its slice of the cache, or the one (rows,FU) scratch.
+static float *mlp_fc(const Model *m, const Workspace *w, int l) {
+    return w->fc + (w->fc_cached ? l * w->N * fc_width(m) : 0);
+}
+
+// fc (rows,FU) -> act(gate) (rows,F) into w->hidden
+static void gate_activations(const Model *m, Workspace *w, const float *fc, ptrdiff_t rows) {
     const ptrdiff_t F = m->F, FU = fc_width(m);
-    const LayerWeights *lw = &m->layers[l];
-    linear_forward(w->fc, x, lw->up.w, lw->up.b, rows, m->C, FU, false);
-    for (ptrdiff_t t = 0; t < rows && m->gated; t++) activation_forward(w->hidden + t * F, w->fc + t * FU, F, m->act);
+    for (ptrdiff_t t = 0; t < rows; t++) activation_forward(w->hidden + t * F, fc + t * FU, F, m->act);
 }
 
 // The dense MLP (with experts: the shared expert). x (rows,C) -> out (rows,C)
 static void dense_forward(const Model *m, Workspace *w, int l, float *out, const float *x) {
     const ptrdiff_t N = layer_rows(m, w, l), C = m->C, F = m->F, FU = fc_width(m);
     const LayerWeights *lw = &m->layers[l];
-    memcpy(w->mlp_in + l * w->N * C, x, (size_t)(N * C) * sizeof(float));
-    mlp_activations(m, w, l, x, N);
+    float *fc = mlp_fc(m, w, l);
+    if (!w->fc_cached) memcpy(w->mlp_in + l * w->N * C, x, (size_t)(N * C) * sizeof(float));
+    linear_forward(fc, x, lw->up.w, lw->up.b, N, C, FU, false);
     if (m->gated) {
-        for (ptrdiff_t t = 0; t < N; t++) product_forward(w->hidden + t * F, w->hidden + t * F, w->fc + t * FU + F, F);
+        gate_activations(m, w, fc, N);
+        for (ptrdiff_t t = 0; t < N; t++) product_forward(w->hidden + t * F, w->hidden + t * F, fc + t * FU + F, F);
     } else {
-        activation_forward(w->hidden, w->fc, N * F, m->act);
+        activation_forward(w->hidden, fc, N * F, m->act);
     }
     linear_forward(out, w->hidden, lw->down.w, lw->down.b, N, F, C, false);
 }
@@ -959,8 +978,10 @@ static void dense_forward(const Model *m, Workspace *w, int l, float *out, const
 static void dense_backward(const Model *m, Workspace *w, int l, float *gx, const float *g, const ChunkStream *s) {
     const ptrdiff_t N = layer_rows(m, w, l), C = m->C, F = m->F, FU = fc_width(m);
     const LayerWeights *lw = &m->layers[l];
-    const float *fc = w->fc, *gact = w->hidden;
-    mlp_activations(m, w, l, w->mlp_in + l * w->N * C, N);
+    float *fc = mlp_fc(m, w, l);
+    const float *gact = w->hidden;
+    if (!w->fc_cached) linear_forward(fc, w->mlp_in + l * w->N * C, lw->up.w, lw->up.b, N, C, FU, false);
+    if (m->gated) gate_activations(m, w, fc, N);
     zero(w->ghid, N * F);
     linear_backward(w->ghid, g, lw->down.w, N, F, C, false);
     zero(w->gfc, N * FU);
@@ -1254,7 +1275,7 @@ typedef struct {
     const Model *m;
     const EngineCall *call;
     ptrdiff_t chunk;         // sequences per chunk
-    ptrdiff_t block;         // query rows per attention block
+    Limits limits;           // read once for the whole call
     int members;             // threads of each worker's team, the worker included
     atomic_ptrdiff_t next;   // first sequence of the next chunk to take
     atomic_size_t out_of_memory; // bytes of a workspace that could not be allocated, 0 if none
@@ -1382,11 +1403,11 @@ static void *worker(void *arg) {
     for (ptrdiff_t b0; (b0 = atomic_fetch_add(&job->next, job->chunk)) < B;) {
         const ptrdiff_t S = B - b0 < job->chunk ? B - b0 : job->chunk;
         Workspace **w = S == job->chunk ? &full : &tail;
-        if (*w == NULL && (*w = workspace_take(job->call->pool, job->m, S, job->call->T, job->block)) == NULL) {
+        if (*w == NULL && (*w = workspace_take(job->call->pool, job->m, S, job->call->T, &job->limits)) == NULL) {
             // chunk b0 is lost: the call fails, naming what it could not allocate
             Workspace probe;
             const size_t bytes =
-                (size_t)workspace_carve(job->m, &probe, S, job->call->T, job->block, NULL) * sizeof(float);
+                (size_t)workspace_carve(job->m, &probe, S, job->call->T, &job->limits, NULL) * sizeof(float);
             atomic_store(&job->out_of_memory, bytes);
             break;
         }
@@ -1411,7 +1432,7 @@ int model_run(const Model *m, const EngineCall *call, size_t *failed_bytes) {
     if (chunk > fair) chunk = fair;
     if (chunk < 1) chunk = 1;
     workers = (B + chunk - 1) / chunk < workers ? (B + chunk - 1) / chunk : workers;
-    Job job = {.m = m, .call = call, .chunk = chunk, .block = atomic_load(&attention_block),
+    Job job = {.m = m, .call = call, .chunk = chunk, .limits = limits_now(),
                .members = (int)(threads / workers)};
     atomic_init(&job.next, 0);
     atomic_init(&job.out_of_memory, 0);

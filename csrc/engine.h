@@ -15,6 +15,7 @@
 typedef struct {
     ptrdiff_t S, T, N;
     ptrdiff_t block;          // query rows per attention block
+    bool fc_cached;           // the MLP's pre-activations are cached (fc), else its input (mlp_in)
     float *mem;               // the one allocation everything below points into
     ptrdiff_t capacity, max_S; // its size in floats; sequences `last` has room for
     // the chunk being processed: (S,T) slices of the call's arrays
@@ -36,7 +37,9 @@ typedef struct {
     float *ctx;               // (L,N,HD) heads' outputs A·V: the relevance a head receives (Mask-LRP)
     float *mid;               // (L,N,C) residual stream after the attention branch
     float *res2;              // (L,N,C) encoder: input of the MLP's LayerNorm
-    float *mlp_in;            // (L,N,C) the MLP's input: its backward recomputes the rest (mlp_backward)
+    float *fc;                // (L,N,FU) when fc_cached, else (N,FU) scratch: MLP pre-activations
+                              // ([gate | up] rows when gated)
+    float *mlp_in;            // (L,N,C) unless fc_cached: the MLP's input, to recompute fc from
     float *stats;             // (L+1,4,2,N) norm mean, rstd; slot 0: embedding/final norm, 1+l: layer l
                               // (its pre-attention, pre-MLP, post-attention, post-MLP norms)
     float *branch_out;        // (L,2,N,C) post_norms: each layer's attention and MLP outputs, before their norms
@@ -69,7 +72,6 @@ typedef struct {
     float *qkv;               // (N,QKV)
     float *hm, *hm2;          // (H,T,D) head-major q / context of one sequence
     float *kv_raw;            // (KV,T,D) k before RoPE
-    float *fc;                // (N,FU) MLP pre-activation ([gate | up] rows when gated)
     float *hidden;            // (N,F) MLP inner activation (the backward's: act(gate) when gated)
     float *probs;             // (H,block,T) each head's attention probabilities of one block
     float *xin, *xhid;        // (NK,C), (NK,XF) experts: gathered inputs, inner activations

@@ -299,9 +299,16 @@ typedef struct {
 // each call: for tests that want many blocks from short sequences.
 #define ATTENTION_BLOCK 64
 ptrdiff_t attention_block_set(ptrdiff_t rows);
+// The MLP's pre-activations (L·rows·F floats, 2F gated) are cached while they take at
+// most MLP_CACHE_BYTES a workspace; beyond, only the MLP's input is, and the backward
+// recomputes them (one more GEMM a layer: ~17% more linear work, against e.g. 2.8 GiB
+// for SmolLM2-135M at T = 8192). mlp_cache_set(bytes) changes the limit (bytes < 0: the
+// default again), like attention_block_set, and returns the previous one.
+#define MLP_CACHE_BYTES ((ptrdiff_t)1 << 30)
+ptrdiff_t mlp_cache_set(ptrdiff_t bytes);
 
 // Bytes of one workspace for S sequences of T tokens (the forward cache and both
-// sweeps' scratch), at the current attention block.
+// sweeps' scratch), at the current attention block and MLP cache limit.
 size_t model_workspace_bytes(const Model *m, ptrdiff_t S, ptrdiff_t T);
 
 // Forward (and the requested backward streams) for every sequence of the batch.

@@ -872,6 +872,18 @@ static PyObject *py_set_attention_block(PyObject *self, PyObject *arg) {
     return PyLong_FromSsize_t(attention_block_set(rows));
 }
 
+PyDoc_STRVAR(set_mlp_cache_doc,
+             "_set_mlp_cache(bytes) -> int\n\n"
+             "For tests: the most bytes of MLP pre-activations a workspace caches, from the next\n"
+             "call on, process-wide (bytes < 0: the default, 1 GiB); beyond, the backward recomputes\n"
+             "them from the MLP's cached input. Returns the previous value.");
+
+static PyObject *py_set_mlp_cache(PyObject *self, PyObject *arg) {
+    const Py_ssize_t bytes = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (bytes == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromSsize_t(mlp_cache_set(bytes));
+}
+
 PyDoc_STRVAR(blas_info_doc,
              "blas_info() -> dict: 'library' ('scipy-openblas32'), 'version', 'core' (the kernel\n"
              "family OpenBLAS chose for this CPU), 'config' (openblas_get_config), 'blas_threads'\n"
@@ -923,6 +935,7 @@ static PyMethodDef core_methods[] = {
     {"get_num_threads", py_get_num_threads, METH_NOARGS, get_num_threads_doc},
     {"blas_info", py_blas_info, METH_NOARGS, blas_info_doc},
     {"_set_attention_block", py_set_attention_block, METH_O, set_attention_block_doc},
+    {"_set_mlp_cache", py_set_mlp_cache, METH_O, set_mlp_cache_doc},
     {NULL, NULL, 0, NULL},
 };
 

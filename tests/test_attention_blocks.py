@@ -4,7 +4,8 @@ With a block of 4 rows, a sequence of 3·4 + 5 tokens runs 5 blocks per head, th
 short; the relevance, the gradient and the taps must still equal the float64 oracle with
 test_engine.py's tolerances, on each kind of mask and score bias: padding, causal (whose
 blocks skip the upper triangle), grouped-query heads, sliding windows (causal and two-sided),
-MPNet's relative bias and DeBERTa's disentangled terms. And the workspace grows linearly in T.
+MPNet's relative bias and DeBERTa's disentangled terms; with the MLP's pre-activations cached
+and recomputed. And the workspace grows linearly in T.
 """
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ def small_blocks():
     _core._set_attention_block(previous)
 
 
+@pytest.fixture(params=["cached", "recomputed"])
+def mlp_cache(request):
+    """The MLP's pre-activations kept from the forward, or recomputed from its input."""
+    previous = _core._set_mlp_cache(0 if request.param == "recomputed" else -1)
+    yield
+    _core._set_mlp_cache(previous)
+
+
 def case(name: str, seed: int = 0):
     hf = build(name, seed=seed)
     model = masklrp.load(hf)
@@ -44,7 +53,7 @@ def case(name: str, seed: int = 0):
 
 
 @pytest.mark.parametrize("name", BLOCKED)
-def test_many_blocks_equal_the_oracle(name, small_blocks):
+def test_many_blocks_equal_the_oracle(name, small_blocks, mlp_cache):
     hf, model, batch, inputs = case(name)
     mask = batch["attention_mask"]
     seed_g = argmax_seed(model, model.forward(inputs)["logits"], mask)
@@ -110,9 +119,24 @@ def test_head_stats_counted_block_by_block_equal_the_taps(name, small_blocks):
 
 
 @pytest.mark.parametrize("name", ["llama-lm", "bert-cls", "deberta-v3-cls"])
-def test_workspace_grows_linearly_in_length(name):
+def test_workspace_grows_linearly_in_length(name, mlp_cache):
     """Doubling T doubles the workspace (plus what does not depend on T): no (T,T) buffer."""
     model = masklrp.load(build(name, seed=0))
     size = {T: model._engine._workspace_bytes(1, T) for T in (256, 512, 1024)}
     growth = (size[1024] - size[512]) / (size[512] - size[256])
     assert 1.9 < growth < 2.1, f"{name}: workspace {size}, growth {growth:.2f} per doubling (T² would give 4)"
+
+
+def test_mlp_cache_limit_trades_the_pre_activations_for_the_input():
+    model = masklrp.load(build("llama-lm", seed=0))
+    s = model.spec
+    rows = 2 * 256
+    cached = model._engine._workspace_bytes(2, 256)
+    previous = _core._set_mlp_cache(0)
+    try:
+        recomputed = model._engine._workspace_bytes(2, 256)
+    finally:
+        _core._set_mlp_cache(previous)
+    # (L,N,2F) cached -> (N,2F) scratch + (L,N,C) inputs, up to 64-byte alignment
+    saved = 4 * rows * ((s.n_layers - 1) * 2 * s.intermediate - s.n_layers * s.hidden)
+    assert abs(cached - recomputed - saved) <= 256, (cached, recomputed, saved)
