@@ -166,3 +166,8 @@ def test_notebook_04_llm(run_notebook):
     assert run.png, "e.plot() shows inline"
     assert "6 generated ' the field of science." in run.stdout
     assert any("masklrp-generation" in h and "Warsaw" in h for h in run.html)
+    # the long prompt: ~3800 tokens, the answer's relevance in the paragraphs that name him
+    assert "tokens -> ' Von' (contrastive logit" in run.stdout
+    ranked = [line for line in run.stdout.splitlines() if line.startswith("paragraph ")]
+    assert len(ranked) == 4 and ranked[0].endswith("names Von Miller"), ranked
+    assert "'ĠVon' @" in run.stdout.split("document's top tokens:")[1].splitlines()[0]
