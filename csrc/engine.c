@@ -836,7 +836,8 @@ static void attention_head_backward(void *ctx, ptrdiff_t h) {
         block_probs(j, h, i0, nq, k0, nk, a);
         const float *gh = w->gctx_hm + (h * j->nq + i0 - j->q0) * D, *vh = j->v + g * T * D;
         // A·V (AttnLRP Prop. 3.3, or the stream's rule); A gets nothing under CP-LRP. The
-        // g-at-A tap covers masked keys too (g·Vᵀ is not 0 there), so it takes whole rows.
+        // g-at-A tap covers masked keys too (g·Vᵀ is not 0 there), so it takes whole rows
+        // (g at A alone reads no A: `a` stands in for the (nq,T) operand unread).
         if (s->attention_grad != NULL) {
             float *tap = tap_at(j, s->attention_grad, h, i0);
             zero(tap, nq * T);
