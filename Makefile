@@ -13,7 +13,7 @@ C_TESTS := tests/test_rules.py tests/test_module.py tests/test_property.py tests
            tests/test_block.py tests/test_engine.py tests/test_engine_inputs.py \
            tests/test_headstats.py tests/test_mask_lrp.py tests/test_methods.py \
            tests/test_encoders.py tests/test_real_models.py tests/test_fuzz.py tests/test_seeds.py \
-           tests/test_generation.py tests/test_attention_blocks.py -k "not smollm2"
+           tests/test_generation.py tests/test_vision.py tests/test_attention_blocks.py -k "not smollm2"
 SANITIZE_FLAGS := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1 \
                   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 

@@ -305,13 +305,20 @@ static void layer_rope(const Model *m, const Workspace *w, int l, ptrdiff_t seq,
     *sin = (local ? w->sin_local : w->sin) + at;
 }
 
-// ids, positions, types (N) -> emb (N,E) -> x0 (N,C); cos/sin (N,R) for RoPE models
+// Row t's word embedding and its scale: the call's own embeds as given, or the table's
+// row of ids[t] times embed_scale.
+static const float *word_row(const Model *m, const Workspace *w, ptrdiff_t t, float *scale) {
+    *scale = w->embeds != NULL ? 1.0f : m->embed_scale;
+    return w->embeds != NULL ? w->embeds + t * m->E : m->wte + w->ids[t] * m->E;
+}
+
+// ids or embeds, positions, types (N) -> emb (N,E) -> x0 (N,C); cos/sin (N,R) for RoPE models
 void embed_forward(const Model *m, Workspace *w, float *x0) {
     const ptrdiff_t C = m->E, T = w->N;
     for (ptrdiff_t t = 0; t < T; t++) {
-        float *e = w->emb + t * C;
-        const float *word = m->wte + w->ids[t] * C;
-        for (ptrdiff_t c = 0; c < C; c++) e[c] = word[c] * m->embed_scale; // exact when 1
+        float *e = w->emb + t * C, scale;
+        const float *word = word_row(m, w, t, &scale);
+        for (ptrdiff_t c = 0; c < C; c++) e[c] = word[c] * scale; // exact when 1
         if (m->wpe != NULL) {
             const float *pos = m->wpe + w->positions[t] * C;
             for (ptrdiff_t c = 0; c < C; c++) e[c] += pos[c];
@@ -350,7 +357,9 @@ void embed_backward(const Model *m, Workspace *w, const float *g, const ChunkStr
         const float *gt = g + t * C;
         // Input relevance of token t: Σ_d e_td g_td at the (scaled) word embeddings (DESIGN.md §2);
         // the position and type tables take their own shares.
-        if (s->tokens != NULL) s->tokens[t] = (float)(m->embed_scale * dot(m->wte + w->ids[t] * C, gt, C));
+        float scale;
+        const float *word = word_row(m, w, t, &scale);
+        if (s->tokens != NULL) s->tokens[t] = (float)(scale * dot(word, gt, C));
         if (s->positions != NULL) s->positions[t] = (float)dot(m->wpe + w->positions[t] * C, gt, C);
         if (s->types != NULL) s->types[t] = (float)dot(m->wtt + w->types[t] * C, gt, C);
     }
@@ -1338,6 +1347,7 @@ static void run_chunk(Job *job, Workspace *w, ptrdiff_t b0) {
     const ptrdiff_t n_logits = (m->pool == POOL_NONE ? T : 1) * m->NO;
     const ptrdiff_t att_per_seq = L * H * T * T, hid_per_seq = (L + 1) * T * C;
     w->ids = call->ids + b0 * T;
+    w->embeds = call->embeds != NULL ? call->embeds + b0 * T * m->E : NULL;
     w->positions = call->positions + b0 * T;
     w->types = call->types != NULL ? call->types + b0 * T : NULL;
     w->mask = call->mask + b0 * T;

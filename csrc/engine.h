@@ -20,6 +20,7 @@ typedef struct {
     ptrdiff_t capacity, max_S; // its size in floats; sequences `last` has room for
     // the chunk being processed: (S,T) slices of the call's arrays
     const int64_t *ids, *positions, *types, *mask;
+    const float *embeds;      // (S,T,E) the call's word embeddings, or NULL: the table rows of ids
     ptrdiff_t *row;           // (S) the row a first/last-pooled head reads in each sequence
                               // for the seed being swept: the pool's own, or the call's rows
     // A first/last-pooled head reads one row per sequence of the last layer, so
@@ -135,7 +136,7 @@ void norm_forward(const Model *m, const Workspace *w, float *y, const float *x, 
                   ptrdiff_t rows);
 void norm_backward(const Model *m, const Workspace *w, float *gx, const float *g, const float *x, Affine n,
                    int slot, int which, ptrdiff_t rows, UnaryRule rule);
-// ids, positions, types -> emb (N,E), then x0 (N,C): the embedding norm (if any), the
+// ids (or the call's embeds), positions, types -> emb (N,E), then x0 (N,C): the embedding norm (if any), the
 // projection (if any); backward: g (N,C) at x0 -> the stream's embedding outputs
 void embed_forward(const Model *m, Workspace *w, float *x0);
 void embed_backward(const Model *m, Workspace *w, const float *g, const ChunkStream *s);

@@ -276,6 +276,9 @@ ptrdiff_t arcs_of(const HeadStats *hs, ptrdiff_t seq, const int64_t **first);
 typedef struct {
     ptrdiff_t B, T;
     const int64_t *ids, *positions, *types, *mask; // (B,T); types NULL when TT = 0
+    // (B,T,E) the word embeddings themselves, in place of the table rows of ids (which are
+    // then not read): a vision model's patch embeddings; NULL: the word table
+    const float *embeds;
     // K >= 1 seeds, each swept back by every stream over the one forward cache: seed k is
     // g at the logits (K,B,NO), or (K,B,T,NO) for POOL_NONE; NULL: one-hot on each row's
     // argmax (pooled only). rows (K,B): the row (a real token) a first/last-pooled head

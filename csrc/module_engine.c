@@ -616,20 +616,32 @@ static int run_without_gil(const Model *m, const EngineCall *call) {
 
 static PyObject *engine_run(EngineObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"input_ids", "attention_mask", "position_ids", "token_type_ids", "seed",
-                             "streams", "attentions", "hidden", "threads", "rows", NULL};
+                             "streams", "attentions", "hidden", "threads", "rows", "embeds", NULL};
     PyObject *ids_obj, *mask_obj, *pos_obj, *types_obj = Py_None, *seed_obj = Py_None, *streams_obj = NULL;
-    PyObject *rows_obj = Py_None;
+    PyObject *rows_obj = Py_None, *embeds_obj = Py_None;
     int want_att = 0, want_hidden = 0, threads = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOOppiO:run", kwlist, &ids_obj, &mask_obj, &pos_obj, &types_obj,
-                                     &seed_obj, &streams_obj, &want_att, &want_hidden, &threads, &rows_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOOppiOO:run", kwlist, &ids_obj, &mask_obj, &pos_obj,
+                                     &types_obj, &seed_obj, &streams_obj, &want_att, &want_hidden, &threads,
+                                     &rows_obj, &embeds_obj))
         return NULL;
     const Model *m = &self->model;
     Tokens tok;
     EngineCall call;
-    PyArrayObject *seed = NULL, *rows = NULL, *masks[ENGINE_MAX_STREAMS] = {NULL};
+    PyArrayObject *seed = NULL, *rows = NULL, *embeds = NULL, *masks[ENGINE_MAX_STREAMS] = {NULL};
     PyObject *result = NULL, *streams = NULL, *keys[ENGINE_MAX_STREAMS] = {NULL};
     if (call_begin(self, ids_obj, mask_obj, pos_obj, types_obj, threads, &tok, &call) < 0) goto fail;
     const npy_intp B = tok.B, T = tok.T;
+    if (embeds_obj != Py_None) {
+        if ((embeds = float_array(embeds_obj, "embeds", 3, 3, FINITE)) == NULL) goto fail;
+        if (PyArray_DIM(embeds, 0) != B || PyArray_DIM(embeds, 1) != T || PyArray_DIM(embeds, 2) != m->E) {
+            char what[96];
+            snprintf(what, sizeof what, "have shape (%zd, %zd, %d) (input_ids' batch and length, the embedding "
+                     "width)", (Py_ssize_t)B, (Py_ssize_t)T, m->E);
+            shape_error(embeds, "embeds", what);
+            goto fail;
+        }
+        call.embeds = (const float *)PyArray_DATA(embeds);
+    }
     // streams: up to ENGINE_MAX_STREAMS, distinct keys
     if (streams_obj != NULL && streams_obj != Py_None) {
         streams = PySequence_Fast(streams_obj, "streams must be a sequence");
@@ -707,6 +719,7 @@ done:
     tokens_release(&tok);
     Py_XDECREF(seed);
     Py_XDECREF(rows);
+    Py_XDECREF(embeds);
     for (int i = 0; i < ENGINE_MAX_STREAMS; i++) Py_XDECREF(masks[i]);
     Py_XDECREF(streams);
     return result;
@@ -760,7 +773,7 @@ static PyObject *engine_workspace_bytes(EngineObject *self, PyObject *args) {
 
 PyDoc_STRVAR(engine_run_doc,
              "run(input_ids, attention_mask, position_ids, token_type_ids=None, seed=None, streams=(),\n"
-             "    attentions=False, hidden=False, threads=1, rows=None) -> dict\n\n"
+             "    attentions=False, hidden=False, threads=1, rows=None, embeds=None) -> dict\n\n"
              "One forward over the batch (int64 (B,T) arrays; the mask is 0/1) and one backward\n"
              "sweep per stream in `streams` (up to 4): a rule set 'attnlrp', 'cp' or 'gradient', or a\n"
              "tuple (key, rules, head_mask float32 (L,H) or None, renormalize[, semantics]) for Mask-LRP\n"
@@ -769,7 +782,9 @@ PyDoc_STRVAR(engine_run_doc,
              "pooled heads only). Several seeds share the forward: `seed` with a leading K axis and/or\n"
              "`rows` (int64 (K,B), first/last-pooled heads: the real token the head reads for seed k;\n"
              "default the pool's own) run K sweeps per stream, and the logits of a pooled head\n"
-             "(K,B,NO) and every stream output gain that leading K axis.\n"
+             "(K,B,NO) and every stream output gain that leading K axis. `embeds` (float32 (B,T,E)):\n"
+             "the word embeddings themselves (a vision model's patches), read in place of the table\n"
+             "rows of input_ids; 'tokens' is then the relevance of those rows, 'embed_grad' g at them.\n"
              "Returns {'logits', ['attentions' (B,L,H,T,T)],\n"
              "['hidden' (B,L+1,T,C)], <key>: {'embed_grad' (B,T,E: the word table's width), 'tokens', 'head_relevance' (B,L,H), ['positions'],\n"
              "['types'], ['relative' (B,R2): DeBERTa's relative embedding rows], "

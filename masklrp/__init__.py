@@ -21,10 +21,11 @@ from .headstats import head_statistics
 from .methods import METHODS, MaskLRP, explain_all
 from .model import Inputs, Model, Stream, load
 from .spec import ModelSpec
+from .vision import ImageExplanation, explain_image
 
 __version__ = "0.1.0"
 
-__all__ = ["AttnLRP", "Evaluation", "Explanation", "GenerationExplanation", "HeadMask", "Inputs", "METHODS", "MaskLRP", "Model", "ModelSpec",
+__all__ = ["AttnLRP", "Evaluation", "Explanation", "GenerationExplanation", "HeadMask", "ImageExplanation", "Inputs", "METHODS", "MaskLRP", "Model", "ModelSpec",
            "Sentence", "Stream", "attnlrp", "attribute_generation", "blas_info", "corpus", "data", "default_model_dir",
-           "default_head_mask", "evaluate", "explain_all", "from_arrays", "from_spacy", "get_num_threads", "head_statistics", "heatmap", "kernels",
+           "default_head_mask", "evaluate", "explain_all", "explain_image", "from_arrays", "from_spacy", "get_num_threads", "head_statistics", "heatmap", "kernels",
            "load", "load_default", "metrics", "random_head_mask", "read_conllu", "set_num_threads", "__version__"]

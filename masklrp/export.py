@@ -109,6 +109,8 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "Gemma3TextModel": ("gemma3_text", "base"),
     "Gemma3ForCausalLM": ("gemma3_text", "causal-lm"),
     "Gemma3TextForSequenceClassification": ("gemma3_text", "sequence-classification"),
+    "ViTModel": ("vit", "base"),
+    "ViTForImageClassification": ("vit", "image-classification"),
 }
 
 # Heads of supported families that the engine cannot express, and why.
@@ -224,6 +226,9 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
                         tie_word_embeddings=True, attention_bias=False, query_pre_attn_scalar=256,
                         sliding_window=4096, layer_types=None, final_logit_softcapping=None,
                         attn_logit_softcapping=None, use_bidirectional_attention=False),
+    "vit": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                intermediate_size=3072, hidden_act="gelu", layer_norm_eps=1e-12, image_size=224,
+                patch_size=16, num_channels=3, qkv_bias=True),
 }
 
 # HF activation names (ACT2FN keys) -> masklrp.kernels.ACTIVATIONS. Only exact matches:
@@ -631,7 +636,7 @@ def _norm(tensors: _Tensors, weights: dict, out: str, src: str, size: int, bias:
 
 def _classifier_head(task: str, cfg: _Config, hidden: int, vocab: int):
     """(n_outputs, labels) for a task; base models output the hidden state."""
-    if task == "sequence-classification":
+    if task in ("sequence-classification", "image-classification"):
         return _n_labels(cfg)
     if task == "question-answering":
         return 2, ()
@@ -1369,11 +1374,79 @@ def _gpt_neox(arch, model_type, task, cfg, tensors):
     return fields, w
 
 
+def _square(cfg: _Config, key: str) -> int:
+    """A size HF allows as an int or an (h, w) pair; only square ones are supported."""
+    value = cfg[key]
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise NotImplementedError(f"{key}={list(value)!r} is not supported (only square "
+                                      "images and patches)")
+        value = value[0]
+    return integer(value, f"config {key}", 1, maximum=INT32_MAX)
+
+
+def _vit(arch, model_type, task, cfg, tensors):
+    """ViT: the pre-LN "decoder" family with causal=False over [CLS] and the image's patches.
+    The patch embedding (a Conv2d with kernel = stride = patch_size) is a linear map of each
+    flattened patch, exported as ``patch`` for masklrp.vision, which hands the engine the
+    patch rows as ``embeds``; the [CLS] token is the one-row word table. Learned positions,
+    layernorm_before → attention → residual, layernorm_after → MLP → residual, a final
+    LayerNorm; the classifier reads [CLS], the base model's output is the mean of the last
+    hidden states (as every base model here; its pooler is not exported). Checkpoint keys
+    of transformers 5 (``layers.{i}.attention.q_proj``) or the original ones
+    (``encoder.layer.{i}.attention.attention.query``)."""
+    C, L = cfg.size("hidden_size"), cfg.size("num_hidden_layers")
+    H, F = cfg.size("num_attention_heads"), cfg.size("intermediate_size")
+    D = _head_size(C, H, ("hidden_size", "num_attention_heads"))
+    act, eps = _activation(cfg, "hidden_act"), cfg.epsilon("layer_norm_eps")
+    side, patch, ch = _square(cfg, "image_size"), _square(cfg, "patch_size"), cfg.size("num_channels")
+    if side % patch:
+        raise ValueError(f"config image_size ({side}) must be a multiple of patch_size ({patch})")
+    T = (side // patch) ** 2 + 1
+    qkv_bias = bool(cfg.get("qkv_bias", True))
+    n_out, labels = _classifier_head(task, cfg, C, 1)
+    tensors.prefixes = ("vit.",)
+    new = tensors.key("layers.0.attention.q_proj.weight") is not None
+    names = ({"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj",
+              "out": "attention.o_proj", "up": "mlp.fc1", "down": "mlp.fc2"} if new else
+             {"q": "attention.attention.query", "k": "attention.attention.key",
+              "v": "attention.attention.value", "out": "attention.output.dense",
+              "up": "intermediate.dense", "down": "output.dense"})
+    layer = "layers.{}." if new else "encoder.layer.{}."
+
+    w: dict[str, np.ndarray] = {}
+    w["embed.word"] = tensors.get("embeddings.cls_token", (1, 1, C)).reshape(1, C)
+    w["embed.position"] = tensors.get("embeddings.position_embeddings", (1, T, C)).reshape(T, C)
+    w["patch.weight"] = tensors.get("embeddings.patch_embeddings.projection.weight",
+                                    (C, ch, patch, patch)).reshape(C, ch * patch * patch)
+    w["patch.bias"] = tensors.get("embeddings.patch_embeddings.projection.bias", (C,))
+    for i in range(L):
+        o, s = f"layers.{i}", layer.format(i)
+        _norm(tensors, w, o + ".attn_norm", s + "layernorm_before", C, True)
+        _fused(tensors, w, o + ".qkv", [(s + names[x], C) for x in "qkv"], C, bias=qkv_bias)
+        _linear(tensors, w, o + ".out", s + names["out"], C, C)
+        _norm(tensors, w, o + ".mlp_norm", s + "layernorm_after", C, True)
+        _linear(tensors, w, o + ".up", s + names["up"], F, C)
+        _linear(tensors, w, o + ".down", s + names["down"], C, F)
+    _norm(tensors, w, "final_norm", "layernorm", C, True)
+    if task != "base":
+        _linear(tensors, w, "head.out", "classifier", n_out, C)
+
+    fields = dict(family="decoder", norm="layernorm", activation=act, gated_mlp=False,
+                  n_layers=L, n_heads=H, n_kv_heads=H, head_dim=D, hidden=C, intermediate=F,
+                  vocab=1, max_positions=T, type_vocab=0, norm_eps=eps, attn_scale=D ** -0.5,
+                  causal=False, sliding_window=0, positions="absolute",
+                  rope_attention_scaling=1.0, pool="mean" if task == "base" else "first",
+                  head_activation="", n_outputs=n_out, pad_token_id=-1, labels=labels,
+                  image_size=side, patch_size=patch, num_channels=ch)
+    return fields, w
+
+
 _FAMILIES: dict[str, Callable] = {
     "mixtral": _llama, "qwen2_moe": _llama,
     "bert": _encoder, "roberta": _encoder, "xlm-roberta": _encoder, "distilbert": _encoder,
     "mpnet": _encoder, "electra": _encoder, "albert": _encoder,
     "gpt2": _gpt2, "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
     "phi3": _llama, "gemma3_text": _llama, "modernbert": _modernbert, "deberta-v2": _deberta_v2,
-    "gpt_neox": _gpt_neox,
+    "gpt_neox": _gpt_neox, "vit": _vit,
 }

@@ -177,18 +177,18 @@ class Model:
 
     # ------------------------------------------------------------------ engine
     def forward(self, inputs: Inputs, *, attentions: bool = False, hidden: bool = False,
-                threads: int | None = None) -> dict[str, np.ndarray]:
+                threads: int | None = None, embeds: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Logits (``(B, NO)``, or ``(B, T, NO)`` for QA) and the optional forward taps.
 
         ``attentions=True`` returns every layer's attention probabilities, ``(B, L, H, T, T)``
         float32: quadratic in T (SmolLM2-135M at T = 8192: 67.5 GiB), while the engine itself
         keeps no (T, T) array (its workspace is linear in T). ``hidden=True``: ``(B, L+1, T, C)``.
         """
-        return self.run(inputs, attentions=attentions, hidden=hidden, threads=threads)
+        return self.run(inputs, attentions=attentions, hidden=hidden, threads=threads, embeds=embeds)
 
     def run(self, inputs: Inputs, seed: np.ndarray | None = None, streams: Sequence[str | Stream] = (), *,
             rows=None, attentions: bool = False, hidden: bool = False,
-            threads: int | None = None) -> dict[str, Any]:
+            threads: int | None = None, embeds: np.ndarray | None = None) -> dict[str, Any]:
         """One forward, then one backward sweep per stream in ``streams`` from ``seed``.
 
         A stream is a rule-set name (``"attnlrp"``, ``"cp"`` for CP-LRP, ``"gradient"``),
@@ -202,6 +202,11 @@ class Model:
         K-seed call are the head's at each seed's rows, ``(K, B, NO)``, and every stream
         output gains the same leading K axis; each seed's numbers are bit for bit those of
         a call with that seed (and rows) alone.
+
+        ``embeds`` ``(B, T, E)`` floats are the word embeddings themselves, read in place of the
+        table rows of ``input_ids`` (which must still be valid ids, e.g. zeros): a vision model's
+        patch embeddings (:mod:`masklrp.vision`). A stream's ``tokens`` is then
+        ``Σ_d embeds ⊙ g`` per row and its ``embed_grad`` the ``g`` at them.
 
         A MemoryError says how many bytes the outputs needed and what they were. The result
         is the engine's dict (see ``masklrp._core.Engine.run``).
@@ -222,11 +227,28 @@ class Model:
             seed = self._seed(inputs, seed, rows)
         many = seed is not None and seed.ndim > len(self.logits_shape(inputs))
         seeds = len(rows) if rows is not None else len(seed) if many else 0
+        if embeds is not None:
+            embeds = self._embeds(inputs, embeds)
         size, what = self._output_size(inputs, len(specs), attentions, hidden, seeds)
         with allocating(what, size):
             return self._engine.run(inputs.input_ids, inputs.attention_mask, inputs.position_ids,
                                     inputs.token_type_ids, seed, specs, attentions, hidden,
-                                    self._threads(threads), rows)
+                                    self._threads(threads), rows, embeds)
+
+    def _embeds(self, inputs: Inputs, embeds) -> np.ndarray:
+        """``embeds`` as C-contiguous float32 ``(B, T, E)``, finite."""
+        if not isinstance(embeds, np.ndarray) or not (np.issubdtype(embeds.dtype, np.floating)
+                                                      or np.issubdtype(embeds.dtype, np.integer)):
+            raise TypeError(f"embeds must be a numpy float array, got "
+                            f"{getattr(embeds, 'dtype', type(embeds).__name__)}")
+        shape = (*inputs.input_ids.shape, self.spec.embedding_size or self.spec.hidden)
+        if embeds.shape != shape:
+            raise ValueError(f"embeds must have shape {shape} (batch, length, embedding width), "
+                             f"got {embeds.shape}")
+        embeds = np.ascontiguousarray(embeds, dtype=np.float32)
+        if not np.isfinite(embeds).all():
+            raise ValueError("embeds must be finite (found NaN or inf)")
+        return embeds
 
     def _rows(self, inputs: Inputs, rows) -> np.ndarray:
         """``rows`` as int64 (K, B), every one a real token of its sequence."""

@@ -66,6 +66,11 @@ relative.embeddings            (2S, C)       *opt*   DeBERTa: relative embedding
 relative.norm.weight / .bias   (C,)          *opt*   their LayerNorm (norm_rel_ebd)
 layers.{i}.pos_key.weight      (H·D, C)      *opt*   DeBERTa c2p: the embeddings' key projection
 layers.{i}.pos_query.weight    (H·D, C)      *opt*   p2c: their query projection (both + .bias)
+patch.weight                   (C, ch·p·p)   *opt*   ViT: each flattened (channel, row, column)
+patch.bias                     (C,)          *opt*   patch to C; required iff ``patch_size``.
+                                                     The engine never reads it: masklrp.vision
+                                                     passes the patches as ``embeds``, and
+                                                     ``embed.word`` (1, C) is the [CLS] token
 =============================  ====================  =======================================
 
 Outputs
@@ -98,7 +103,7 @@ _SIZES = {"n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "head_dim": 1, "hidden":
           "intermediate": 1, "vocab": 1, "max_positions": 1, "type_vocab": 0, "sliding_window": 0,
           "n_outputs": 1, "pad_token_id": -1, "rotary_dim": 0, "rope_long_after": 0,
           "embedding_size": 0, "relative_span": 0, "n_experts": 0, "experts_per_token": 0,
-          "expert_intermediate": 0}
+          "expert_intermediate": 0, "image_size": 0, "patch_size": 0, "num_channels": 0}
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ class ModelSpec:
 
     architecture: str          # the HF class it came from, e.g. "BertForSequenceClassification"
     model_type: str            # config.model_type: bert, gpt2, llama, qwen3, ... (export.ARCHITECTURES)
-    task: str                  # "base", "sequence-classification", "question-answering", "causal-lm"
+    task: str                  # "base", "sequence-classification", "question-answering", "causal-lm",
+                               # "image-classification"
     family: str                # "encoder" (post-norm) or "decoder" (pre-norm; causal unless
                                # causal=False: ModernBERT, a pre-norm encoder)
     norm: str                  # "layernorm" or "rmsnorm"
@@ -161,6 +167,10 @@ class ModelSpec:
     shared_expert: bool = False   # Qwen2-MoE: a dense gated MLP beside the experts, scaled by
                                   # sigmoid(shared_gate x)
     eos_token_ids: tuple[int, ...] = ()  # the config's end-of-sequence ids: generation stops there
+    image_size: int = 0           # ViT: the side of the square input image in pixels; 0: text
+    patch_size: int = 0           # ViT: the side of a patch; the sequence is [CLS] and the
+                                  # (image_size / patch_size)² patches in row-major order
+    num_channels: int = 0         # ViT: the image's channels
 
     def __post_init__(self) -> None:
         for name, allowed in (("family", FAMILIES), ("norm", NORMS), ("pool", POOLS),
@@ -197,6 +207,11 @@ class ModelSpec:
                    for i in self.eos_token_ids) or not isinstance(self.eos_token_ids, tuple):
             raise ValueError(f"ModelSpec.eos_token_ids must be a tuple of token ids in [0, {self.vocab}), "
                              f"got {self.eos_token_ids!r}")
+        if self.patch_size and not (self.image_size % self.patch_size == 0 and self.num_channels
+                                    and self.vocab == 1 and self.max_positions
+                                    == (self.image_size // self.patch_size) ** 2 + 1):
+            raise ValueError("a ViT spec needs image_size a multiple of patch_size, num_channels "
+                             ">= 1, vocab 1 (the [CLS] token) and max_positions patches + 1")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads})")
@@ -210,7 +225,7 @@ class ModelSpec:
         Required: the embeddings and position table its ``positions`` needs, every layer's
         norms and matrices (but layer 0's attention norm without ``first_attn_norm``),
         ``embed.norm`` (encoders) and / or ``final_norm`` (decoders; both for a non-causal
-        one), ``embed.project.weight`` with ``embedding_size``, ``head.dense.weight`` when
+        one, but ViT), ``patch.weight`` with ``patch_size``, ``embed.project.weight`` with ``embedding_size``, ``head.dense.weight`` when
         ``head_activation`` is set, ``head.norm.weight`` with ``head_norm``,
         ``head.out.weight`` unless ``task == "base"``. Biases are always optional.
         """
@@ -240,9 +255,13 @@ class ModelSpec:
             out["relative.norm.weight"] = ((C,), False)
             out["relative.norm.bias"] = ((C,), False)
         # encoders norm their embeddings, decoders their last layer's output, ModernBERT both
+        # (ViT's patches go into layer 0 unnormed)
         norms = [("embed.norm", E)] if self.family == "encoder" else [("final_norm", C)]
-        if self.family == "decoder" and not self.causal:
+        if self.family == "decoder" and not self.causal and not self.patch_size:
             norms.append(("embed.norm", E))
+        if self.patch_size:
+            out["patch.weight"] = ((C, self.num_channels * self.patch_size ** 2), True)
+            out["patch.bias"] = ((C,), False)
         if self.head_norm:
             norms.append(("head.norm", C))
         for norm, width in norms:

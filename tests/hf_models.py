@@ -357,11 +357,30 @@ MODELS: dict[str, ModelDef] = {
 }
 
 
+def _vit(**extra):
+    sizes = {"image_size": 16, "patch_size": 4, "num_channels": 3, **extra}
+    return tf.ViTConfig(hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                        intermediate_size=80, hidden_act="gelu", layer_norm_eps=1e-12, **sizes)
+
+
+# Image models (4 x 4 patches of 4 x 4 pixels, 3 channels): apart from MODELS, whose every
+# entry reads token ids (test_engine.py runs them all on text).
+VISION_MODELS: dict[str, ModelDef] = {
+    "vit-cls": ModelDef("ViTForImageClassification", "image-classification",
+                        lambda: _vit(**_LABELS)),
+    # no q/k/v biases, one channel, 8 x 8 pixel patches of a 16 x 16 image
+    "vit-cls-gray": ModelDef("ViTForImageClassification", "image-classification",
+                             lambda: _vit(qkv_bias=False, num_channels=1, patch_size=8, **_LABELS)),
+    "vit-base": ModelDef("ViTModel", "base", _vit),
+}
+
+
 def build(name: str, seed: int = 0, zero_bias: bool = False) -> torch.nn.Module:
-    """The tiny model ``name`` (a key of ``MODELS``), eval mode, float32, eager attention."""
-    if name not in MODELS:
-        raise KeyError(f"unknown tiny model {name!r}; choose from {sorted(MODELS)}")
-    spec = MODELS[name]
+    """The tiny model ``name`` (a key of ``MODELS`` or ``VISION_MODELS``), eval mode, float32,
+    eager attention."""
+    if name not in MODELS and name not in VISION_MODELS:
+        raise KeyError(f"unknown tiny model {name!r}; choose from {sorted(MODELS) + sorted(VISION_MODELS)}")
+    spec = MODELS.get(name) or VISION_MODELS[name]
     config = spec.config()
     config._attn_implementation = "eager"
     config._experts_implementation = "eager"  # MoE: the per-expert loop (grouped_mm has no float64)

@@ -167,6 +167,10 @@ def _config(model_type: str, three_labels: bool = True):
                                                     "sliding_attention": {"rope_type": "default",
                                                                           "rope_theta": 1e4}},
                                    **labels)
+    if model_type == "vit":  # no q/k/v biases, 5 x 5 patches of 3 x 3 pixels, 2 channels
+        return tf.ViTConfig(hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
+                            intermediate_size=F, layer_norm_eps=1e-6, image_size=15, patch_size=3,
+                            num_channels=2, qkv_bias=False, **labels)
     raise KeyError(model_type)
 
 
@@ -374,6 +378,25 @@ def reference_weights(model) -> dict[str, np.ndarray]:
             _lin(w, p + "down", l.mlp.dense_4h_to_h)
         _lin(w, "final_norm", base.final_layer_norm)
         w["rope.inv_freq"] = _np(base.rotary_emb.inv_freq)
+    elif model_type == "vit":
+        base = getattr(model, "vit", model)
+        e = base.embeddings
+        w["embed.word"] = _np(e.cls_token)[0]
+        w["embed.position"] = _np(e.position_embeddings)[0]
+        conv = e.patch_embeddings.projection
+        w["patch.weight"] = _np(conv.weight).reshape(C, -1)
+        w["patch.bias"] = _np(conv.bias)
+        for i, l in enumerate(base.layers):
+            p, a = f"layers.{i}.", l.attention
+            _lin(w, p + "attn_norm", l.layernorm_before)
+            _cat(w, p + "qkv", [a.q_proj, a.k_proj, a.v_proj])
+            _lin(w, p + "out", a.o_proj)
+            _lin(w, p + "mlp_norm", l.layernorm_after)
+            _lin(w, p + "up", l.mlp.fc1)
+            _lin(w, p + "down", l.mlp.fc2)
+        _lin(w, "final_norm", base.layernorm)
+        if arch == "ViTForImageClassification":
+            _lin(w, "head.out", model.classifier)
     else:
         base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
         w["embed.word"] = _np(base.embed_tokens.weight)
@@ -533,6 +556,10 @@ FAMILY = {  # model_type -> spec fields that follow from the family and _config(
                         norm_eps=1e-6, causal=True, positions="rope", sliding_window=8,
                         pad_token_id=0, qk_norm=True, sliding_layers=(False, True),
                         post_norms=True, embed_scale=C ** 0.5),
+    "vit": dict(family="decoder", norm="layernorm", activation="gelu", gated_mlp=False,
+                n_kv_heads=H, head_dim=C // H, intermediate=F, max_positions=26, type_vocab=0,
+                norm_eps=1e-6, causal=False, positions="absolute", pad_token_id=-1, vocab=1,
+                image_size=15, patch_size=3, num_channels=2),
 }
 
 
@@ -544,7 +571,8 @@ def expected_spec(arch: str) -> dict:
                 post_norms=False, embed_scale=1.0, final_softcap=0.0, embedding_size=0,
                 first_attn_norm=True, head_norm=False, disentangled=(), relative_span=0,
                 parallel_residual=False, n_experts=0, experts_per_token=0,
-                expert_intermediate=0, norm_topk_prob=False, shared_expert=False)
+                expert_intermediate=0, norm_topk_prob=False, shared_expert=False, image_size=0,
+                patch_size=0, num_channels=0)
     want.update(FAMILY[model_type])
     want["attn_scale"] = want["head_dim"] ** -0.5
     if model_type == "gemma3_text":  # query_pre_attn_scalar; the capping is the LM head's
@@ -563,6 +591,8 @@ def expected_spec(arch: str) -> dict:
     if model_type == "deberta-v2":  # q·k and two disentangled terms share the scale
         want.update(attn_scale=(C // H * 3) ** -0.5,
                     head_activation="gelu" if task == "sequence-classification" else "")
+    if model_type == "vit":  # a pre-norm encoder: the classifier reads [CLS], the base the mean
+        want.update(pool="mean" if task == "base" else "first", head_activation="")
     if model_type == "modernbert":  # a pre-norm encoder: mean pooling, dense + SiLU + norm heads
         want.update(pool={"base": "mean", "question-answering": "none"}.get(task, "mean"),
                     head_activation="" if task == "base" else "silu", head_norm=task != "base")
@@ -582,7 +612,7 @@ def test_module_export_spec_and_weights(arch):
     assert exp.source.startswith(f"torch:{arch}")
     got = exp.spec.to_dict()
     want = expected_spec(arch)
-    eos = model.config.eos_token_id  # the tiny configs' own: an id, beyond the vocabulary, or none
+    eos = getattr(model.config, "eos_token_id", None)  # an id, beyond the vocabulary, or none
     want["eos_token_ids"] = () if eos is None or not 0 <= eos < V else (eos,)
     for key, value in want.items():
         ok = got[key] == pytest.approx(value) if isinstance(value, float) else got[key] == value
@@ -795,7 +825,7 @@ def test_config_defaults_match_transformers():
                "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
                "qwen3": tf.Qwen3Config, "phi3": tf.Phi3Config, "gpt_neox": tf.GPTNeoXConfig,
                "mixtral": tf.MixtralConfig, "qwen2_moe": tf.Qwen2MoeConfig,
-               "gemma3_text": tf.Gemma3TextConfig}
+               "gemma3_text": tf.Gemma3TextConfig, "vit": tf.ViTConfig}
     for model_type, defaults in CONFIG_DEFAULTS.items():
         fields = {f.name: f.default for f in dataclasses.fields(classes[model_type])}
         for key, value in defaults.items():
