@@ -29,10 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .explain import METHODS, seed_for
 from .model import Inputs, Model
-
-# method name -> engine stream
-METHODS = {"attnlrp": "attnlrp", "cp-lrp": "cp"}
 
 
 def _vision_spec(model: Model):
@@ -244,7 +242,7 @@ class ImageExplanation:
         return f'<img alt="relevance of {self.method}" src="data:image/png;base64,{data}">'
 
 
-def explain_image(model: Model, image, target: int | None = None, method: str = "attnlrp", *,
+def explain_image(model: Model, image, target: int | str | None = None, method: str = "attnlrp", *,
                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                   threads: int | None = None) -> ImageExplanation:
     """Explain ``model``'s output ``target`` (default: its predicted class) for one ``image``
@@ -254,16 +252,11 @@ def explain_image(model: Model, image, target: int | None = None, method: str = 
     if method not in METHODS:
         raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
     x = pixel_values(model, image, mean, std)[None]
-    seed = None
-    if target is not None:
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not (
-                0 <= target < s.n_outputs):
-            raise ValueError(f"target must be an output index in [0, {s.n_outputs}), got {target!r}")
-        seed = np.zeros((1, s.n_outputs), dtype=np.float32)
-        seed[0, target] = 1.0
+    # a given target (an index or a label name) is seeded as for text; None: the engine's argmax
+    seed = None if target is None else seed_for(model, None, (1, s.n_outputs), target)[0]
     r = image_relevance(model, x, METHODS[method], seed, threads=threads)
     logits = r["logits"][0]
-    target = int(np.argmax(logits)) if target is None else int(target)
+    target = int(np.argmax(logits)) if seed is None else int(np.argmax(seed[0]))
     g = s.image_size // s.patch_size
     shown = np.asarray(image, dtype=np.float32) / (255.0 if np.asarray(image).dtype == np.uint8 else 1.0)
     return ImageExplanation(

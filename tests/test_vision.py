@@ -94,6 +94,8 @@ def test_explain_image_preprocesses_like_the_processor():
     check_relevance(e.pixels[None], ref["pixels"], np.array(True), "explain_image pixels")
     check_relevance(e.patches.reshape(1, -1), ref["patches"], np.array(True), "explain_image patches")
     assert e.target == 2 and e.label == "pos" and e.method == "cp-lrp"
+    by_name = masklrp.explain_image(model, image, target="pos", method="cp-lrp", mean=mean, std=std)
+    assert by_name.target == 2 and np.array_equal(by_name.pixels, e.pixels)  # a label name, as for text
     assert e.pixel_map.shape == (16, 16) and e.image.max() <= 1.0
     np.testing.assert_allclose(e.logits, hf_logits(hf, x)[0], rtol=1e-5, atol=1e-5)
     predicted = masklrp.explain_image(model, image / 255.0, mean=mean, std=std)  # floats as they are
@@ -137,11 +139,13 @@ def test_bad_images_are_named(image, error, message):
 def test_bad_arguments_are_named():
     _, model, pixels = case("vit-cls", 0)
     image = np.zeros((16, 16, 3), dtype=np.uint8)
-    for kw, message in ((dict(target=3), "target"), (dict(target=True), "target"),
+    for kw, message in ((dict(target=3), "target"), (dict(target="neutral"), "target"),
                         (dict(method="gae"), "method"), (dict(std=(1.0, 0.0, 1.0)), "std"),
                         (dict(mean=(0.5, 0.5)), "mean")):
         with pytest.raises(ValueError, match=message):
             masklrp.explain_image(model, image, **kw)
+    with pytest.raises(TypeError, match="target"):  # a bool is not a class index (as for text)
+        masklrp.explain_image(model, image, target=True)
     with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3, 16, 16\)"):
         vision.classify(model, pixels[:, :2])
     with pytest.raises(TypeError, match="pixel_values must be a float"):
